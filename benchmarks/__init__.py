@@ -1,0 +1,1 @@
+"""Benchmark scripts; results are kept under benchmarks/results/."""

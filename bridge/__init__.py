@@ -1,0 +1,1 @@
+"""WebRTC bridge: enhancing track, local server with rooms, WHIP/WHEP, `likeness call`."""

@@ -1,0 +1,1 @@
+"""Inference backends for the distilled generator (torch, ONNX Runtime, TensorRT)."""

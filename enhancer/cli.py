@@ -1,0 +1,44 @@
+"""The `likeness` console script: subcommands registered from ``enhancer.commands``.
+
+Every user-facing failure is a ``LikenessError`` printed as one line with a non-zero exit;
+only genuine bugs produce a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import LikenessError
+
+# Command modules, each exposing register(subparsers). Only commands that work are listed.
+COMMAND_MODULES = [
+    "enhancer.commands.data",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="likeness", description="Real-time personalised face enhancement.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except LikenessError as e:
+        print(f"likeness: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("likeness: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

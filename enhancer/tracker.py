@@ -1,0 +1,144 @@
+"""Real-time multi-face tracking: sparse detection, per-frame landmark refinement, smoothing.
+
+HOG detection (~10-40 ms) runs on a downscaled frame every ``detect_every`` frames or when a
+track is lost; in between, each track's box is predicted from its last landmarks and the
+5-point predictor (~0.1 ms) refines them on the full-resolution frame. Landmarks are smoothed
+with a One-Euro filter so the aligned crop does not jitter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .detect import detect_faces, landmarks5
+from .smoothing import OneEuroParams, OneEuroState, one_euro
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    detect_every: int = 10
+    detect_max_side: int = 480
+    detect_upsample: int = 0
+    iou_match: float = 0.3
+    max_faces: int = 4
+    min_eye_distance: float = 12.0  # px; smaller faces are not worth enhancing
+    max_scale_jump: float = 1.35  # landmark scale change between frames that means "lost"
+    smoothing: OneEuroParams = field(default_factory=OneEuroParams)
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    track_id: int
+    landmarks: np.ndarray  # smoothed 5x2, what alignment should use
+    raw_landmarks: np.ndarray  # unsmoothed 5x2
+    box: np.ndarray  # x0, y0, x1, y1
+
+
+@dataclass
+class _Track:
+    track_id: int
+    raw: np.ndarray
+    rel_box: np.ndarray  # box centre offset and size in units of eye distance
+    state: OneEuroState | None = None
+
+
+def eye_distance(lm: np.ndarray) -> float:
+    """Distance between eye centres of a dlib 5-point set."""
+    return float(np.linalg.norm((lm[0] + lm[1]) / 2 - (lm[2] + lm[3]) / 2))
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _relative_box(box: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    d = max(eye_distance(lm), 1e-3)
+    c = lm.mean(0)
+    return np.array([((box[0] + box[2]) / 2 - c[0]) / d, ((box[1] + box[3]) / 2 - c[1]) / d,
+                     (box[2] - box[0]) / d, (box[3] - box[1]) / d])
+
+
+def _box_from(lm: np.ndarray, rel: np.ndarray) -> np.ndarray:
+    d = eye_distance(lm)
+    c = lm.mean(0) + rel[:2] * d
+    hw, hh = rel[2] * d / 2, rel[3] * d / 2
+    return np.array([c[0] - hw, c[1] - hh, c[0] + hw, c[1] + hh], dtype=np.float32)
+
+
+class FaceTracker:
+    """Stateful tracker for one video stream; ``update`` once per frame."""
+
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        self.config = config or TrackerConfig()
+        self._tracks: list[_Track] = []
+        self._next_id = 0
+        self._frame = 0
+        self._force_detect = True
+        self.last_was_detection = False
+
+    def reset(self) -> None:
+        self._tracks.clear()
+        self._force_detect = True
+
+    def update(self, frame_bgr: np.ndarray, t: float | None = None) -> list[TrackedFace]:
+        cfg = self.config
+        t = self._frame / 30.0 if t is None else t
+        gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if frame_bgr.ndim == 3 else frame_bgr
+        h, w = gray.shape[:2]
+        detect = self._force_detect or not self._tracks or self._frame % cfg.detect_every == 0
+        self.last_was_detection = detect
+        self._frame += 1
+        self._force_detect = False
+        if detect:
+            self._associate(detect_faces(gray, cfg.detect_max_side, cfg.detect_upsample))
+        else:
+            kept = []
+            for tr in self._tracks:
+                box = _box_from(tr.raw, tr.rel_box)
+                lm = landmarks5(gray, box)
+                ratio = eye_distance(lm) / max(eye_distance(tr.raw), 1e-3)
+                centre = lm.mean(0)
+                inside = 0 <= centre[0] < w and 0 <= centre[1] < h
+                if inside and 1 / cfg.max_scale_jump < ratio < cfg.max_scale_jump:
+                    tr.raw = lm
+                    kept.append(tr)
+                else:
+                    self._force_detect = True
+            self._tracks = kept
+        out = []
+        for tr in self._tracks:
+            d = eye_distance(tr.raw)
+            tr.state = one_euro(tr.state, tr.raw, t, cfg.smoothing, scale=d)
+            sm = tr.state.x.astype(np.float32)
+            out.append(TrackedFace(tr.track_id, sm, tr.raw.copy(), _box_from(sm, tr.rel_box)))
+        return out
+
+    def _associate(self, dets: list) -> None:
+        cfg = self.config
+        dets = [d for d in dets if eye_distance(d.landmarks) >= cfg.min_eye_distance][: cfg.max_faces]
+        old_boxes = [_box_from(tr.raw, tr.rel_box) for tr in self._tracks]
+        used: set[int] = set()
+        new_tracks = []
+        for d in dets:
+            best, best_iou = -1, cfg.iou_match
+            for i, ob in enumerate(old_boxes):
+                iou = box_iou(d.box, ob)
+                if i not in used and iou > best_iou:
+                    best, best_iou = i, iou
+            rel = _relative_box(d.box, d.landmarks)
+            if best >= 0:
+                used.add(best)
+                tr = self._tracks[best]
+                tr.raw, tr.rel_box = d.landmarks, rel
+            else:
+                tr = _Track(self._next_id, d.landmarks, rel)
+                self._next_id += 1
+            new_tracks.append(tr)
+        self._tracks = new_tracks
