@@ -15,6 +15,9 @@ from .errors import LikenessError
 # Command modules, each exposing register(subparsers). Only commands that work are listed.
 COMMAND_MODULES = [
     "enhancer.commands.data",
+    "enhancer.commands.faces",
+    "enhancer.commands.degrade",
+    "enhancer.commands.train",
 ]
 
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One prepared GPU burst (device tool): teacher training, distillation, GPU latency benchmark.
+# Each stage has its own time limit; outputs are copied to $OUT as soon as a stage finishes so
+# a later failure never loses an earlier result. Needs only torch/numpy/opencv/safetensors/tqdm.
+# Usage: PACK=.devcarry/pack128.npz TEACHER_MIN=5.3 DISTILL_MIN=2.3 bash benchmarks/gpu/train_and_bench.sh
+set -u
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/likeness-out}; mkdir -p "$OUT"
+RUN=${RUN:-/tmp/likeness-runs}; mkdir -p "$RUN"
+PACK=${PACK:-.devcarry/pack128.npz}
+PY=${PY:-python3}
+DEVICE=${DEVICE:-auto}
+BATCH=${BATCH:-256}
+(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true) | tee "$OUT/run.log"
+$PY -c "import torch;print('torch',torch.__version__,'cuda',torch.cuda.is_available())" 2>&1 | tee -a "$OUT/run.log"
+timeout $(( ${TEACHER_MIN%.*} * 60 + 150 )) $PY -m enhancer.cli train teacher --pack "$PACK" --run-dir "$RUN/teacher" \
+  --batch "$BATCH" --lr 5e-4 --minutes "$TEACHER_MIN" --device "$DEVICE" 2>&1 | tr '\r' '\n' | grep -v '^teacher:.*it/s' | tail -40 | tee -a "$OUT/run.log"
+cp "$RUN/teacher/teacher.safetensors" "$RUN/teacher/metrics.json" "$OUT/" 2>/dev/null && cp "$RUN/teacher/train.log" "$OUT/teacher_train.log"
+[ -n "${CPU_ONLY_TIMING:-}" ] || sleep 0
+if [ -f "$RUN/teacher/teacher.safetensors" ]; then
+  timeout $(( ${DISTILL_MIN%.*} * 60 + 150 )) $PY -m enhancer.cli train distill --pack "$PACK" --teacher "$RUN/teacher/teacher.safetensors" \
+    --run-dir "$RUN/distill" --batch "$BATCH" --minutes "$DISTILL_MIN" --device "$DEVICE" --teacher-steps "${TEACHER_STEPS:-8}" \
+    --student-steps "${STUDENT_STEPS:-1}" 2>&1 | tr '\r' '\n' | grep -v '^distill.*it/s' | tail -30 | tee -a "$OUT/run.log"
+  cp "$RUN/distill/student.safetensors" "$OUT/" 2>/dev/null
+  cp "$RUN/distill/metrics.json" "$OUT/distill_metrics.json" 2>/dev/null
+fi
+if [ -z "${SKIP_BENCH:-}" ]; then
+  timeout 100 $PY benchmarks/gpu_bench.py --weights "$OUT/student.safetensors" --json "$OUT/gpu_bench.json" \
+    --runs "${BENCH_RUNS:-100}" 2>&1 | tail -40 | tee -a "$OUT/run.log"
+fi
+ls -la "$OUT"

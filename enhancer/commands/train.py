@@ -1,0 +1,80 @@
+"""`likeness train pack|teacher|distill` (long jobs: resumable, progress bar, log file)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from ..errors import InputError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train the models (never run in CI)")
+    ts = p.add_subparsers(dest="train_command", required=True, metavar="STAGE")
+
+    pk = ts.add_parser("pack", help="degrade prepared crops with the real codec presets into a training pack")
+    pk.add_argument("--data", type=Path, required=True, help="output folder of `likeness data prepare`")
+    pk.add_argument("--out", type=Path, required=True, help="pack file (.npz)")
+    pk.add_argument("--seed", type=int, default=0)
+    pk.add_argument("--workers", type=int, default=2)
+    pk.set_defaults(func=_pack)
+
+    for name in ("teacher", "distill"):
+        t = ts.add_parser(name, help=f"train the {name}" if name == "teacher" else "distil the teacher to 1-2 steps")
+        t.add_argument("--pack", type=Path, required=True, help="training pack from `likeness train pack`")
+        t.add_argument("--run-dir", type=Path, default=Path(f"runs/{name}"), help="checkpoints and logs (resumes)")
+        t.add_argument("--batch", type=int, default=16)
+        t.add_argument("--lr", type=float)
+        t.add_argument("--steps", type=int, help="total optimisation steps")
+        t.add_argument("--minutes", type=float, help="wall-clock budget; steps derived after a speed probe")
+        t.add_argument("--device", default="auto")
+        t.add_argument("--seed", type=int, default=0)
+        t.add_argument("--no-bf16", action="store_true", help="train in fp32")
+        if name == "distill":
+            t.add_argument("--teacher", type=Path, required=True, help="teacher .safetensors")
+            t.add_argument("--teacher-steps", type=int, default=8)
+            t.add_argument("--student-steps", type=int, default=1, choices=[1, 2])
+        t.set_defaults(func=_teacher if name == "teacher" else _distill)
+
+
+def _check(args) -> None:
+    if not args.pack.is_file():
+        raise InputError(f"{args.pack}: training pack not found (run `likeness train pack`)")
+    if args.steps is None and args.minutes is None:
+        raise InputError("give --steps or --minutes")
+
+
+def _pack(args) -> int:
+    from ..training.data import build_pack
+
+    print(json.dumps(build_pack(args.data, args.out, args.seed, args.workers), indent=2))
+    return 0
+
+
+def _teacher(args) -> int:
+    from ..training.teacher import TeacherConfig, train_teacher
+
+    _check(args)
+    cfg = TeacherConfig(pack=str(args.pack), run_dir=str(args.run_dir), batch=args.batch, steps=args.steps,
+                        minutes=args.minutes, device=args.device, seed=args.seed, bf16=not args.no_bf16)
+    if args.lr:
+        cfg = replace(cfg, lr=args.lr)
+    print(json.dumps(train_teacher(cfg), indent=2, default=str))
+    return 0
+
+
+def _distill(args) -> int:
+    from ..training.distill import DistillConfig, train_distill
+
+    _check(args)
+    if not args.teacher.is_file():
+        raise InputError(f"{args.teacher}: teacher weights not found")
+    cfg = DistillConfig(pack=str(args.pack), teacher=str(args.teacher), run_dir=str(args.run_dir),
+                        batch=args.batch, steps=args.steps, minutes=args.minutes, device=args.device,
+                        seed=args.seed, bf16=not args.no_bf16, teacher_steps=args.teacher_steps,
+                        student_steps=args.student_steps)
+    if args.lr:
+        cfg = replace(cfg, lr=args.lr)
+    print(json.dumps(train_distill(cfg), indent=2, default=str))
+    return 0

@@ -1,0 +1,1 @@
+"""Identity encoder and identity-conditioned diffusion generator."""

@@ -1,0 +1,45 @@
+"""Model configuration. Stored in every weight file's metadata, so loading rebuilds the same net."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    size: int = 128
+    stem_factor: int = 2  # space-to-depth: no convolution runs at full resolution
+    widths: tuple[int, ...] = (32, 64, 96, 128)  # at size/2, /4, /8, /16
+    blocks: int = 1  # residual blocks per level and direction
+    attn_min_level: int = 2  # cross-attention to identity tokens at level >= this (16x16 and 8x8)
+    emb_dim: int = 128
+    groups: int = 8
+    heads: int = 4
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    size: int = 128
+    widths: tuple[int, ...] = (32, 64, 128, 192)  # at /4, /8, /16, /32 (after a stride-2 stem)
+    dim: int = 256  # identity vector / token width
+    tokens: int = 4  # identity tokens besides the global vector
+    max_refs: int = 8
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @staticmethod
+    def from_json(s: str) -> ModelConfig:
+        d = json.loads(s)
+        g = d["generator"]
+        e = d["encoder"]
+        g["widths"] = tuple(g["widths"])
+        e["widths"] = tuple(e["widths"])
+        return ModelConfig(GeneratorConfig(**g), EncoderConfig(**e))

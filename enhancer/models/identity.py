@@ -1,0 +1,71 @@
+"""Identity encoder: a CNN per reference crop, then order-invariant set aggregation.
+
+Per the seed paper (Su et al., 2023) per-image encodings are averaged into a global vector;
+in addition a few learned queries attend over the spatial features of *all* references
+(attention pooling over the set, also order-invariant) to give identity tokens. A mask lets
+one batch hold sets of different sizes (1-8 references).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import EncoderConfig
+
+
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=2, padding=1)
+        self.n1 = nn.GroupNorm(8, cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.n2 = nn.GroupNorm(8, cout)
+        self.skip = nn.Conv2d(cin, cout, 1, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.silu(self.n1(self.conv1(x)))
+        h = self.n2(self.conv2(h))
+        return F.silu(h + self.skip(x))
+
+
+class IdentityEncoder(nn.Module):
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.stem = nn.Sequential(nn.Conv2d(12, cfg.widths[0], 3, padding=1), nn.SiLU())  # on 2x s2d
+        blocks = []
+        ch = cfg.widths[0]
+        for w in cfg.widths:
+            blocks.append(_Block(ch, w))
+            ch = w
+        self.blocks = nn.Sequential(*blocks)
+        self.proj = nn.Linear(ch, cfg.dim)
+        self.global_mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
+        self.queries = nn.Parameter(torch.randn(cfg.tokens, cfg.dim) * 0.02)
+        self.attn = nn.MultiheadAttention(cfg.dim, 4, batch_first=True)
+        self.tok_norm = nn.LayerNorm(cfg.dim)
+        self.out_norm = nn.LayerNorm(cfg.dim)
+
+    def forward(self, refs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """refs: (B, K, 3, S, S) in [-1,1]; mask: (B, K) bool, True = real reference.
+
+        Returns (B, 1 + tokens, dim): the global vector then the identity tokens.
+        """
+        b, k = refs.shape[:2]
+        if mask is None:
+            mask = torch.ones(b, k, dtype=torch.bool, device=refs.device)
+        x = F.pixel_unshuffle(refs.flatten(0, 1), 2)
+        feat = self.proj(self.blocks(self.stem(x)).flatten(2).transpose(1, 2))  # (B*K, HW, D)
+        hw = feat.shape[1]
+        feat = feat.reshape(b, k, hw, -1)
+        m = mask.float()[:, :, None]
+        per_img = feat.mean(2)  # (B, K, D)
+        glob = (per_img * m).sum(1) / m.sum(1).clamp(min=1)
+        glob = self.global_mlp(glob)
+        tokens_kv = self.tok_norm(feat.reshape(b, k * hw, -1))
+        key_pad = ~mask[:, :, None].expand(b, k, hw).reshape(b, k * hw)
+        q = self.queries[None].expand(b, -1, -1)
+        tok, _ = self.attn(q, tokens_kv, tokens_kv, key_padding_mask=key_pad, need_weights=False)
+        return self.out_norm(torch.cat([glob[:, None], tok + q], dim=1))

@@ -1,0 +1,60 @@
+"""The restorer: identity encoder + generator + learned null identity + sampler settings.
+
+``identity=None`` selects the learned null identity: the generic mode for people who have
+not enrolled, which identity dropout during training teaches.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..diffusion import ddim_sample
+from .config import ModelConfig
+from .generator import Generator
+from .identity import IdentityEncoder
+
+
+class Restorer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        e = cfg.encoder
+        self.encoder = IdentityEncoder(e)
+        self.generator = Generator(cfg.generator, e.dim)
+        self.null_identity = nn.Parameter(torch.zeros(1 + e.tokens, e.dim))
+
+    def identity_shape(self) -> tuple[int, int]:
+        return (1 + self.cfg.encoder.tokens, self.cfg.encoder.dim)
+
+    def encode(self, refs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encoder(refs, mask)
+
+    def resolve_identity(self, ident: torch.Tensor | None, batch: int) -> torch.Tensor:
+        if ident is None:
+            return self.null_identity[None].expand(batch, -1, -1)
+        return ident
+
+    def forward(self, x_t: torch.Tensor, lq: torch.Tensor, t: torch.Tensor, ident: torch.Tensor) -> torch.Tensor:
+        return self.generator(x_t, lq, t, ident)
+
+    @torch.no_grad()
+    def sample(self, lq: torch.Tensor, ident: torch.Tensor | None, noise: torch.Tensor, steps: int) -> torch.Tensor:
+        ident = self.resolve_identity(ident, lq.shape[0])
+        return ddim_sample(lambda x, t: self.generator(x, lq, t, ident), noise, steps)
+
+
+def count_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def generator_gflops(model: Restorer, size: int | None = None) -> float:
+    """GFLOPs (2 x multiply-adds) of one generator forward on one face."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    s = size or model.cfg.generator.size
+    x = torch.zeros(1, 3, s, s)
+    ident = model.null_identity.detach()[None]
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model.generator(x, x, torch.zeros(1), ident)
+    return fc.get_total_flops() / 1e9

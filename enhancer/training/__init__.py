@@ -1,0 +1,1 @@
+"""Training: data packing, teacher diffusion training, distillation, safetensors checkpoints."""

@@ -1,0 +1,85 @@
+"""Shared training-loop pieces: device/precision set-up, EMA, LR schedule, step budget, logging."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return dev
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast: 2.2x faster training measured on this CPU (AMX), and standard on GPUs."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    ep = [p for p in ema.parameters()]
+    mp = [p.detach() for p in model.parameters()]
+    torch._foreach_lerp_(ep, mp, 1 - decay)
+
+
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    """Linear warm-up then cosine decay to 10 % of the base rate."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def hardware() -> dict:
+    info = {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def setup_logging(run_dir: Path, name: str) -> logging.Logger:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = logging.getLogger(f"likeness.{name}.{run_dir}")
+    log.setLevel(logging.INFO)
+    if not log.handlers:
+        fh = logging.FileHandler(run_dir / f"{name}.log")
+        fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(fh)
+    return log
+
+
+class Budget:
+    """Turns a wall-clock budget into a fixed step count after timing the first steps, so the
+    LR schedule is well defined and a resumed run keeps the same total."""
+
+    def __init__(self, steps: int | None, minutes: float | None, probe: int = 30) -> None:
+        self.total = steps
+        self.minutes = minutes
+        self.probe = probe
+        self._t0: float | None = None
+
+    def observe(self, step: int, start_step: int) -> None:
+        if self.total is not None or self.minutes is None:
+            return
+        if step == start_step + 5:
+            self._t0 = time.perf_counter()
+        elif self._t0 is not None and step == start_step + 5 + self.probe:
+            per = (time.perf_counter() - self._t0) / self.probe
+            self.total = max(step + 1, int(self.minutes * 60 / per * 0.97))
+
+    def effective_total(self) -> int:
+        return self.total if self.total is not None else 10**9
+
+
+def write_json(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True))

@@ -1,0 +1,154 @@
+"""`likeness train teacher`: joint identity encoder + diffusion generator training.
+
+Each sample: a target crop of one identity, degraded (from the packed real-codec pool, or on
+the fly), and K in [1, 5] *other* crops of the same identity as references. With probability
+``id_dropout`` the identity is replaced by the learned null identity, which teaches the
+generic mode. v-prediction MSE, AdamW, EMA, gradient clipping, bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..diffusion import q_sample, v_target
+from ..models.config import ModelConfig
+from ..models.restorer import Restorer, count_params, generator_gflops
+from ..weights import export_weights
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import RefSampler, load_pack, make_batch, split_identities
+from .loop import Budget, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    pack: str
+    run_dir: str = "runs/teacher"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    batch: int = 16
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup: int = 300
+    steps: int | None = None
+    minutes: float | None = None
+    ema: float = 0.999
+    grad_clip: float = 1.0
+    id_dropout: float = 0.15
+    k_min: int = 1
+    k_max: int = 5
+    n_val: int = 60
+    split_seed: int = 0
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True
+    ckpt_minutes: float = 5.0
+    log_every: int = 50
+    eval_steps: int = 8
+
+
+def identity_dropout(ident: torch.Tensor, null: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    drop = torch.rand(ident.shape[0], generator=gen, device="cpu") < p
+    drop = drop.to(ident.device)[:, None, None]
+    return torch.where(drop, null[None].to(ident.dtype).expand_as(ident), ident)
+
+
+def prepare_split(pack: Path, n_val: int, seed: int) -> tuple[list[str], list[str]]:
+    z = np.load(pack, allow_pickle=False)
+    ids = [str(s) for s in z["identities"]]
+    counts = Counter(ids[i] for i in z["labels"])
+    return split_identities(ids, n_val, seed, counts)
+
+
+def train_teacher(cfg: TeacherConfig) -> dict:
+    run = Path(cfg.run_dir)
+    log = setup_logging(run, "train")
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    train_ids, val_ids = prepare_split(Path(cfg.pack), cfg.n_val, cfg.split_seed)
+    write_json(run / "split.json", {"train": train_ids, "val": val_ids, "seed": cfg.split_seed})
+    pool = load_pack(Path(cfg.pack), device, keep=set(train_ids))
+    sampler = RefSampler(pool, cfg.k_max, cfg.seed)
+    model = Restorer(cfg.model).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    ckpt = run / "ckpt.safetensors"
+    step, wall = 0, 0.0
+    budget = Budget(cfg.steps, cfg.minutes)
+    if ckpt.exists():
+        meta = load_checkpoint(ckpt, model, ema, opt, device)
+        step, wall = meta["step"], meta["wall_s"]
+        budget.total = cfg.steps or meta["total"]
+        sampler.set_state(meta["sampler"])
+        gen.set_state(torch.tensor(meta["gen_state"], dtype=torch.uint8))
+        log.info("resumed at step %d", step)
+    info = {"generator_params": count_params(model.generator), "encoder_params": count_params(model.encoder),
+            "generator_gflops": round(generator_gflops(model), 3), "train_images": len(pool.labels),
+            "train_identities": len(train_ids), "val_identities": len(val_ids), "device": str(device),
+            "hardware": hardware(), "config": asdict(cfg)}
+    log.info("start %s", json.dumps(info))
+    print(f"generator {info['generator_params'] / 1e6:.2f} M params, {info['generator_gflops']:.2f} GFLOP/forward; "
+          f"encoder {info['encoder_params'] / 1e6:.2f} M; {len(pool.labels)} images / {len(train_ids)} identities")
+    size = cfg.model.generator.size
+    start = step
+    last_ckpt = time.perf_counter()
+    t_start = time.perf_counter() - wall
+    losses: list[float] = []
+    bar = tqdm(total=budget.total, initial=step, desc="teacher", unit="it", dynamic_ncols=True)
+    model.train()
+    while step < budget.effective_total():
+        x0, lq, refs, mask = make_batch(pool, sampler.sample(cfg.batch, (cfg.k_min, cfg.k_max)), size, device)
+        t = torch.rand(x0.shape[0], generator=gen).to(device)
+        eps = torch.randn(x0.shape, generator=gen).to(device)
+        x_t = q_sample(x0, eps, t)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, budget.effective_total() if budget.total else 10**6, cfg.lr, cfg.warmup)
+        with autocast(device, cfg.bf16):
+            ident = model.encode(refs, mask)
+            ident = identity_dropout(ident, model.null_identity, cfg.id_dropout, gen)
+            v = model(x_t, lq, t, ident)
+            loss = F.mse_loss(v.float(), v_target(x0, eps, t))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        ema_update(ema, model, cfg.ema if step > cfg.warmup else 0.9)
+        step += 1
+        budget.observe(step, start)
+        if budget.total is not None and bar.total != budget.total:
+            bar.total = budget.total
+        losses.append(loss.item())
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if step % cfg.log_every == 0:
+            log.info("step %d loss %.5f lr %.2e", step, np.mean(losses[-cfg.log_every:]), opt.param_groups[0]["lr"])
+        if time.perf_counter() - last_ckpt > cfg.ckpt_minutes * 60:
+            _save(ckpt, model, ema, opt, step, time.perf_counter() - t_start, budget, sampler, gen)
+            last_ckpt = time.perf_counter()
+    bar.close()
+    wall = time.perf_counter() - t_start
+    _save(ckpt, model, ema, opt, step, wall, budget, sampler, gen)
+    ema.eval()
+    metrics = {"steps": step, "wall_time_s": round(wall, 1), "final_loss": float(np.mean(losses[-200:])) if losses
+               else None, "samples_seen": step * cfg.batch, **{k: v for k, v in info.items() if k != "config"}}
+    model_id = export_weights(ema, run / "teacher.safetensors", "teacher",
+                              {"steps": step, "val_identities": val_ids, "train_cfg": asdict(cfg)})
+    metrics["model_id"] = model_id
+    write_json(run / "metrics.json", metrics)
+    log.info("done %s", json.dumps(metrics))
+    return metrics
+
+
+def _save(ckpt, model, ema, opt, step, wall, budget, sampler, gen) -> None:
+    save_checkpoint(ckpt, model, ema, opt, {"step": step, "wall_s": wall, "total": budget.total,
+                                              "sampler": sampler.state(), "gen_state": gen.get_state().tolist()})

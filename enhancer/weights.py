@@ -1,0 +1,62 @@
+"""Committed model weights: fp16 safetensors with the config and a model id in the metadata.
+
+The model id is a hash of the weights, so an identity file made by another model version can
+be recognised and refused. Loading uses safetensors only; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from .errors import ModelError
+from .models.config import ModelConfig
+from .models.restorer import Restorer
+
+WEIGHTS_DIR = Path(str(files("enhancer") / "weights"))
+
+
+def export_weights(model: Restorer, path: Path, kind: str, extra: dict | None = None) -> str:
+    """Write fp16 weights; returns the model id (hash of the stored tensors)."""
+    sd = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in model.state_dict().items()}
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        h.update(k.encode())
+        h.update(sd[k].numpy().tobytes())
+    model_id = f"{kind}-{h.hexdigest()[:12]}"
+    meta = {"config": model.cfg.to_json(), "kind": kind, "model_id": model_id, "extra": json.dumps(extra or {})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(path), metadata=meta)
+    return model_id
+
+
+def read_metadata(path: Path) -> dict:
+    try:
+        with safe_open(str(path), "pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises several types for corrupt headers
+        raise ModelError(f"{path}: not a valid safetensors weight file ({e})") from None
+
+
+def load_restorer(path: Path | None = None, kind: str = "student", device: str = "cpu") -> tuple[Restorer, dict]:
+    """Load committed weights (default: the packaged ``kind``) as an fp32 eval-mode Restorer."""
+    path = Path(path) if path else WEIGHTS_DIR / f"{kind}.safetensors"
+    if not path.is_file():
+        raise ModelError(f"{path}: model weights not found")
+    meta = read_metadata(path)
+    if "config" not in meta:
+        raise ModelError(f"{path}: weight file has no model config in its metadata")
+    model = Restorer(ModelConfig.from_json(meta["config"]))
+    try:
+        sd = load_file(str(path), device="cpu")
+        model.load_state_dict({k: v.float() for k, v in sd.items()})
+    except Exception as e:
+        raise ModelError(f"{path}: weights do not match the model ({e})") from None
+    meta["extra"] = json.loads(meta.get("extra", "{}"))
+    return model.to(device).eval().requires_grad_(False), meta
