@@ -36,6 +36,18 @@ def export_weights(model: Restorer, path: Path, kind: str, extra: dict | None = 
     return model_id
 
 
+def encoder_id(model: Restorer) -> str:
+    """Hash of the identity encoder and null identity (fp16): identity files record it, and
+    any model sharing the encoder (teacher and its distilled student) can use them."""
+    h = hashlib.sha256()
+    sd = model.state_dict()
+    for k in sorted(sd):
+        if k.startswith("encoder.") or k == "null_identity":
+            h.update(k.encode())
+            h.update(sd[k].detach().to(torch.float16).cpu().numpy().tobytes())
+    return f"enc-{h.hexdigest()[:12]}"
+
+
 def read_metadata(path: Path) -> dict:
     try:
         with safe_open(str(path), "pt") as f:
@@ -59,4 +71,5 @@ def load_restorer(path: Path | None = None, kind: str = "student", device: str =
     except Exception as e:
         raise ModelError(f"{path}: weights do not match the model ({e})") from None
     meta["extra"] = json.loads(meta.get("extra", "{}"))
+    meta["encoder_id"] = encoder_id(model)
     return model.to(device).eval().requires_grad_(False), meta
