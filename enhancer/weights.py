@@ -44,7 +44,7 @@ def encoder_id(model: Restorer) -> str:
     for k in sorted(sd):
         if k.startswith("encoder.") or k == "null_identity":
             h.update(k.encode())
-            h.update(sd[k].detach().to(torch.float16).cpu().numpy().tobytes())
+            h.update((sd[k].detach().float() + 0.0).to(torch.float16).cpu().numpy().tobytes())  # -0.0 -> 0.0
     return f"enc-{h.hexdigest()[:12]}"
 
 
