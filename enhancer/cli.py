@@ -18,6 +18,8 @@ COMMAND_MODULES = [
     "enhancer.commands.faces",
     "enhancer.commands.degrade",
     "enhancer.commands.train",
+    "enhancer.commands.serve",
+    "enhancer.commands.call",
 ]
 
 

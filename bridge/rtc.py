@@ -1,0 +1,229 @@
+"""WebRTC plumbing shared by the server and `likeness call`: ICE config, loopback, codecs, bitrate, SDP checks.
+
+Everything here is per-connection except ``enable_loopback_candidates``, the one documented,
+opt-in process-wide patch (aioice has no per-connection hook for host addresses).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import aioice.ice
+from aiortc import RTCConfiguration, RTCIceServer, RTCRtpSender, RTCRtpTransceiver
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.sdp import SessionDescription
+
+log = logging.getLogger(__name__)
+
+CODECS = {"vp8": "video/VP8", "h264": "video/H264"}
+MAX_SDP_BYTES = 64 * 1024
+# The encoders' own bounds; aiortc clamps REMB-driven targets to these.
+BITRATE_RANGE = (100_000, 20_000_000)
+
+_ORIGINAL_GET_HOST_ADDRESSES: Callable[[bool, bool], list[str]] = aioice.ice.get_host_addresses
+
+
+class SdpError(ValueError):
+    """An SDP offer the bridge cannot use; the message is fit for an HTTP 400 body."""
+
+
+# ---------------------------------------------------------------------------------------- ICE
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and 'localhost' (what a local-only bind looks like)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _loopback_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    return ["127.0.0.1"] if use_ipv4 else []
+
+
+def enable_loopback_candidates() -> None:
+    """Make every ICE agent in this process gather 127.0.0.1 as its only host candidate.
+
+    Why: aioice's ``get_host_addresses`` skips 127.0.0.1 and has no per-connection option,
+    so two peers on one machine (tests, a browser talking to ``serve --host 127.0.0.1``)
+    would pair over the machine's external interface or not at all. Gathering loopback only
+    keeps local calls on 127.0.0.1 deliberately. Process-wide and opt-in: used by tests and by
+    a loopback-bound ``serve``/``call``; ``disable_loopback_candidates`` undoes it.
+    """
+    aioice.ice.get_host_addresses = _loopback_addresses
+
+
+def disable_loopback_candidates() -> None:
+    """Restore aioice's own host-address gathering."""
+    aioice.ice.get_host_addresses = _ORIGINAL_GET_HOST_ADDRESSES
+
+
+def loopback_candidates_enabled() -> bool:
+    return aioice.ice.get_host_addresses is _loopback_addresses
+
+
+def ice_server(url: str) -> RTCIceServer:
+    """RTCIceServer from 'stun:host:port' or 'turn:user:pass@host:port[?transport=udp]'."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("stun", "stuns", "turn", "turns"):
+        raise ValueError(f"ICE server URL must start with stun:, stuns:, turn: or turns:, got {url!r}")
+    rest = url.split(":", 1)[1]
+    if "@" in rest:
+        cred, host = rest.rsplit("@", 1)
+        user, _, password = cred.partition(":")
+        return RTCIceServer(urls=f"{parts.scheme}:{host}", username=unquote(user), credential=unquote(password))
+    return RTCIceServer(urls=url)
+
+
+def rtc_configuration(ice_servers: list[str] | None = None) -> RTCConfiguration:
+    """No STUN/TURN unless asked: aiortc's default would contact a public Google STUN server."""
+    return RTCConfiguration(iceServers=[ice_server(u) for u in (ice_servers or [])])
+
+
+_CANDIDATE_RE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ (\S+) \d+ typ", re.IGNORECASE)
+
+
+def keep_loopback_candidates(sdp: str) -> str:
+    """Drop remote ICE candidates that are not on 127.0.0.0/8 or ::1.
+
+    Used when the bridge only gathers loopback: pairs towards a peer's other interfaces
+    could never succeed and only slow connectivity checks down.
+    """
+    out = []
+    for line in sdp.splitlines():
+        m = _CANDIDATE_RE.match(line)
+        if m and not is_loopback_host(m.group(1)):
+            continue
+        out.append(line)
+    return "\r\n".join(out) + "\r\n"
+
+
+# ---------------------------------------------------------------------------------------- SDP
+
+
+@dataclass(frozen=True)
+class OfferInfo:
+    """What the bridge needs to know about an offer before handing it to aiortc."""
+
+    kinds: list[str]  # m-line kinds in order ("audio", "video", other)
+    directions: list[str | None]
+
+    @property
+    def video_count(self) -> int:
+        return self.kinds.count("video")
+
+
+def check_offer(sdp: str) -> OfferInfo:
+    """Validate an SDP offer enough that aiortc will not fail on it with an internal error."""
+    if not sdp or not sdp.strip():
+        raise SdpError("empty SDP body")
+    if len(sdp.encode()) > MAX_SDP_BYTES:
+        raise SdpError(f"SDP larger than {MAX_SDP_BYTES} bytes")
+    if not sdp.lstrip().startswith("v=0"):
+        raise SdpError("malformed SDP: must start with 'v=0'")
+    try:
+        desc = SessionDescription.parse(sdp)
+    except Exception as e:  # aiortc's parser raises assorted errors (AssertionError, ValueError...)
+        raise SdpError(f"malformed SDP: {type(e).__name__} {e}".strip()) from None
+    kinds = [m.kind for m in desc.media]
+    if "video" not in kinds:
+        raise SdpError("SDP offer has no video m-line")
+    for m in desc.media:
+        if m.kind in ("audio", "video"):
+            if not m.ice.usernameFragment or not m.ice.password:
+                raise SdpError(f"SDP {m.kind} m-line has no ICE credentials (a=ice-ufrag/a=ice-pwd)")
+            if not m.dtls or not m.dtls.fingerprints:
+                raise SdpError(f"SDP {m.kind} m-line has no DTLS fingerprint")
+            if not m.rtp.codecs:
+                raise SdpError(f"SDP {m.kind} m-line lists no codecs")
+    return OfferInfo(kinds, [m.direction for m in desc.media])
+
+
+# ----------------------------------------------------------------------------- codecs, bitrate
+
+
+def prefer_codec(transceiver: RTCRtpTransceiver, codec: str | None) -> None:
+    """Put ``codec`` (vp8|h264) first in the transceiver's preferences, keeping the others as fallback.
+
+    Must be called on a transceiver created before ``setRemoteDescription`` so aiortc
+    negotiates with it.
+    """
+    if not codec or transceiver.kind != "video":
+        return
+    mime = CODECS[codec].lower()
+    caps = RTCRtpSender.getCapabilities("video").codecs
+    first = [c for c in caps if c.mimeType.lower() == mime]
+    rest = [c for c in caps if c.mimeType.lower() != mime]
+    transceiver.setCodecPreferences(first + rest)
+
+
+def _capped(base: type) -> type:
+    """An aiortc encoder class whose target bitrate starts at, and never exceeds, a cap.
+
+    aiortc encoders start at a fixed default and follow the receiver's REMB estimate within
+    built-in bounds; the bridge wants the operator's bitrate as the ceiling and start point.
+    """
+    mangled = f"_{base.__name__}__target_bitrate"
+
+    class Capped(base):  # type: ignore[misc, valid-type]
+        def __init__(self, cap: int) -> None:
+            super().__init__()
+            self._cap = int(cap)
+            setattr(self, mangled, self._cap)
+
+        @property
+        def target_bitrate(self) -> int:
+            return getattr(self, mangled)
+
+        @target_bitrate.setter
+        def target_bitrate(self, bitrate: int) -> None:
+            setattr(self, mangled, max(BITRATE_RANGE[0], min(int(bitrate), self._cap)))
+
+    Capped.__name__ = f"Capped{base.__name__}"
+    return Capped
+
+
+_CAPPED = {"video/vp8": _capped(Vp8Encoder), "video/h264": _capped(H264Encoder)}
+
+
+def set_sender_bitrate(sender: RTCRtpSender, bitrate: int | None) -> None:
+    """Make ``sender`` encode at most ``bitrate`` bit/s (starting there) for VP8/H.264.
+
+    aiortc creates the encoder lazily on the first frame with no parameters; we wrap the
+    sender's per-instance frame hook to install a capped encoder instead. Per sender, no
+    global state.
+    """
+    if not bitrate:
+        return
+    bitrate = max(BITRATE_RANGE[0], min(int(bitrate), BITRATE_RANGE[1]))
+    original = sender._next_encoded_frame
+    attr = "_RTCRtpSender__encoder"
+
+    async def next_encoded_frame(codec: RTCRtpCodecParameters):  # type: ignore[no-untyped-def]
+        if getattr(sender, attr, None) is None and codec.mimeType.lower() in _CAPPED:
+            setattr(sender, attr, _CAPPED[codec.mimeType.lower()](bitrate))
+        return await original(codec)
+
+    sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign]
+
+
+def negotiated_codec(sdp: str) -> str | None:
+    """Name of the first video codec in an answer (what the call actually uses)."""
+    try:
+        desc = SessionDescription.parse(sdp)
+    except Exception:
+        return None
+    for m in desc.media:
+        if m.kind == "video" and m.rtp.codecs:
+            return m.rtp.codecs[0].mimeType.split("/")[-1]
+    return None

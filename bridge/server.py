@@ -1,0 +1,592 @@
+"""The bridge server: rooms with enhanced fan-out, WHIP/WHEP endpoints, the web page and its API.
+
+* A publisher (WHIP ``POST /whip/{room}``, or the page's ``POST /api/offer``) sends video;
+  the bridge wraps it in an ``EnhancingTrack`` and fans it out with one aiortc
+  ``MediaRelay`` to every viewer (WHEP ``POST /whep/{room}``) of the room.
+* Non-trickle ICE: answers carry all candidates, so PATCH on a session is 405.
+* Safety: loopback bind by default; a non-loopback bind needs a bearer token, which then
+  guards every endpoint under /api, /whip and /whep. Bodies are capped; bad SDP is a 400.
+
+All state lives on a ``Bridge`` object owned by the aiohttp app, never in module globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hmac
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from aiohttp import web
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaRelay
+from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
+from aiortc.mediastreams import MediaStreamTrack
+
+from enhancer.errors import LikenessError, ModelError
+
+from .identities import EnrollUnavailable, enroll_function, list_identities, report_to_json, valid_name
+from .rtc import (
+    CODECS,
+    MAX_SDP_BYTES,
+    OfferInfo,
+    SdpError,
+    check_offer,
+    enable_loopback_candidates,
+    ice_server,
+    is_loopback_host,
+    keep_loopback_candidates,
+    negotiated_codec,
+    prefer_codec,
+    rtc_configuration,
+    set_sender_bitrate,
+)
+from .track import EnhancingTrack, ProcessorFactory
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+ROOM_RE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+SESSION_OPEN_TIMEOUT_S = 30.0  # a session whose peer never connects is reaped after this
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """Everything ``likeness serve`` can set."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    ice_servers: tuple[str, ...] = ()
+    codec: str | None = None  # "vp8" | "h264" | None (first codec the peer offers)
+    bitrate: int | None = None  # bit/s ceiling of each outgoing video stream
+    identity: str | None = None  # default identity for publishers that do not pick one
+    deadline_frames: float = 1.5
+    max_body_bytes: int = 24 * 1024 * 1024  # enrolment uploads; SDP is capped separately
+    max_enroll_images: int = 32
+    loopback_ice: bool | None = None  # None: on when host is loopback
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback_host(self.host) if self.loopback_ice is None else self.loopback_ice
+
+
+def check_config(config: BridgeConfig) -> None:
+    """Refuse unsafe or impossible settings with a one-line error."""
+    if not is_loopback_host(config.host) and not config.token:
+        raise LikenessError(f"refusing to bind {config.host} without a token: pass --token (or bind 127.0.0.1)")
+    if config.codec is not None and config.codec not in CODECS:
+        raise LikenessError(f"unknown codec {config.codec!r}: choose one of {', '.join(CODECS)}")
+    if config.identity is not None and not valid_name(config.identity):
+        raise LikenessError(f"invalid identity name {config.identity!r}")
+    if config.token is not None and len(config.token) < 8:
+        raise LikenessError("token too short: use at least 8 characters")
+
+
+class HttpError(Exception):
+    """An error the client caused; becomes a response with this status and message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(eq=False)
+class Session:
+    """One peer connection: a publisher (sends video in) or a viewer (receives a room's video)."""
+
+    id: str
+    room: str
+    role: str
+    pc: RTCPeerConnection
+    identity: str | None = None
+    track: EnhancingTrack | None = None
+    subscriptions: list[MediaStreamTrack] = field(default_factory=list)
+    publishers: list[str] = field(default_factory=list)  # for viewers: who is on which video m-line
+    codec: str | None = None
+    created: float = field(default_factory=time.monotonic)
+    watchdog: asyncio.Task[None] | None = None
+
+    @property
+    def location(self) -> str:
+        return f"/{'whip' if self.role == 'publisher' else 'whep'}/{self.room}/{self.id}"
+
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "id": self.id,
+            "role": self.role,
+            "identity": self.identity,
+            "connection": self.pc.connectionState,
+            "codec": self.codec,
+            "age_s": round(time.monotonic() - self.created, 1),
+        }
+        if self.track is not None:
+            d["track"] = self.track.stats()
+        if self.role == "viewer":
+            d["publishers"] = self.publishers
+        return d
+
+
+class Bridge:
+    """Rooms, sessions and the relay; one per app."""
+
+    def __init__(self, config: BridgeConfig, factory: ProcessorFactory) -> None:
+        self.config = config
+        self.factory = factory
+        self.relay = MediaRelay()
+        self.sessions: dict[str, Session] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    # ---------------------------------------------------------------- helpers
+
+    def room_sessions(self, room: str) -> list[Session]:
+        return [s for s in self.sessions.values() if s.room == room]
+
+    def publishers(self, room: str) -> list[Session]:
+        return [s for s in self.room_sessions(room) if s.role == "publisher" and s.track is not None]
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _new_pc(self, session_id: str) -> RTCPeerConnection:
+        pc = RTCPeerConnection(rtc_configuration(list(self.config.ice_servers)))
+
+        @pc.on("connectionstatechange")
+        def _on_state() -> None:
+            if pc.connectionState in ("failed", "closed") and session_id in self.sessions:
+                log.info("session %s: connection %s", session_id, pc.connectionState)
+                self._spawn(self.close_session(session_id), f"likeness-close-{session_id}")
+
+        return pc
+
+    def _watchdog(self, session: Session) -> None:
+        async def reap() -> None:
+            await asyncio.sleep(SESSION_OPEN_TIMEOUT_S)
+            if session.id in self.sessions and session.pc.connectionState not in ("connected",):
+                log.info("session %s never connected; closing", session.id)
+                await self.close_session(session.id)
+
+        session.watchdog = asyncio.get_running_loop().create_task(reap(), name=f"likeness-watchdog-{session.id}")
+
+    def _remote(self, sdp: str) -> RTCSessionDescription:
+        return RTCSessionDescription(sdp=keep_loopback_candidates(sdp) if self.config.loopback else sdp, type="offer")
+
+    async def _answer(self, pc: RTCPeerConnection, sdp: str) -> str:
+        """setRemoteDescription + answer, turning aiortc's negotiation errors into 400s."""
+        try:
+            await pc.setRemoteDescription(self._remote(sdp))
+        except (ValueError, InvalidAccessError, InvalidStateError, OperationError, InternalError) as e:
+            raise HttpError(400, f"cannot use SDP offer: {e}") from None
+        return await self._finish_answer(pc)
+
+    @staticmethod
+    async def _finish_answer(pc: RTCPeerConnection) -> str:
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(answer)  # aiortc gathers all candidates here (non-trickle)
+        return pc.localDescription.sdp
+
+    # ---------------------------------------------------------------- sessions
+
+    async def publish(self, room: str, sdp: str, identity: str | None, echo: bool) -> Session:
+        """Accept a sender's offer; with ``echo`` the enhanced video also goes back on the same m-line."""
+        info = check_offer(sdp)
+        identity = identity or self.config.identity
+        try:
+            processor = await asyncio.to_thread(self.factory, identity)
+        except ModelError as e:
+            raise HttpError(400, str(e)) from None
+        sid = secrets.token_urlsafe(9)
+        pc = self._new_pc(sid)
+        session = Session(sid, room, "publisher", pc, identity=identity)
+        first_video = self._make_transceivers(pc, info, echo)
+
+        @pc.on("track")
+        def _on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video" and session.track is None:
+                session.track = EnhancingTrack(
+                    track, processor, deadline_frames=self.config.deadline_frames, name=f"{room}/{sid}"
+                )
+
+        try:
+            try:
+                await pc.setRemoteDescription(self._remote(sdp))
+            except (ValueError, InvalidAccessError, InvalidStateError, OperationError, InternalError) as e:
+                raise HttpError(400, f"cannot use SDP offer: {e}") from None
+            if session.track is None:
+                raise HttpError(400, "SDP offer does not send video (direction must be sendonly or sendrecv)")
+            if echo and first_video is not None:
+                proxy = self.relay.subscribe(session.track, buffered=False)
+                session.subscriptions.append(proxy)
+                first_video.sender.replaceTrack(proxy)
+                set_sender_bitrate(first_video.sender, self.config.bitrate)
+            await self._finish_answer(pc)
+        except BaseException:
+            await self._dispose(session)
+            raise
+        session.codec = negotiated_codec(pc.localDescription.sdp)
+        self.sessions[sid] = session
+        self._watchdog(session)
+        log.info("publisher %s joined room %s (identity %s, codec %s)", sid, room, identity, session.codec)
+        return session
+
+    def _make_transceivers(self, pc: RTCPeerConnection, info: OfferInfo, echo: bool) -> Any:
+        """Pre-create transceivers in m-line order so codec preferences apply to the answer."""
+        first_video = None
+        for kind in info.kinds:
+            if kind == "video":
+                t = pc.addTransceiver("video", direction="sendrecv" if echo and first_video is None else "recvonly")
+                prefer_codec(t, self.config.codec)
+                first_video = first_video or t
+            elif kind == "audio":
+                pc.addTransceiver("audio", direction="inactive")  # video bridge: audio stays with the call app
+        return first_video
+
+    async def view(self, room: str, sdp: str, exclude: str | None = None) -> Session:
+        """Accept a viewer's offer: its video m-lines get the room's publishers in join order."""
+        pubs = [p for p in self.publishers(room) if p.id != exclude]
+        if not pubs:
+            raise HttpError(404, f"room {room!r} has no publishers")
+        info = check_offer(sdp)
+        sid = secrets.token_urlsafe(9)
+        pc = self._new_pc(sid)
+        session = Session(sid, room, "viewer", pc)
+        vi = 0
+        for kind in info.kinds:
+            if kind == "video":
+                if vi < len(pubs):
+                    proxy = self.relay.subscribe(pubs[vi].track, buffered=False)  # type: ignore[arg-type]
+                    session.subscriptions.append(proxy)
+                    session.publishers.append(pubs[vi].id)
+                    t = pc.addTransceiver(proxy, direction="sendonly")
+                    set_sender_bitrate(t.sender, self.config.bitrate)
+                else:
+                    t = pc.addTransceiver("video", direction="inactive")
+                prefer_codec(t, self.config.codec)
+                vi += 1
+            elif kind == "audio":
+                pc.addTransceiver("audio", direction="inactive")
+        try:
+            await self._answer(pc, sdp)
+        except BaseException:
+            await self._dispose(session)
+            raise
+        session.codec = negotiated_codec(pc.localDescription.sdp)
+        self.sessions[sid] = session
+        self._watchdog(session)
+        log.info("viewer %s joined room %s (%d streams)", sid, room, len(session.publishers))
+        return session
+
+    async def _dispose(self, session: Session) -> None:
+        if session.watchdog is not None and session.watchdog is not asyncio.current_task():
+            session.watchdog.cancel()
+        for sub in session.subscriptions:
+            sub.stop()
+        if session.track is not None:
+            await session.track.aclose()
+        await session.pc.close()
+
+    async def close_session(self, sid: str) -> bool:
+        """Close and forget a session; False if it was unknown (already gone)."""
+        session = self.sessions.pop(sid, None)
+        if session is None:
+            return False
+        await self._dispose(session)
+        log.info("%s %s left room %s", session.role, sid, session.room)
+        return True
+
+    async def close(self) -> None:
+        """Close every session and wait for background tasks (app shutdown)."""
+        self._closed = True
+        for sid in list(self.sessions):
+            await self.close_session(sid)
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def stats(self, session: str | None = None, room: str | None = None) -> dict[str, Any]:
+        rooms: dict[str, list[dict[str, Any]]] = {}
+        for s in self.sessions.values():
+            if (session and s.id != session) or (room and s.room != room):
+                continue
+            rooms.setdefault(s.room, []).append(s.describe())
+        return {"rooms": rooms}
+
+
+BRIDGE_KEY = web.AppKey("bridge", Bridge)
+
+# ------------------------------------------------------------------------------- HTTP layer
+
+
+def _text(status: int, message: str, **headers: str) -> web.Response:
+    return web.Response(status=status, text=message + "\n", content_type="text/plain", headers=headers)
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _room(request: web.Request) -> str:
+    room = request.match_info["room"]
+    if not room or len(room) > 64 or not set(room) <= ROOM_RE_CHARS:
+        raise HttpError(400, "room name must be 1-64 characters of letters, digits, '_', '-', '.'")
+    return room
+
+
+async def _read_sdp(request: web.Request) -> str:
+    if request.content_type != "application/sdp":
+        raise HttpError(415, "Content-Type must be application/sdp")
+    if request.content_length is not None and request.content_length > MAX_SDP_BYTES:
+        raise HttpError(413, f"SDP larger than {MAX_SDP_BYTES} bytes")
+    body = await request.content.read(MAX_SDP_BYTES + 1)
+    if len(body) > MAX_SDP_BYTES:
+        raise HttpError(413, f"SDP larger than {MAX_SDP_BYTES} bytes")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HttpError(400, "malformed SDP: not UTF-8 text") from None
+
+
+def _identity_param(request: web.Request) -> str | None:
+    ident = request.query.get("identity") or None
+    if ident is not None and not valid_name(ident):
+        raise HttpError(400, f"invalid identity name {ident!r}")
+    return ident
+
+
+def _created(session: Session) -> web.Response:
+    return web.Response(
+        status=201,
+        text=session.pc.localDescription.sdp,
+        content_type="application/sdp",
+        headers={
+            "Location": session.location,
+            "X-Likeness-Session": session.id,
+            "X-Likeness-Publishers": ",".join(session.publishers),
+            "Access-Control-Expose-Headers": "Location, X-Likeness-Session, X-Likeness-Publishers",
+        },
+    )
+
+
+def _auth_middleware(token: str | None) -> Any:
+    @web.middleware
+    async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+        guarded = request.path.startswith(("/api/", "/whip/", "/whep/"))
+        if token and guarded:
+            header = request.headers.get("Authorization", "")
+            given = header[7:].strip() if header[:7].lower() == "bearer " else ""
+            if not given or not hmac.compare_digest(given.encode(), token.encode()):
+                msg = "missing bearer token" if not given else "wrong bearer token"
+                return web.Response(
+                    status=401,
+                    text=msg + "\n",
+                    content_type="text/plain",
+                    headers={"WWW-Authenticate": 'Bearer realm="likeness"'},
+                )
+        try:
+            return await handler(request)
+        except HttpError as e:
+            if request.path.startswith("/api/"):
+                return _json_error(e.status, e.message)
+            return _text(e.status, e.message)
+        except SdpError as e:
+            if request.path.startswith("/api/"):
+                return _json_error(400, str(e))
+            return _text(400, str(e))
+
+    return auth
+
+
+async def whip_post(request: web.Request) -> web.Response:
+    bridge = request.app[BRIDGE_KEY]
+    room = _room(request)
+    session = await bridge.publish(room, await _read_sdp(request), _identity_param(request), echo=False)
+    return _created(session)
+
+
+async def whep_post(request: web.Request) -> web.Response:
+    bridge = request.app[BRIDGE_KEY]
+    room = _room(request)
+    sdp = await _read_sdp(request)
+    session = await bridge.view(room, sdp, exclude=request.query.get("exclude"))
+    return _created(session)
+
+
+async def session_delete(request: web.Request) -> web.Response:
+    bridge = request.app[BRIDGE_KEY]
+    room, sid = _room(request), request.match_info["session"]
+    role = "publisher" if request.path.startswith("/whip/") else "viewer"
+    s = bridge.sessions.get(sid)
+    if s is None or s.room != room or s.role != role:
+        return _text(404, "no such session")
+    await bridge.close_session(sid)
+    return web.Response(status=200)
+
+
+async def session_patch(request: web.Request) -> web.Response:
+    # RFC 9725: a server without trickle ICE / ICE restart support answers PATCH with 405.
+    return _text(405, "trickle ICE and ICE restarts are not supported; send complete offers", Allow="DELETE")
+
+
+async def api_offer(request: web.Request) -> web.Response:
+    """The page's call: JSON offer in, JSON answer out; the enhanced video comes back on the same connection."""
+    bridge = request.app[BRIDGE_KEY]
+    try:
+        body = await request.json()
+        sdp, typ = body["sdp"], body.get("type", "offer")
+    except Exception:
+        raise HttpError(400, 'body must be JSON {"sdp": ..., "type": "offer"}') from None
+    if typ != "offer" or not isinstance(sdp, str):
+        raise HttpError(400, "type must be 'offer' and sdp a string")
+    room = request.query.get("room", "main")
+    if not room or len(room) > 64 or not set(room) <= ROOM_RE_CHARS:
+        raise HttpError(400, "invalid room name")
+    session = await bridge.publish(room, sdp, _identity_param(request), echo=True)
+    return web.json_response(
+        {
+            "sdp": session.pc.localDescription.sdp,
+            "type": "answer",
+            "id": session.id,
+            "location": session.location,
+            "codec": session.codec,
+            "room": room,
+        }
+    )
+
+
+async def api_identities(request: web.Request) -> web.Response:
+    bridge = request.app[BRIDGE_KEY]
+    return web.json_response({"identities": list_identities(), "default": bridge.config.identity})
+
+
+async def api_stats(request: web.Request) -> web.Response:
+    bridge = request.app[BRIDGE_KEY]
+    return web.json_response(bridge.stats(request.query.get("session"), request.query.get("room")))
+
+
+async def api_config(request: web.Request) -> web.Response:
+    c = request.app[BRIDGE_KEY].config
+    ice = []
+    for url in c.ice_servers:
+        server = ice_server(url)
+        entry: dict[str, Any] = {"urls": server.urls}
+        if server.username:
+            entry.update(username=server.username, credential=server.credential)
+        ice.append(entry)
+    return web.json_response(
+        {
+            "codec": c.codec,
+            "bitrate": c.bitrate,
+            "identity": c.identity,
+            "auth": bool(c.token),
+            "loopback": c.loopback,
+            "ice_servers": ice,
+        }
+    )
+
+
+async def api_enroll(request: web.Request) -> web.Response:
+    bridge = request.app[BRIDGE_KEY]
+    name = request.query.get("name", "")
+    if not valid_name(name):
+        raise HttpError(400, "query parameter name must be 1-64 letters, digits, '_', '-', '.'")
+    try:
+        fn = enroll_function()
+    except EnrollUnavailable as e:
+        raise HttpError(501, str(e)) from None
+    if not request.content_type.startswith("multipart/form-data"):
+        raise HttpError(415, "send the images as multipart/form-data JPEG files")
+    form = await request.post()  # bounded by client_max_size (413 beyond it)
+    files = [v for _, v in form.items() if isinstance(v, web.FileField)]
+    if not files:
+        raise HttpError(400, "no image files in the upload")
+    if len(files) > bridge.config.max_enroll_images:
+        raise HttpError(400, f"too many images ({len(files)}, max {bridge.config.max_enroll_images})")
+    decoded: list[dict[str, Any]] = []
+    images: list[np.ndarray] = []
+    for i, f in enumerate(files):
+        data = np.frombuffer(f.file.read(), np.uint8)
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        if img is None:
+            decoded.append({"index": i, "file": f.filename, "accepted": False, "reason": "not a decodable image"})
+        else:
+            decoded.append(
+                {"index": i, "file": f.filename, "decoded": True, "width": img.shape[1], "height": img.shape[0]}
+            )
+            images.append(img)
+    if not images:
+        return web.json_response({"name": name, "images": decoded, "error": "no decodable images"}, status=400)
+    try:
+        report = await asyncio.to_thread(fn, name, images)
+    except LikenessError as e:
+        return web.json_response({"name": name, "images": decoded, "error": str(e)}, status=422)
+    return web.json_response({"name": name, "images": decoded, "report": report_to_json(report)})
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def create_app(config: BridgeConfig, factory: ProcessorFactory) -> web.Application:
+    """The aiohttp application; ``app[BRIDGE_KEY]`` is its Bridge (for tests and stats)."""
+    check_config(config)
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[_auth_middleware(config.token)])
+    bridge = Bridge(config, factory)
+    app[BRIDGE_KEY] = bridge
+
+    async def _shutdown(_: web.Application) -> None:
+        await bridge.close()
+
+    app.on_shutdown.append(_shutdown)
+    r = app.router
+    r.add_get("/", index)
+    r.add_static("/static/", STATIC_DIR, append_version=False)
+    r.add_post("/whip/{room}", whip_post)
+    r.add_delete("/whip/{room}/{session}", session_delete)
+    r.add_patch("/whip/{room}/{session}", session_patch)
+    r.add_post("/whep/{room}", whep_post)
+    r.add_delete("/whep/{room}/{session}", session_delete)
+    r.add_patch("/whep/{room}/{session}", session_patch)
+    r.add_post("/api/offer", api_offer)
+    r.add_get("/api/identities", api_identities)
+    r.add_get("/api/stats", api_stats)
+    r.add_get("/api/config", api_config)
+    r.add_post("/api/enroll", api_enroll)
+    return app
+
+
+async def run_server(config: BridgeConfig, factory: ProcessorFactory, stop: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set (or forever); prints one line with the page's URL."""
+    check_config(config)
+    if config.loopback:
+        enable_loopback_candidates()
+    app = create_app(config, factory)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.host, config.port)
+        try:
+            await site.start()
+        except OSError as e:
+            why = "address already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+            raise LikenessError(f"cannot listen on {config.host}:{config.port}: {why}") from None
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        print(
+            f"likeness bridge on http://{host}:{config.port}/ (WHIP /whip/ROOM, WHEP /whep/ROOM"
+            f"{', token required' if config.token else ''}); Ctrl-C to stop",
+            flush=True,
+        )
+        await (stop.wait() if stop is not None else asyncio.Event().wait())
+    finally:
+        await runner.cleanup()

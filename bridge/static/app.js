@@ -1,0 +1,317 @@
+// Likeness bridge page: webcam -> bridge (WebRTC) -> enhanced video back, stats, identities, enrolment.
+// Plain browser JavaScript, no build step. State for automated tests is mirrored on window.likeness.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const state = {
+  token: null, config: null, pc: null, session: null, location: null,
+  local: null, remote: null, viewer: null, viewerLocation: null,
+  connected: false, framesDecoded: 0, fps: 0, codec: null, server: null, error: null,
+};
+window.likeness = state;
+
+const GUIDANCE = [
+  "Look straight at the camera", "Turn your head slightly to your left", "Turn your head slightly to your right",
+  "Tilt your chin up a little", "Tilt your chin down a little", "Smile", "Neutral face, eyes open",
+  "Move a little closer", "Move a little further away", "Look straight again",
+];
+
+function setStatus(text, kind) {
+  const el = $("status");
+  el.textContent = text;
+  el.className = "status" + (kind ? " " + kind : "");
+  if (kind === "err") state.error = text;
+}
+
+function loadToken() {
+  const m = location.hash.match(/token=([^&]+)/);
+  if (m) {
+    sessionStorage.setItem("likeness-token", decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  state.token = sessionStorage.getItem("likeness-token");
+}
+
+async function api(path, opts = {}) {
+  const headers = Object.assign({}, opts.headers || {});
+  if (state.token) headers["Authorization"] = "Bearer " + state.token;
+  const res = await fetch(path, Object.assign({}, opts, { headers }));
+  if (res.status === 401) {
+    $("auth").hidden = false;
+    throw new Error("the bridge needs a valid access token");
+  }
+  return res;
+}
+
+async function apiJson(path, opts) {
+  const res = await api(path, opts);
+  let body = null;
+  try { body = await res.json(); } catch (e) { body = null; }
+  if (!res.ok) throw new Error((body && body.error) || `HTTP ${res.status}`);
+  return body;
+}
+
+function iceConfig() {
+  return { iceServers: (state.config && state.config.ice_servers) || [] };
+}
+
+function waitIceComplete(pc, timeoutMs = 3000) {
+  // Non-trickle signalling: the offer must carry all candidates.
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { if (pc.iceGatheringState === "complete") { pc.removeEventListener("icegatheringstatechange", done); resolve(); } };
+    pc.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, timeoutMs);
+  });
+}
+
+async function loadIdentities() {
+  try {
+    const body = await apiJson("/api/identities");
+    const sel = $("identity");
+    sel.length = 1;
+    for (const name of body.identities) {
+      const o = document.createElement("option");
+      o.value = o.textContent = name;
+      sel.appendChild(o);
+    }
+    const want = params.get("identity") || body.default;
+    if (want) sel.value = want;
+  } catch (e) { setStatus("identities: " + e.message, "err"); }
+}
+
+async function ensureCamera() {
+  if (state.local) return state.local;
+  state.local = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
+  showView();
+  return state.local;
+}
+
+function showView() {
+  const after = $("after").checked;
+  const stream = after ? (state.remote || null) : state.local;
+  const v = $("view");
+  if (v.srcObject !== stream) v.srcObject = stream;
+  $("badge").textContent = after ? (state.remote ? "after (enhanced)" : "after: waiting for bridge") : "before (camera)";
+}
+
+async function start() {
+  $("start").disabled = true;
+  try {
+    setStatus("starting camera…");
+    const local = await ensureCamera();
+    const pc = new RTCPeerConnection(iceConfig());
+    state.pc = pc;
+    pc.addTransceiver(local.getVideoTracks()[0], { direction: "sendrecv", streams: [local] });
+    pc.ontrack = (ev) => { state.remote = new MediaStream([ev.track]); showView(); };
+    pc.onconnectionstatechange = () => {
+      state.connected = pc.connectionState === "connected";
+      setStatus("connection " + pc.connectionState, pc.connectionState === "failed" ? "err" : (state.connected ? "ok" : ""));
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitIceComplete(pc);
+    const room = $("room").value.trim() || "main";
+    const identity = $("identity").value;
+    const q = new URLSearchParams({ room });
+    if (identity) q.set("identity", identity);
+    const ans = await apiJson("/api/offer?" + q, {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer" }),
+    });
+    await pc.setRemoteDescription({ type: "answer", sdp: ans.sdp });
+    Object.assign(state, { session: ans.id, location: ans.location, codec: ans.codec });
+    setStatus(`connecting (room ${ans.room}, ${ans.codec})…`);
+    $("stop").disabled = false;
+    $("watch").disabled = false;
+  } catch (e) {
+    setStatus("start failed: " + e.message, "err");
+    await stop();
+  }
+}
+
+async function stop() {
+  if (state.location) { try { await api(state.location, { method: "DELETE" }); } catch (e) { /* gone */ } }
+  if (state.pc) state.pc.close();
+  Object.assign(state, { pc: null, session: null, location: null, remote: null, connected: false });
+  await unwatch();
+  showView();
+  $("start").disabled = false;
+  $("stop").disabled = true;
+  $("watch").disabled = true;
+  if (!state.error) setStatus("idle");
+}
+
+async function watch() {
+  await unwatch();
+  const room = $("room").value.trim() || "main";
+  const pc = new RTCPeerConnection(iceConfig());
+  state.viewer = pc;
+  for (let i = 0; i < 4; i++) pc.addTransceiver("video", { direction: "recvonly" });
+  pc.ontrack = (ev) => {
+    const v = document.createElement("video");
+    v.autoplay = true; v.playsInline = true; v.muted = true;
+    v.srcObject = new MediaStream([ev.track]);
+    $("others").appendChild(v);
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  await waitIceComplete(pc);
+  const q = new URLSearchParams();
+  if (state.session) q.set("exclude", state.session);
+  const res = await api(`/whep/${encodeURIComponent(room)}?${q}`, {
+    method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp,
+  });
+  if (res.status !== 201) {
+    $("room-info").textContent = (await res.text()).trim() || `HTTP ${res.status}`;
+    pc.close(); state.viewer = null;
+    return;
+  }
+  state.viewerLocation = res.headers.get("Location");
+  const pubs = (res.headers.get("X-Likeness-Publishers") || "").split(",").filter(Boolean);
+  $("room-info").textContent = `watching ${pubs.length} participant(s); press again to refresh`;
+  await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
+  $("unwatch").disabled = false;
+}
+
+async function unwatch() {
+  if (state.viewerLocation) { try { await api(state.viewerLocation, { method: "DELETE" }); } catch (e) { /* gone */ } }
+  if (state.viewer) state.viewer.close();
+  state.viewer = null; state.viewerLocation = null;
+  $("others").replaceChildren();
+  $("unwatch").disabled = true;
+}
+
+function row(k, v) { return `<tr><td>${k}</td><td>${v}</td></tr>`; }
+
+async function pollStats() {
+  const rows = [];
+  if (state.pc) {
+    try {
+      const report = await state.pc.getStats();
+      report.forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "video") {
+          state.framesDecoded = s.framesDecoded || 0;
+          state.fps = s.framesPerSecond || 0;
+          rows.push(row("received fps", state.fps.toFixed(1)));
+          rows.push(row("frames decoded", state.framesDecoded));
+          if (s.frameWidth) rows.push(row("resolution", `${s.frameWidth}×${s.frameHeight}`));
+          if (s.jitter !== undefined) rows.push(row("jitter", (s.jitter * 1000).toFixed(1) + " ms"));
+        }
+      });
+    } catch (e) { /* closing */ }
+  }
+  if (state.session) {
+    try {
+      const body = await apiJson("/api/stats?session=" + encodeURIComponent(state.session));
+      const room = Object.values(body.rooms)[0] || [];
+      const me = room.find((s) => s.id === state.session);
+      state.server = me || null;
+      if (me && me.track) {
+        const t = me.track;
+        rows.push(row("codec", me.codec || "?"));
+        rows.push(row("bridge fps in / out", `${t.fps_in} / ${t.fps_out}`));
+        rows.push(row("enhanced", Math.round(t.enhanced_share * 100) + " %"));
+        rows.push(row("faces", t.faces));
+        for (const [k, v] of Object.entries(t.stage_ms)) rows.push(row(k + " ms", v));
+        rows.push(row("deadline", t.deadline_ms + " ms"));
+        rows.push(row("late / busy / dropped", `${t.passthrough_late} / ${t.passthrough_busy} / ${t.dropped}`));
+        const errs = Object.entries(t.errors).map(([k, v]) => `${k}×${v}`).join(", ");
+        rows.push(row("errors", errs || "none"));
+      }
+    } catch (e) { rows.push(row("server stats", e.message)); }
+  }
+  $("stats").tBodies[0].innerHTML = rows.join("") || row("", "not connected");
+}
+
+function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
+
+async function enroll() {
+  const name = $("enroll-name").value.trim();
+  const n = Math.max(3, Math.min(32, parseInt($("enroll-count").value, 10) || 8));
+  const status = $("enroll-status");
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(name)) { status.textContent = "enter a name (letters, digits, _ - .)"; return; }
+  $("enroll").disabled = true;
+  try {
+    const local = await ensureCamera();
+    $("after").checked = false; showView();
+    const video = document.createElement("video");
+    video.srcObject = local; video.muted = true; await video.play();
+    const canvas = document.createElement("canvas");
+    const form = new FormData();
+    const thumbs = $("thumbs");
+    thumbs.replaceChildren();
+    const guide = $("guide");
+    guide.hidden = false;
+    for (let i = 0; i < n; i++) {
+      guide.textContent = `${i + 1}/${n}: ${GUIDANCE[i % GUIDANCE.length]}`;
+      await sleep(900);
+      canvas.width = video.videoWidth; canvas.height = video.videoHeight;
+      canvas.getContext("2d").drawImage(video, 0, 0);
+      const blob = await new Promise((r) => canvas.toBlob(r, "image/jpeg", 0.92));
+      form.append("image", blob, `frame${String(i).padStart(2, "0")}.jpg`);
+      const t = document.createElement("div");
+      t.className = "thumb";
+      t.innerHTML = `<img alt="capture ${i + 1}"><div>uploading…</div>`;
+      t.querySelector("img").src = URL.createObjectURL(blob);
+      thumbs.appendChild(t);
+    }
+    guide.hidden = true;
+    status.textContent = "enrolling…";
+    const res = await api("/api/enroll?name=" + encodeURIComponent(name), { method: "POST", body: form });
+    let body = null;
+    try { body = await res.json(); } catch (e) { body = null; }
+    if (!res.ok) {
+      status.textContent = (body && body.error) || `HTTP ${res.status}`;
+    } else {
+      status.textContent = `enrolled "${name}"`;
+      loadIdentities();
+    }
+    if (body) showEnrollResults(body);
+  } catch (e) {
+    status.textContent = "enrolment failed: " + e.message;
+  } finally {
+    $("guide").hidden = true;
+    $("enroll").disabled = false;
+  }
+}
+
+function showEnrollResults(body) {
+  // Per-image verdicts: the bridge's decode check, refined by the enrolment report if it has a list.
+  const report = body.report || {};
+  const perImage = report.images || report.per_image || report.results || [];
+  const cards = $("thumbs").children;
+  (body.images || []).forEach((img, i) => {
+    const card = cards[i];
+    if (!card) return;
+    let ok = img.accepted !== false;
+    let reason = img.reason || "";
+    const r = Array.isArray(perImage) ? perImage[i] : null;
+    if (r && typeof r === "object") {
+      if ("accepted" in r) ok = !!r.accepted; else if ("ok" in r) ok = !!r.ok;
+      reason = r.reason || r.message || reason;
+    } else if (!body.report) { ok = false; reason = reason || body.error || "not enrolled"; }
+    card.className = "thumb " + (ok ? "accepted" : "rejected");
+    card.querySelector("div").textContent = (ok ? "accepted" : "rejected") + (reason ? ": " + reason : "");
+  });
+}
+
+async function init() {
+  loadToken();
+  $("save-token").onclick = () => {
+    sessionStorage.setItem("likeness-token", $("token").value.trim());
+    location.reload();
+  };
+  $("start").onclick = start;
+  $("stop").onclick = stop;
+  $("after").onchange = showView;
+  $("watch").onclick = () => watch().catch((e) => { $("room-info").textContent = e.message; });
+  $("unwatch").onclick = unwatch;
+  $("enroll").onclick = enroll;
+  if (params.get("room")) $("room").value = params.get("room");
+  try { state.config = await apiJson("/api/config"); } catch (e) { setStatus(e.message, "err"); }
+  await loadIdentities();
+  setInterval(pollStats, 1000);
+  if (params.get("autostart") === "1") start();
+}
+
+init();

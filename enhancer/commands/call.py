@@ -1,0 +1,115 @@
+"""`likeness call`: enhance the local camera (or a file) and publish it to any WHIP endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from urllib.parse import urlsplit
+
+from ..errors import LikenessError
+from .serve import add_rtc_args, parse_bitrate, setup_logging
+
+CONNECT_TIMEOUT_S = 20.0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("call", help="enhance your camera locally and publish it to a WHIP endpoint")
+    p.add_argument("--identity", default=None, help="enrolled identity to enhance towards")
+    p.add_argument("--whip", required=True, metavar="URL", help="WHIP endpoint, e.g. http://127.0.0.1:8765/whip/main")
+    p.add_argument(
+        "--source", default="camera", help="'camera' (first /dev/video*), a /dev/videoN path or a video file"
+    )
+    p.add_argument("--duration", type=float, default=None, help="seconds to publish (default: until Ctrl-C)")
+    p.add_argument("--stats-every", type=float, default=5.0, help="print a stats line every S seconds (0: never)")
+    add_rtc_args(p)
+    p.set_defaults(func=_call)
+
+
+def _call(args) -> int:
+    parts = urlsplit(args.whip)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise LikenessError(f"--whip must be an http(s) URL, got {args.whip!r}")
+    if args.duration is not None and args.duration <= 0:
+        raise LikenessError("--duration must be positive")
+    setup_logging(args.log_level)
+    return asyncio.run(publish(args))
+
+
+async def publish(args) -> int:
+    import aiohttp
+    from aiortc import RTCPeerConnection
+
+    from bridge.client import delete, negotiate
+    from bridge.factory import default_processor_factory
+    from bridge.rtc import enable_loopback_candidates, is_loopback_host, prefer_codec, rtc_configuration
+    from bridge.rtc import set_sender_bitrate as set_bitrate
+    from bridge.sources import open_source
+    from bridge.track import EnhancingTrack
+
+    host = urlsplit(args.whip).hostname or ""
+    if is_loopback_host(host):
+        enable_loopback_candidates()  # a bridge on this machine only gathers 127.0.0.1 too
+    try:
+        config = rtc_configuration(args.ice_server)
+    except ValueError as e:
+        raise LikenessError(str(e)) from None
+    bitrate = parse_bitrate(args.bitrate) if args.bitrate else None
+    processor = await asyncio.to_thread(default_processor_factory, args.identity)
+    source, _ = open_source(args.source)
+    track = EnhancingTrack(source, processor, name="call")
+    pc = RTCPeerConnection(config)
+    resource = None
+    connected = asyncio.Event()
+
+    @pc.on("connectionstatechange")
+    def _state() -> None:
+        if pc.connectionState in ("connected", "failed", "closed"):
+            connected.set()
+
+    try:
+        t = pc.addTransceiver(track, direction="sendonly")
+        prefer_codec(t, args.codec)
+        set_bitrate(t.sender, bitrate)
+        async with aiohttp.ClientSession() as http:
+            resource = await negotiate(http, args.whip, pc, args.token)
+            try:
+                await asyncio.wait_for(connected.wait(), CONNECT_TIMEOUT_S)
+            except TimeoutError:
+                raise LikenessError(
+                    f"no media connection to {args.whip} within {CONNECT_TIMEOUT_S:.0f} s "
+                    "(ICE failed: try --ice-server)"
+                ) from None
+            if pc.connectionState != "connected":
+                raise LikenessError(f"media connection to {args.whip} {pc.connectionState}")
+            print(f"publishing to {resource.url} (Ctrl-C to stop)", flush=True)
+            try:
+                await _run(pc, track, args)
+            finally:
+                await delete(http, resource, args.token)
+    finally:
+        await track.aclose()
+        source.stop()
+        await pc.close()
+    s = track.stats()
+    print(json.dumps({k: s[k] for k in ("frames_out", "enhanced", "enhanced_share_total", "dropped", "errors")}))
+    return 0
+
+
+async def _run(pc, track, args) -> None:
+    end = None if args.duration is None else time.monotonic() + args.duration
+    last = time.monotonic()
+    while end is None or time.monotonic() < end:
+        await asyncio.sleep(0.25 if end is None else min(0.25, max(0.0, end - time.monotonic())))
+        if pc.connectionState in ("failed", "closed"):
+            raise LikenessError(f"connection to the WHIP endpoint {pc.connectionState}")
+        if args.stats_every and time.monotonic() - last >= args.stats_every:
+            last = time.monotonic()
+            s = track.stats()
+            with contextlib.suppress(Exception):
+                print(
+                    f"fps {s['fps_out']:.1f}  enhanced {s['enhanced_share'] * 100:.0f}%  faces {s['faces']}  "
+                    f"engine {s['stage_ms'].get('total', 0):.1f} ms  dropped {s['dropped']}",
+                    flush=True,
+                )

@@ -1,0 +1,86 @@
+"""`likeness serve`: the local WebRTC bridge (web page, rooms, WHIP/WHEP)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from ..errors import LikenessError
+
+
+def parse_bitrate(text: str) -> int:
+    """'800k', '1.5M' or '1500000' -> bit/s."""
+    t = text.strip().lower().removesuffix("bps").removesuffix("b")
+    mult = {"k": 1_000, "m": 1_000_000}.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        raise LikenessError(f"bad bitrate {text!r}: use e.g. 800k, 1.5M or 1500000") from None
+    if not 100_000 <= value <= 20_000_000:
+        raise LikenessError(f"bitrate {text} out of range (100k..20M)")
+    return int(value)
+
+
+def add_rtc_args(p) -> None:
+    """Options shared by `serve` and `call`."""
+    p.add_argument(
+        "--ice-server",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="STUN/TURN server (stun:host:port, turn:user:pass@host:port); none by default",
+    )
+    p.add_argument("--codec", choices=["vp8", "h264"], default=None, help="preferred video codec")
+    p.add_argument("--bitrate", default=None, help="video bitrate ceiling per stream, e.g. 800k or 1.5M")
+    p.add_argument("--token", default=os.environ.get("LIKENESS_TOKEN"), help="bearer token (default: $LIKENESS_TOKEN)")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("aioice", "aiortc", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="run the WebRTC bridge: web page, rooms, WHIP/WHEP endpoints")
+    p.add_argument("--identity", default=None, help="default identity for participants that pick none")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (non-loopback needs --token)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument(
+        "--deadline-frames",
+        type=float,
+        default=1.5,
+        help="send a frame un-enhanced if enhancement takes longer than this many frame intervals",
+    )
+    add_rtc_args(p)
+    p.set_defaults(func=_serve)
+
+
+def _serve(args) -> int:
+    from bridge.factory import default_processor_factory
+    from bridge.rtc import ice_server
+    from bridge.server import BridgeConfig, check_config, run_server
+
+    setup_logging(args.log_level)
+    for url in args.ice_server:
+        try:
+            ice_server(url)
+        except ValueError as e:
+            raise LikenessError(str(e)) from None
+    config = BridgeConfig(
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        ice_servers=tuple(args.ice_server),
+        codec=args.codec,
+        bitrate=parse_bitrate(args.bitrate) if args.bitrate else None,
+        identity=args.identity,
+        deadline_frames=args.deadline_frames,
+    )
+    check_config(config)
+    if args.identity:
+        default_processor_factory(args.identity)  # fail now, not at the first call
+    asyncio.run(run_server(config, default_processor_factory))
+    return 0
