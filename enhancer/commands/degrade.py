@@ -23,9 +23,11 @@ def register(sub) -> None:
 
 def _degrade(args) -> int:
     from ..degrade import degrade
-    from .faces import read_input_image, write_output
+    from .faces import check_output, read_input_image, warn_damage, write_output
 
-    img = read_input_image(args.image, args.frame)
+    check_output(args.out)
+    img, damage = read_input_image(args.image, args.frame)
     write_output(args.out, degrade(img, args.preset, seed=args.seed))
+    warn_damage(args.image, damage)
     print(f"{args.preset} (seed {args.seed}) -> {args.out}")
     return 0

@@ -78,10 +78,11 @@ def read_video_frame(path: Path, index: int = 0) -> np.ndarray:
         raise InputError(f"{path}: not a readable video ({e.strerror or type(e).__name__})") from None
 
 
-def read_input_image(path: Path, frame: int = 0) -> np.ndarray:
+def read_input_image(path: Path, frame: int = 0) -> tuple[np.ndarray, str | None]:
     """Read an image (or a video frame, by suffix) as BGR uint8 with one-line errors.
 
-    Gray, RGBA and 16-bit images are converted; decoder warnings are shown as one line.
+    Gray, RGBA and 16-bit images are converted. Returns the image and the decoder's damage
+    note (e.g. 'Corrupt JPEG data: ...') or None, so the caller can report it in its one line.
     """
     from ..imageio import read_image
 
@@ -90,22 +91,37 @@ def read_input_image(path: Path, frame: int = 0) -> np.ndarray:
     if path.is_file() and path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty")
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        return read_video_frame(path, frame)
+        return read_video_frame(path, frame), None
     with captured_c_stderr() as warnings:
         img = read_image(path)
-    if warnings:
-        print(f"likeness: warning: {path}: decoder reported damage ({warnings[0]})", file=sys.stderr)
-    return img
+    return img, (warnings[0] if warnings else None)
+
+
+def warn_damage(path: Path, note: str | None) -> None:
+    """One stderr line when the input decoded but the decoder reported damage."""
+    if note:
+        print(f"likeness: warning: {path}: decoder reported damage ({note})", file=sys.stderr)
+
+
+def check_output(path: Path) -> None:
+    """Fail before any work if OpenCV cannot encode the output's format."""
+    if not path.suffix or not cv2.haveImageWriter(str(path)):
+        raise InputError(f"{path}: unknown output image format '{path.suffix}' (use .png or .jpg)")
 
 
 def write_output(path: Path, img: np.ndarray) -> None:
-    """Write an image, turning filesystem failures into ``InputError``."""
+    """Write an image, turning filesystem and encoder failures into ``InputError``."""
     from ..imageio import write_image
 
+    check_output(path)
     try:
         write_image(path, img)
+    except FileExistsError:
+        raise InputError(f"{path}: cannot write (a parent path exists and is not a folder)") from None
     except OSError as e:
         raise InputError(f"{path}: cannot write ({e.strerror or e})") from None
+    except cv2.error as e:
+        raise InputError(f"{path}: cannot encode image ({str(e).strip().splitlines()[-1]})") from None
 
 
 def find_faces(img: np.ndarray) -> list:
@@ -158,10 +174,13 @@ def render(img: np.ndarray, dets: list, size: int) -> np.ndarray:
 
 
 def _show(args) -> int:
-    img = read_input_image(args.image, args.frame)
+    check_output(args.out)
+    img, damage = read_input_image(args.image, args.frame)
     dets = find_faces(img)
     if not dets:
-        raise InputError(f"{args.image}: no face found")
+        note = f" (decoder reported damage: {damage})" if damage else ""
+        raise InputError(f"{args.image}: no face found{note}")
     write_output(args.out, render(img, dets, args.size))
+    warn_damage(args.image, damage)
     print(f"{len(dets)} face(s) -> {args.out}")
     return 0
