@@ -3,7 +3,7 @@
 # Each stage has its own time limit; outputs are copied to $OUT as soon as a stage finishes so
 # a later failure never loses an earlier result. Needs only torch/numpy/opencv/safetensors/tqdm.
 # Usage: PACK=.devcarry/pack128.npz TEACHER_MIN=5.3 DISTILL_MIN=2.3 bash benchmarks/gpu/train_and_bench.sh
-set -u
+set -u -o pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/likeness-out}; mkdir -p "$OUT"
 RUN=${RUN:-/tmp/likeness-runs}; mkdir -p "$RUN"
@@ -13,12 +13,12 @@ DEVICE=${DEVICE:-auto}
 BATCH=${BATCH:-256}
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true) | tee "$OUT/run.log"
 $PY -c "import torch;print('torch',torch.__version__,'cuda',torch.cuda.is_available())" 2>&1 | tee -a "$OUT/run.log"
-timeout $(( ${TEACHER_MIN%.*} * 60 + 150 )) $PY -m enhancer.cli train teacher --pack "$PACK" --run-dir "$RUN/teacher" \
+timeout $(( ${TEACHER_MIN%.*} * 60 + 150 )) $PY benchmarks/gpu/train_entry.py train teacher --pack "$PACK" --run-dir "$RUN/teacher" \
   --batch "$BATCH" --lr 5e-4 --minutes "$TEACHER_MIN" --device "$DEVICE" 2>&1 | tr '\r' '\n' | grep -v '^teacher:.*it/s' | tail -40 | tee -a "$OUT/run.log"
 cp "$RUN/teacher/teacher.safetensors" "$RUN/teacher/metrics.json" "$OUT/" 2>/dev/null && cp "$RUN/teacher/train.log" "$OUT/teacher_train.log"
 [ -n "${CPU_ONLY_TIMING:-}" ] || sleep 0
 if [ -f "$RUN/teacher/teacher.safetensors" ]; then
-  timeout $(( ${DISTILL_MIN%.*} * 60 + 150 )) $PY -m enhancer.cli train distill --pack "$PACK" --teacher "$RUN/teacher/teacher.safetensors" \
+  timeout $(( ${DISTILL_MIN%.*} * 60 + 150 )) $PY benchmarks/gpu/train_entry.py train distill --pack "$PACK" --teacher "$RUN/teacher/teacher.safetensors" \
     --run-dir "$RUN/distill" --batch "$BATCH" --minutes "$DISTILL_MIN" --device "$DEVICE" --teacher-steps "${TEACHER_STEPS:-8}" \
     --student-steps "${STUDENT_STEPS:-1}" 2>&1 | tr '\r' '\n' | grep -v '^distill.*it/s' | tail -30 | tee -a "$OUT/run.log"
   cp "$RUN/distill/student.safetensors" "$OUT/" 2>/dev/null
