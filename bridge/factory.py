@@ -7,11 +7,26 @@ point ``default_processor_factory`` at it; the bridge and `likeness call` only s
 
 from __future__ import annotations
 
+import numpy as np
+
+from enhancer.detect import detect_faces, landmarks5
 from enhancer.pipeline import BicubicEngine, FramePipeline
 
 from .identities import load_identity
 
 
+def warm_detectors() -> None:
+    """Load dlib's detector and landmark models now (process-wide cache).
+
+    Loading them holds the GIL for about a second; done lazily on a stream's first frame
+    it would stall the event loop and every other stream with it.
+    """
+    blank = np.zeros((64, 64), np.uint8)
+    detect_faces(blank)
+    landmarks5(blank, np.array([8, 8, 56, 56], np.float32))
+
+
 def default_processor_factory(identity: str | None) -> FramePipeline:
     """BicubicEngine placeholder pipeline with the named identity vector (or none)."""
+    warm_detectors()
     return FramePipeline(BicubicEngine(), identity=load_identity(identity))

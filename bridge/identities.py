@@ -26,8 +26,12 @@ class EnrollUnavailable(RuntimeError):
 
 
 def likeness_home() -> Path:
-    """$LIKENESS_HOME, or ~/.likeness."""
-    return Path(os.environ.get("LIKENESS_HOME") or Path.home() / ".likeness")
+    """The identity store's home ($LIKENESS_HOME, else its default); ~/.likeness if the store is absent."""
+    try:
+        from enhancer.identity_store import likeness_home as store_home
+    except ImportError:
+        return Path(os.environ.get("LIKENESS_HOME") or Path.home() / ".likeness")
+    return store_home()
 
 
 def identities_dir() -> Path:
@@ -53,14 +57,20 @@ def identity_path(name: str) -> Path:
 
 
 def load_identity(name: str | None) -> np.ndarray | None:
-    """The identity vector for ``name`` (None for no identity).
+    """The stored identity tensor for ``name`` (None for no identity), validated by the identity store.
 
-    Reads the tensor named 'identity' (else the first tensor) and flattens it; re-point to
-    the identity store's loader once it exists.
+    Which encoder made it is checked by the engine that uses it (``IdentityStore.load``);
+    without the store module, the tensor named 'identity' (else the first) is read as is.
     """
     if not name:
         return None
     path = identity_path(name)
+    try:
+        from enhancer.identity_store import IdentityStore
+    except ImportError:
+        IdentityStore = None  # noqa: N806
+    if IdentityStore is not None:
+        return IdentityStore(likeness_home()).read(name).identity
     if not path.is_file():
         raise ModelError(f"unknown identity {name!r}: {path} does not exist (enroll it first)")
     try:
@@ -71,8 +81,7 @@ def load_identity(name: str | None) -> np.ndarray | None:
         raise ModelError(f"{path}: unreadable identity file ({type(e).__name__}: {e})") from None
     if not tensors:
         raise ModelError(f"{path}: identity file holds no tensors")
-    vec = tensors.get("identity", next(iter(tensors.values())))
-    return np.asarray(vec, dtype=np.float32).reshape(-1)
+    return np.asarray(tensors.get("identity", next(iter(tensors.values()))), dtype=np.float32)
 
 
 def enroll_function() -> Callable[[str, list[np.ndarray]], Any]:
@@ -87,6 +96,27 @@ def enroll_function() -> Callable[[str, list[np.ndarray]], Any]:
     if not callable(fn):
         raise EnrollUnavailable("enrolment is not available in this build (enhancer.enroll has no enroll_from_images)")
     return fn
+
+
+def merge_verdicts(uploads: list[dict[str, Any]], report: Any) -> list[dict[str, Any]]:
+    """One verdict per uploaded file: the bridge's decode check, then the enrolment's own verdict.
+
+    ``report['images']`` (enhancer.enroll's per-image list) covers only the decoded uploads,
+    in order.
+    """
+    verdicts = list(report.get("images") or []) if isinstance(report, dict) else []
+    out, k = [], 0
+    for up in uploads:
+        entry = dict(up)
+        if up.get("decoded"):
+            v = verdicts[k] if k < len(verdicts) and isinstance(verdicts[k], dict) else None
+            k += 1
+            if v is not None:
+                entry["accepted"] = bool(v.get("accepted"))
+                entry["reason"] = v.get("reason") or ""
+                entry["used"] = bool(v.get("used", False))
+        out.append(entry)
+    return out
 
 
 def report_to_json(report: Any) -> Any:

@@ -30,9 +30,16 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamTrack
 
-from enhancer.errors import LikenessError, ModelError
+from enhancer.errors import InputError, LikenessError, ModelError
 
-from .identities import EnrollUnavailable, enroll_function, list_identities, report_to_json, valid_name
+from .identities import (
+    EnrollUnavailable,
+    enroll_function,
+    list_identities,
+    merge_verdicts,
+    report_to_json,
+    valid_name,
+)
 from .rtc import (
     CODECS,
     MAX_SDP_BYTES,
@@ -528,10 +535,14 @@ async def api_enroll(request: web.Request) -> web.Response:
     if not images:
         return web.json_response({"name": name, "images": decoded, "error": "no decodable images"}, status=400)
     try:
-        report = await asyncio.to_thread(fn, name, images)
+        report = report_to_json(await asyncio.to_thread(fn, name, images))
     except LikenessError as e:
-        return web.json_response({"name": name, "images": decoded, "error": str(e)}, status=422)
-    return web.json_response({"name": name, "images": decoded, "report": report_to_json(report)})
+        # EnrollmentError carries the per-image verdicts: show them even though nothing was stored
+        partial = report_to_json(getattr(e, "report", None))
+        status = 422 if isinstance(e, InputError) else 503 if isinstance(e, ModelError) else 400
+        return web.json_response({"name": name, "images": merge_verdicts(decoded, partial), "report": partial,
+                                  "error": str(e)}, status=status)
+    return web.json_response({"name": name, "images": merge_verdicts(decoded, report), "report": report})
 
 
 async def index(request: web.Request) -> web.FileResponse:

@@ -8,16 +8,29 @@ source frame it holds (for latency and for comparing against the input).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+import aiohttp
 import av
 import cv2
 import numpy as np
+from aiohttp import web
+from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
+
+from enhancer.pipeline import BicubicEngine, FramePipeline
+
+from .client import Resource, delete, negotiate
+from .rtc import enable_loopback_candidates, prefer_codec, rtc_configuration, set_sender_bitrate
+from .server import BRIDGE_KEY, Bridge, BridgeConfig, create_app
+from .track import ProcessorFactory
 
 STAMP_BITS = 12
 STAMP_ROWS = 16
@@ -65,6 +78,14 @@ def read_stamp(img: np.ndarray) -> int:
         if block.mean() > 128:
             value |= 1 << b
     return value
+
+
+def _luma(frame: VideoFrame) -> np.ndarray:
+    if frame.format.name in ("yuv420p", "yuvj420p", "nv12"):
+        plane = frame.planes[0]
+        y = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+        return y[:, : frame.width]
+    return frame.to_ndarray(format="gray")
 
 
 class ClipTrack(MediaStreamTrack):
@@ -134,9 +155,12 @@ class FrameSink:
             while True:
                 f = await self.track.recv()
                 now = time.monotonic()
-                img = f.to_ndarray(format="bgr24")
                 keep = self.keep_every and n % self.keep_every == 0
-                self.frames.append(Received(read_stamp(img), now, img if keep else None))
+                if keep:
+                    img = f.to_ndarray(format="bgr24")
+                    self.frames.append(Received(read_stamp(img), now, img))
+                else:  # the luma plane is enough for the stamp and costs nothing to convert
+                    self.frames.append(Received(read_stamp(_luma(f)), now, None))
                 n += 1
         except MediaStreamError:
             pass
@@ -168,3 +192,153 @@ def latencies_ms(sink: FrameSink, source: ClipTrack, since: float | None = None)
         if sent:
             out.append((r.at - max(sent)) * 1e3)
     return out
+
+
+# ------------------------------------------------------------------------ bridge harness
+
+
+@asynccontextmanager
+async def serve_bridge(config: BridgeConfig, factory: ProcessorFactory) -> AsyncIterator[tuple[str, Bridge]]:
+    """Run a bridge on 127.0.0.1 (free port) for the duration of the block; yields (base URL, Bridge)."""
+    enable_loopback_candidates()
+    app = create_app(config, factory)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", config.port)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        yield f"http://127.0.0.1:{port}", app[BRIDGE_KEY]
+    finally:
+        await runner.cleanup()
+
+
+@dataclass
+class Peer:
+    """An aiortc peer with its WHIP/WHEP resource and, for viewers, one sink per received track."""
+
+    pc: RTCPeerConnection
+    resource: Resource
+    sinks: list[FrameSink] = field(default_factory=list)
+
+    async def leave(self, http: aiohttp.ClientSession, token: str | None = None) -> int:
+        status = await delete(http, self.resource, token)
+        for s in self.sinks:
+            await s.stop()
+        await self.pc.close()
+        return status
+
+
+async def publish(
+    http: aiohttp.ClientSession, url: str, track: MediaStreamTrack, token: str | None = None,
+    codec: str | None = None, bitrate: int | None = None,
+) -> Peer:
+    """Send ``track`` to a WHIP endpoint."""
+    pc = RTCPeerConnection(rtc_configuration())
+    t = pc.addTransceiver(track, direction="sendonly")
+    prefer_codec(t, codec)
+    set_sender_bitrate(t.sender, bitrate)
+    try:
+        return Peer(pc, await negotiate(http, url, pc, token))
+    except BaseException:
+        await pc.close()
+        raise
+
+
+async def view(
+    http: aiohttp.ClientSession, url: str, videos: int = 1, token: str | None = None, keep_every: int = 0
+) -> Peer:
+    """Receive a room from a WHEP endpoint with ``videos`` recvonly video m-lines."""
+    pc = RTCPeerConnection(rtc_configuration())
+    for _ in range(videos):
+        pc.addTransceiver("video", direction="recvonly")
+    sinks: list[FrameSink] = []
+
+    @pc.on("track")
+    def _on_track(track: MediaStreamTrack) -> None:
+        sinks.append(FrameSink(track, keep_every=keep_every).start())
+
+    try:
+        return Peer(pc, await negotiate(http, url, pc, token), sinks)
+    except BaseException:
+        await pc.close()
+        raise
+
+
+# ------------------------------------------------------------------ checks used by tests
+
+
+def face_box(landmarks: np.ndarray, shape: tuple[int, ...]) -> tuple[slice, slice]:
+    """A box around the face from 5 landmarks (eye distance based), clipped to the frame."""
+    c = landmarks.mean(0)
+    ed = float(np.linalg.norm(landmarks[[0, 1]].mean(0) - landmarks[[2, 3]].mean(0)))
+    h, w = shape[:2]
+    x0, x1 = int(max(0, c[0] - 1.3 * ed)), int(min(w, c[0] + 1.3 * ed))
+    y0, y1 = int(max(0, c[1] - 1.4 * ed)), int(min(h - 20, c[1] + 1.6 * ed))
+    return slice(y0, y1), slice(x0, x1)
+
+
+def enhancement_correlation(received: np.ndarray, raw: np.ndarray) -> float | None:
+    """Correlation, inside the face, between (received - raw) and (enhanced raw - raw).
+
+    Positive when the received frame carries the enhancer's change; around zero or
+    negative (codec blur is the opposite of sharpening) for a passthrough frame.
+    """
+    res = FramePipeline(BicubicEngine()).process(raw, 0.0)
+    if not res.enhanced:
+        return None
+    ys, xs = face_box(res.landmarks[0], raw.shape)
+    d = res.frame[ys, xs].astype(np.float32) - raw[ys, xs]
+    r = received[ys, xs].astype(np.float32) - raw[ys, xs]
+    d -= d.mean()
+    r -= r.mean()
+    den = float(np.sqrt((d * d).sum() * (r * r).sum()))
+    return float((d * r).sum() / den) if den > 0 else None
+
+
+def http_client() -> aiohttp.ClientSession:
+    """HTTP client without keep-alive, so its idle connections do not look like leaked server tasks."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+
+
+def snapshot() -> tuple[set[asyncio.Task], set[threading.Thread]]:
+    return set(asyncio.all_tasks()), set(threading.enumerate())
+
+
+async def assert_no_leaks(before: tuple[set[asyncio.Task], set[threading.Thread]], timeout: float = 8.0) -> None:
+    """Every task and thread started since ``before`` is gone (asyncio's shared executor threads excepted)."""
+    tasks0, threads0 = before
+    end = time.monotonic() + timeout
+    while True:
+        tasks = {t for t in asyncio.all_tasks() - tasks0 if t is not asyncio.current_task() and not t.done()}
+        threads = {t for t in set(threading.enumerate()) - threads0
+                   if t.is_alive() and not t.name.startswith("asyncio_")}
+        if not tasks and not threads:
+            return
+        if time.monotonic() > end:
+            names = sorted(t.get_name() + ":" + repr(t.get_coro())[:80] for t in tasks)
+            raise AssertionError(f"leaked tasks {names} threads {sorted(t.name for t in threads)}")
+        await asyncio.sleep(0.1)
+
+
+def write_y4m(frames: list[np.ndarray], path: str | Path, fps: float, size: tuple[int, int] | None = None) -> Path:
+    """Write BGR frames as a Y4M (I420) file, e.g. for Chromium's --use-file-for-fake-video-capture.
+
+    With ``size`` = (w, h) each frame is letterboxed into that size (aspect kept).
+    """
+    path = Path(path)
+    h0, w0 = frames[0].shape[:2]
+    w, h = size or (w0 - w0 % 2, h0 - h0 % 2)
+    num, den = Fraction(fps).limit_denominator(1001).as_integer_ratio()
+    with path.open("wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F{num}:{den} Ip A1:1 C420jpeg\n".encode())
+        for img in frames:
+            canvas = np.zeros((h, w, 3), np.uint8)
+            s = min(w / img.shape[1], h / img.shape[0])
+            nw, nh = round(img.shape[1] * s), round(img.shape[0] * s)
+            x, y = (w - nw) // 2, (h - nh) // 2
+            canvas[y:y + nh, x:x + nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+            yuv = VideoFrame.from_ndarray(canvas, format="bgr24").reformat(format="yuv420p").to_ndarray()
+            f.write(b"FRAME\n")
+            f.write(np.ascontiguousarray(yuv).tobytes())
+    return path

@@ -276,22 +276,17 @@ async function enroll() {
 }
 
 function showEnrollResults(body) {
-  // Per-image verdicts: the bridge's decode check, refined by the enrolment report if it has a list.
-  const report = body.report || {};
-  const perImage = report.images || report.per_image || report.results || [];
+  // The bridge merges its decode check with the enrolment's per-image verdicts (body.images).
   const cards = $("thumbs").children;
   (body.images || []).forEach((img, i) => {
     const card = cards[i];
     if (!card) return;
-    let ok = img.accepted !== false;
+    let ok = img.accepted;
     let reason = img.reason || "";
-    const r = Array.isArray(perImage) ? perImage[i] : null;
-    if (r && typeof r === "object") {
-      if ("accepted" in r) ok = !!r.accepted; else if ("ok" in r) ok = !!r.ok;
-      reason = r.reason || r.message || reason;
-    } else if (!body.report) { ok = false; reason = reason || body.error || "not enrolled"; }
+    if (ok === undefined) { ok = !body.error; reason = body.error ? "not enrolled" : ""; }
     card.className = "thumb " + (ok ? "accepted" : "rejected");
-    card.querySelector("div").textContent = (ok ? "accepted" : "rejected") + (reason ? ": " + reason : "");
+    card.querySelector("div").textContent = (ok ? (img.used ? "used" : "accepted") : "rejected") +
+      (reason ? ": " + reason : "");
   });
 }
 

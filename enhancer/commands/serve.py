@@ -80,7 +80,6 @@ def _serve(args) -> int:
         deadline_frames=args.deadline_frames,
     )
     check_config(config)
-    if args.identity:
-        default_processor_factory(args.identity)  # fail now, not at the first call
+    default_processor_factory(args.identity)  # fail on a bad identity now; loads the face models once
     asyncio.run(run_server(config, default_processor_factory))
     return 0

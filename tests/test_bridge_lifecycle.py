@@ -1,0 +1,291 @@
+"""Bridge robustness: leaving viewers, vanishing publishers, bad requests, auth, caps, and no leaks.
+
+Real aiortc peers on loopback and real HTTP requests against a running bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import time
+from pathlib import Path
+
+import aiohttp
+import cv2
+import numpy as np
+import pytest
+
+from bridge.factory import default_processor_factory
+from bridge.server import BridgeConfig, check_config
+from bridge.testing import ClipTrack, assert_no_leaks, http_client, load_clip, publish, serve_bridge, snapshot, view
+from enhancer.cli import main as cli_main
+from enhancer.errors import LikenessError
+
+VIDEOS = Path(os.environ.get("LIKENESS_VIDEOS", "/work/shared/data/videos"))
+CLIP = VIDEOS / "LivePortrait__assets__examples__driving__d7.mp4"  # 480x480, 30 fps
+needs_clip = pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
+TOKEN = "test-token-0123456789"
+
+
+async def wait_until(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@needs_clip
+@pytest.mark.timeout(90)
+def test_viewer_leaves_and_publisher_vanishes_without_leaks() -> None:
+    async def scenario() -> None:
+        frames, fps = load_clip(CLIP, 120)
+        async with serve_bridge(BridgeConfig(port=0), default_processor_factory) as (base, bridge), \
+                http_client() as http:
+            before = snapshot()
+            src = ClipTrack(frames, fps)
+            pub = await publish(http, f"{base}/whip/r", src)
+            v1 = await view(http, f"{base}/whep/r")
+            v2 = await view(http, f"{base}/whep/r")
+            await wait_until(lambda: all(v.sinks and len(v.sinks[0].frames) > 20 for v in (v1, v2)), 20,
+                             "both viewers to receive frames")
+
+            # a viewer leaves: the other keeps receiving, the publisher keeps publishing
+            assert await v1.leave(http) == 200
+            n = len(v2.sinks[0].frames)
+            await asyncio.sleep(1.5)
+            assert len(v2.sinks[0].frames) > n + 20
+            assert sum(s.role == "viewer" for s in bridge.sessions.values()) == 1
+
+            # the publisher vanishes mid-stream (connection closed, no DELETE)
+            await pub.pc.close()
+            await wait_until(lambda: not bridge.publishers("r"), 15, "the bridge to drop the publisher")
+            async with http.post(f"{base}/whep/r", data="v=0\r\n", headers={"Content-Type": "application/sdp"}) as r:
+                assert r.status == 404  # room has nobody to watch now
+            n = len(v2.sinks[0].frames)
+            await asyncio.sleep(0.5)
+            assert len(v2.sinks[0].frames) <= n + 2  # the stream stopped, nothing stale keeps trickling
+            assert await v2.leave(http) == 200
+            assert not bridge.sessions
+            await assert_no_leaks(before)
+
+    asyncio.run(scenario())
+
+
+@needs_clip
+@pytest.mark.timeout(60)
+def test_publisher_delete_mid_stream_ends_fanout() -> None:
+    async def scenario() -> None:
+        frames, fps = load_clip(CLIP, 90)
+        async with serve_bridge(BridgeConfig(port=0), default_processor_factory) as (base, bridge), \
+                http_client() as http:
+            before = snapshot()
+            pub = await publish(http, f"{base}/whip/r2", ClipTrack(frames, fps))
+            v = await view(http, f"{base}/whep/r2")
+            await wait_until(lambda: v.sinks and len(v.sinks[0].frames) > 10, 20, "frames")
+            track = next(iter(bridge.sessions.values())).track
+            assert await pub.leave(http) == 200
+            assert track is not None and track.readyState == "ended" and not track.worker_alive
+            async with http.delete(pub.resource.url) as r:
+                assert r.status == 404  # already gone
+            assert await v.leave(http) == 200
+            await assert_no_leaks(before)
+
+    asyncio.run(scenario())
+
+
+def _sdp_offer_like(video_codec: str = "VP8/90000") -> str:
+    return (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+        "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n"
+        f"a=rtpmap:96 {video_codec}\r\na=sendonly\r\na=mid:0\r\na=rtcp-mux\r\n"
+        "a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef0123456789\r\n"
+        "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\na=setup:actpass\r\n"
+    )
+
+
+@pytest.mark.timeout(60)
+def test_bad_requests_are_4xx_never_500(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with serve_bridge(BridgeConfig(port=0, max_body_bytes=1 << 20), default_processor_factory) as (
+                base, bridge), http_client() as http:
+            before = snapshot()
+            sdp_h = {"Content-Type": "application/sdp"}
+            bad = {
+                "empty": "",
+                "garbage": "hello, I am not SDP",
+                "no video": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n",
+                "broken m-line": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video x UDP\r\n",
+                "no ICE credentials": _sdp_offer_like().replace("a=ice-ufrag:abcd\r\n", ""),
+                "no codec in common": _sdp_offer_like("FOO/90000"),
+                "binary": "\x00\x01\x02",
+            }
+            for what, body in bad.items():
+                async with http.post(f"{base}/whip/r", data=body.encode(), headers=sdp_h) as r:
+                    text = await r.text()
+                    assert r.status == 400, (what, r.status, text)
+                    assert text.strip() and "\n" not in text.strip(), (what, text)
+            async with http.post(f"{base}/whip/r", data=b"\xff\xfe", headers=sdp_h) as r:
+                assert r.status == 400
+            async with http.post(f"{base}/whip/r", data="v=0", headers={"Content-Type": "text/plain"}) as r:
+                assert r.status == 415
+            async with http.post(f"{base}/whip/r", data="v=0\r\n" + "a=x\r\n" * 20000, headers=sdp_h) as r:
+                assert r.status == 413
+            async with http.post(f"{base}/whip/bad%20room", data=_sdp_offer_like(), headers=sdp_h) as r:
+                assert r.status == 400
+            async with http.post(f"{base}/whep/nobody-here", data=_sdp_offer_like(), headers=sdp_h) as r:
+                assert r.status == 404
+            async with http.patch(f"{base}/whip/r/abc", data="a=end-of-candidates", headers=sdp_h) as r:
+                assert r.status == 405 and r.headers.get("Allow") == "DELETE"
+            async with http.delete(f"{base}/whip/r/unknown") as r:
+                assert r.status == 404
+            async with http.delete(f"{base}/whep/r/unknown") as r:
+                assert r.status == 404
+            async with http.post(f"{base}/api/offer", data="not json") as r:
+                assert r.status == 400 and "error" in await r.json()
+            async with http.post(f"{base}/api/offer?identity=../../etc", json={"sdp": "v=0", "type": "offer"}) as r:
+                assert r.status == 400
+            async with http.post(f"{base}/whip/r?identity=no-such-person", data=_sdp_offer_like(),
+                                 headers=sdp_h) as r:
+                assert r.status == 400 and "no-such-person" in await r.text()
+            # enrolment: 501 while enhancer.enroll does not exist; uploads are capped either way
+            form = aiohttp.FormData()
+            form.add_field("image", b"\xff" * (2 << 20), filename="big.jpg", content_type="image/jpeg")
+            async with http.post(f"{base}/api/enroll?name=alice", data=form) as r:
+                assert r.status in (413, 501)
+            async with http.post(f"{base}/api/enroll?name=../x", data=b"") as r:
+                assert r.status == 400
+            ok, jpg = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))
+            form = aiohttp.FormData()
+            form.add_field("image", jpg.tobytes(), filename="a.jpg", content_type="image/jpeg")
+            form.add_field("image", b"not a jpeg", filename="b.jpg", content_type="image/jpeg")
+            async with http.post(f"{base}/api/enroll?name=bridge_test_nobody", data=form) as r:
+                body = await r.json()
+                if importlib.util.find_spec("enhancer.enroll") is None:
+                    assert r.status == 501 and "enrol" in body["error"], body
+                else:  # a grey square has no face: refused with per-image verdicts, or no weights yet
+                    assert r.status in (422, 503), body
+                    assert [i["file"] for i in body["images"]] == ["a.jpg", "b.jpg"]
+                    assert body["images"][1]["accepted"] is False
+            async with http.get(f"{base}/") as r:
+                assert r.status == 200 and "Likeness" in await r.text()
+            async with http.get(f"{base}/static/app.js") as r:
+                assert r.status == 200
+            assert not bridge.sessions
+            await assert_no_leaks(before)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(30)
+def test_token_guards_every_endpoint() -> None:
+    async def scenario() -> None:
+        async with serve_bridge(BridgeConfig(port=0, token=TOKEN), default_processor_factory) as (base, _), \
+                http_client() as http:
+            sdp_h = {"Content-Type": "application/sdp"}
+            calls = [("POST", "/whip/r"), ("POST", "/whep/r"), ("DELETE", "/whip/r/x"), ("DELETE", "/whep/r/x"),
+                     ("POST", "/api/offer"), ("POST", "/api/enroll?name=a"), ("GET", "/api/stats"),
+                     ("GET", "/api/identities"), ("GET", "/api/config")]
+            for auth in (None, "Bearer wrong-token-value", "Basic " + TOKEN, f"Bearer {TOKEN}x"):
+                headers = dict(sdp_h, **({"Authorization": auth} if auth else {}))
+                for method, path in calls:
+                    async with http.request(method, base + path, data="v=0\r\n", headers=headers) as r:
+                        assert r.status == 401, (auth, method, path, r.status)
+                        assert r.headers.get("WWW-Authenticate", "").startswith("Bearer")
+            ok = dict(sdp_h, Authorization=f"Bearer {TOKEN}")
+            async with http.post(f"{base}/whip/r", data="garbage", headers=ok) as r:
+                assert r.status == 400  # past auth, now the SDP is judged
+            async with http.get(f"{base}/api/config", headers=ok) as r:
+                assert r.status == 200 and (await r.json())["auth"] is True
+            async with http.get(f"{base}/") as r:
+                assert r.status == 200  # the page itself is public; it asks for the token
+
+    asyncio.run(scenario())
+
+
+def test_refuses_public_bind_without_token(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(LikenessError, match="without a token"):
+        check_config(BridgeConfig(host="0.0.0.0"))
+    check_config(BridgeConfig(host="0.0.0.0", token=TOKEN))
+    check_config(BridgeConfig(host="127.0.0.1"))
+    check_config(BridgeConfig(host="::1"))
+    assert cli_main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "without a token" in err[0]
+    assert cli_main(["call", "--whip", "ftp://x/whip/r"]) == 2
+    assert cli_main(["serve", "--bitrate", "lots"]) == 2
+
+
+@pytest.mark.timeout(30)
+def test_call_reports_unreachable_endpoint(capsys: pytest.CaptureFixture[str]) -> None:
+    if not CLIP.is_file():
+        pytest.skip("clip missing")
+    rc = cli_main(["call", "--whip", "http://127.0.0.1:9/whip/r", "--source", str(CLIP), "--duration", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "cannot reach" in err[0], err
+
+
+@pytest.mark.timeout(60)
+def test_call_publishes_and_refused_token(capsys: pytest.CaptureFixture[str]) -> None:
+    """`likeness call` publishes a file to a token-protected bridge, and reports a refused token."""
+    if not CLIP.is_file():
+        pytest.skip("clip missing")
+
+    async def scenario() -> None:
+        from enhancer.commands.call import publish as call_publish
+
+        async with serve_bridge(BridgeConfig(port=0, token=TOKEN), default_processor_factory) as (base, bridge):
+            import argparse
+
+            args = argparse.Namespace(whip=f"{base}/whip/callroom", token=TOKEN, source=str(CLIP), duration=3.0,
+                                      identity=None, ice_server=[], codec="vp8", bitrate="800k", stats_every=0)
+            seen: list[int] = []
+
+            async def watch() -> None:
+                while True:
+                    seen.append(len(bridge.publishers("callroom")))
+                    await asyncio.sleep(0.2)
+
+            w = asyncio.get_running_loop().create_task(watch())
+            assert await call_publish(args) == 0
+            w.cancel()
+            assert max(seen) == 1 and not bridge.sessions  # joined, then left with DELETE
+            args.token = "wrong-token-value"
+            with pytest.raises(LikenessError, match="HTTP 401"):
+                await call_publish(args)
+
+    asyncio.run(scenario())
+    out = capsys.readouterr().out
+    assert "publishing to" in out and '"enhanced"' in out
+
+
+@pytest.mark.timeout(30)
+def test_identities_listed_from_likeness_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIKENESS_HOME", str(tmp_path))
+    if importlib.util.find_spec("enhancer.identity_store") is not None:
+        from enhancer.identity_store import IDENTITY_SHAPE, IdentityStore
+
+        store = IdentityStore(tmp_path)
+        for i, name in enumerate(("alice", "bob")):
+            store.save(name, np.full(IDENTITY_SHAPE, i, np.float32), encoder_id="test", model_id="test", n_refs=1)
+        shape = IDENTITY_SHAPE
+    else:
+        from safetensors.numpy import save_file
+
+        (tmp_path / "identities").mkdir()
+        for i, name in enumerate(("alice", "bob")):
+            save_file({"identity": np.full(8, i, np.float32)}, str(tmp_path / "identities" / f"{name}.safetensors"))
+        shape = (8,)
+    (tmp_path / "identities" / "notes.txt").write_text("ignored")
+
+    async def scenario() -> None:
+        async with serve_bridge(BridgeConfig(port=0), default_processor_factory) as (base, _), \
+                http_client() as http:
+            async with http.get(f"{base}/api/identities") as r:
+                assert (await r.json())["identities"] == ["alice", "bob"]
+
+    asyncio.run(scenario())
+    assert default_processor_factory("alice").identity.shape == shape
+    with pytest.raises(LikenessError):
+        default_processor_factory("carol")

@@ -1,0 +1,106 @@
+"""EnhancingTrack on its own (no network): pts kept, failures pass frames through, recovery, bounded queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bridge.factory import warm_detectors
+from bridge.testing import ClipTrack, load_clip, read_stamp, stamp
+from bridge.track import EnhancingTrack
+from enhancer.pipeline import BicubicEngine, FramePipeline
+
+VIDEOS = Path(os.environ.get("LIKENESS_VIDEOS", "/work/shared/data/videos"))
+CLIP = VIDEOS / "LivePortrait__assets__examples__driving__d8.mp4"  # 480x480, 30 fps
+pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
+
+
+class BrokenWindowEngine(BicubicEngine):
+    """Returns crops of the wrong size for calls in [start, stop): paste-back then genuinely fails."""
+
+    name = "broken-window"
+
+    def __init__(self, start: int, stop: int) -> None:
+        super().__init__()
+        self.calls = 0
+        self.window = (start, stop)
+
+    def restore(self, crops: np.ndarray, identity: np.ndarray | None, noise: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        out = super().restore(crops, identity, noise)
+        return out[:, ::2, ::2] if self.window[0] <= self.calls < self.window[1] else out
+
+
+def test_stamp_roundtrip() -> None:
+    img = np.zeros((480, 640, 3), np.uint8)
+    for i in (0, 1, 77, 4095):
+        assert read_stamp(stamp(img, i)) == i
+
+
+@pytest.mark.timeout(60)
+def test_enhancer_errors_pass_through_and_recover(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> tuple[list, dict, EnhancingTrack]:
+        frames, fps = load_clip(CLIP, 60)
+        warm_detectors()
+        src = ClipTrack(frames, fps, max_frames=150)
+        engine = BrokenWindowEngine(30, 70)
+        track = EnhancingTrack(src, FramePipeline(engine), name="t")
+        out = []
+        try:
+            while True:
+                f = await asyncio.wait_for(track.recv(), 5)
+                out.append(f)
+        except Exception as e:  # MediaStreamError at the end of the clip
+            assert type(e).__name__ == "MediaStreamError", e
+        stats = track.stats()
+        await track.aclose()
+        assert not track.worker_alive
+        return out, stats, track
+
+    with caplog.at_level(logging.WARNING, logger="bridge.track"):
+        out, stats, _ = asyncio.run(scenario())
+    # every frame came out, in order, with the source timestamps
+    pts = [f.pts for f in out]
+    assert len(out) >= 140 and pts == sorted(pts) and len(set(pts)) == len(pts)
+    assert all(f.time_base == out[0].time_base for f in out)
+    assert stats["errors"] and set(stats["errors"]) <= {"ValueError", "error"}  # numpy or OpenCV shape error
+    assert sum(stats["errors"].values()) >= 30
+    assert stats["passthrough_error"] >= 30
+    assert stats["enhanced"] >= 50  # before the window and again after it: it recovered
+    warnings = [r for r in caplog.records if "enhancer raised" in r.getMessage()]
+    assert len(warnings) == len(stats["errors"])  # once per kind, not once per frame
+    print(f"\nerrors {stats['errors']} passthrough_error {stats['passthrough_error']} enhanced {stats['enhanced']}")
+
+
+@pytest.mark.timeout(60)
+def test_slow_consumer_drops_stale_frames_not_memory() -> None:
+    """A consumer slower than the source gets the newest frames; at most max_pending wait."""
+
+    async def scenario() -> dict:
+        frames, fps = load_clip(CLIP, 30)
+        warm_detectors()
+        src = ClipTrack(frames, fps, max_frames=90)
+        track = EnhancingTrack(src, FramePipeline(BicubicEngine()), name="slow-consumer", max_pending=2)
+        got = []
+        try:
+            while True:
+                f = await asyncio.wait_for(track.recv(), 5)
+                got.append(read_stamp(f.to_ndarray(format="bgr24")))
+                await asyncio.sleep(0.1)  # a 10 fps consumer
+                assert len(track._pending) <= 2
+        except Exception as e:
+            assert type(e).__name__ == "MediaStreamError", e
+        stats = track.stats()
+        await track.aclose()
+        stats["got"] = got
+        return stats
+
+    s = asyncio.run(scenario())
+    assert s["dropped"] > 40 and len(s["got"]) < 45
+    # the consumer saw recent frames: each one close behind the source
+    assert all(b > a for a, b in zip(s["got"], s["got"][1:], strict=False))

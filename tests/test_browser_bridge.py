@@ -1,0 +1,133 @@
+"""The bridge page in a real browser: Debian's Chromium sends a fake camera (a real clip) and shows the enhanced stream.
+
+Needs /usr/bin/chromium (`apt-get install -y chromium`) and the Python playwright package;
+skips with the reason otherwise. Chromium is driven over CDP by Playwright but is the
+system build (no `playwright install`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from bridge.factory import default_processor_factory
+from bridge.server import BridgeConfig
+from bridge.testing import load_clip, serve_bridge, write_y4m
+
+CHROMIUM = Path(os.environ.get("LIKENESS_CHROMIUM", "/usr/bin/chromium"))
+VIDEOS = Path(os.environ.get("LIKENESS_VIDEOS", "/work/shared/data/videos"))
+CLIP = VIDEOS / "LivePortrait__assets__examples__driving__d6.mp4"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+playwright_api = pytest.importorskip("playwright.async_api", reason="python playwright is not installed")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists() and not shutil.which("chromium"),
+                       reason=f"{CHROMIUM} missing: apt-get install -y chromium"),
+    pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available"),
+]
+
+
+def chromium_args(y4m: Path) -> list[str]:
+    return [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={y4m}",
+        "--allow-loopback-in-peer-connection",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--no-sandbox",
+        "--headless",
+    ]
+
+
+@pytest.mark.timeout(150)
+def test_browser_page_sends_camera_and_shows_enhanced_stream(tmp_path: Path) -> None:
+    frames, fps = load_clip(CLIP, 150)
+    y4m = write_y4m(frames, tmp_path / "camera.y4m", fps, size=(640, 480))
+    ARTIFACTS.mkdir(exist_ok=True)
+    exe = str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium"))
+
+    async def scenario() -> dict:
+        async with serve_bridge(BridgeConfig(port=0, codec="vp8"), default_processor_factory) as (base, bridge), \
+                playwright_api.async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=exe, headless=True, args=chromium_args(y4m))
+            try:
+                page = await browser.new_page(viewport={"width": 1200, "height": 1100})
+                console: list[str] = []
+                page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+                await page.goto(f"{base}/?room=browser&autostart=1")
+                try:
+                    await page.wait_for_function("window.likeness && window.likeness.framesDecoded > 60",
+                                                 timeout=60_000, polling=500)
+                except Exception:
+                    state = await page.evaluate("JSON.stringify({s: window.likeness && window.likeness.error})")
+                    raise AssertionError(f"no enhanced video in the page: {state}; console: {console[-10:]}") from None
+                # sample the receiver's own stats over a few seconds
+                stats0 = await page.evaluate(GET_STATS)
+                t0 = time.monotonic()
+                await asyncio.sleep(4.0)
+                stats1 = await page.evaluate(GET_STATS)
+                dt = time.monotonic() - t0
+                server = bridge.stats(room="browser")["rooms"]["browser"]
+                await page.screenshot(path=str(ARTIFACTS / "bridge_browser_after.png"))
+                # before/after toggle shows the raw camera
+                await page.click("#after")
+                await page.wait_for_function("document.getElementById('badge').textContent.startsWith('before')")
+                await asyncio.sleep(0.5)
+                await page.screenshot(path=str(ARTIFACTS / "bridge_browser_before.png"))
+                badge = await page.text_content("#badge")
+                # enrol panel: captures frames with guidance and reports the server's verdict
+                await page.fill("#enroll-name", "browser_test")
+                await page.fill("#enroll-count", "3")
+                await page.click("#enroll")
+                await page.wait_for_function(
+                    "(t => t && !t.startsWith('enrolling') && t !== '')(document.getElementById('enroll-status')"
+                    ".textContent)", timeout=30_000, polling=250)
+                enroll_status = await page.text_content("#enroll-status")
+                thumbs = await page.locator("#thumbs .thumb").count()
+                await page.screenshot(path=str(ARTIFACTS / "bridge_browser_enroll.png"), full_page=True)
+                await page.click("#stop")
+                await page.wait_for_function("!window.likeness.session", timeout=10_000)
+                await asyncio.sleep(0.5)
+                left = len(bridge.sessions)
+            finally:
+                await browser.close()
+        return {"s0": stats0, "s1": stats1, "dt": dt, "server": server, "badge": badge,
+                "enroll": enroll_status, "thumbs": thumbs, "left": left}
+
+    r = asyncio.run(scenario())
+    decoded = r["s1"]["framesDecoded"] - r["s0"]["framesDecoded"]
+    fps_measured = decoded / r["dt"]
+    pub = next(s for s in r["server"] if s["role"] == "publisher")
+    t = pub["track"]
+    print(f"\nbrowser: framesDecoded {r['s1']['framesDecoded']}, {fps_measured:.1f} fps decoded "
+          f"(getStats framesPerSecond {r['s1']['fps']}), {r['s1']['width']}x{r['s1']['height']}, "
+          f"codec {pub['codec']}; bridge in/out {t['fps_in']}/{t['fps_out']} fps, enhanced "
+          f"{t['enhanced_share_total']:.0%}, faces {t['faces']}; "
+          f"enrol: {r['enroll']!r}")
+    assert pub["codec"] == "VP8"
+    assert fps_measured > 12, r
+    assert t["faces"] >= 1 and t["enhanced_share_total"] > 0.5, t
+    assert r["badge"].startswith("before")
+    assert r["thumbs"] == 3 and r["enroll"]
+    assert r["left"] == 0  # Stop sent DELETE and the bridge closed the session
+
+
+GET_STATS = """async () => {
+  const out = {framesDecoded: 0, fps: 0, width: 0, height: 0};
+  const pc = window.likeness.pc;
+  if (!pc) return out;
+  (await pc.getStats()).forEach(s => {
+    if (s.type === 'inbound-rtp' && s.kind === 'video') {
+      out.framesDecoded = s.framesDecoded || 0; out.fps = s.framesPerSecond || 0;
+      out.width = s.frameWidth || 0; out.height = s.frameHeight || 0;
+    }
+  });
+  return out;
+}"""
