@@ -53,8 +53,9 @@ def generator_gflops(model: Restorer, size: int | None = None) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     s = size or model.cfg.generator.size
-    x = torch.zeros(1, 3, s, s)
+    dev = model.null_identity.device
+    x = torch.zeros(1, 3, s, s, device=dev)
     ident = model.null_identity.detach()[None]
     with FlopCounterMode(display=False) as fc, torch.no_grad():
-        model.generator(x, x, torch.zeros(1), ident)
+        model.generator(x, x, torch.zeros(1, device=dev), ident)
     return fc.get_total_flops() / 1e9
