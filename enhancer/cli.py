@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "enhancer.commands.train",
     "enhancer.commands.serve",
     "enhancer.commands.call",
+    "enhancer.commands.enroll",
+    "enhancer.commands.identities",
 ]
 
 

@@ -1,0 +1,286 @@
+"""Enrolled identities on disk: one small safetensors file per person, private to the user.
+
+An identity is biometric data. It is computed locally, stored only under
+``$LIKENESS_HOME/identities/NAME.safetensors`` (file mode 0600, folder 0700) and never sent
+anywhere by this module. Files are safetensors (never pickle), so loading one cannot run code.
+
+File layout (format version 1):
+
+- tensor ``identity``: (5, 256) float32, the encoder's global vector and 4 identity tokens;
+- tensor ``refs`` (only with ``--keep-photos``): (K, 256, 256, 3) uint8 aligned BGR crops, so
+  the person can be re-enrolled for a future encoder without new photos;
+- metadata: ``format``, ``version``, ``name``, ``encoder_id``, ``model_id``, ``created``
+  (ISO 8601 UTC), ``n_refs``, ``source``.
+
+An identity is only meaningful to the encoder that made it, so ``load`` refuses a file whose
+``encoder_id`` differs from the running model's (the teacher and its distilled student share
+an encoder, hence an ``encoder_id``). Everything read back is validated (size, header, tensor
+names, shapes, dtypes, finiteness) because the file may have been truncated or tampered with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from .errors import InputError, ModelError
+
+FORMAT = "likeness-identity"
+FORMAT_VERSION = "1"
+SUFFIX = ".safetensors"
+IDENTITY_SHAPE = (5, 256)
+KEEP_SIZE = 256  # side of the aligned crops stored with --keep-photos
+MAX_KEPT_REFS = 8
+MAX_FILE_BYTES = 1_000_000  # an identity alone is ~5 kB; anything near 1 MB is not ours
+MAX_FILE_BYTES_WITH_REFS = MAX_FILE_BYTES + MAX_KEPT_REFS * KEEP_SIZE * KEEP_SIZE * 3
+NAME_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}$")
+REQUIRED_META = ("format", "version", "name", "encoder_id", "model_id", "created", "n_refs")
+
+
+def likeness_home() -> Path:
+    """``$LIKENESS_HOME``, else the user's data dir (``$XDG_DATA_HOME/likeness`` or
+    ``~/.local/share/likeness``): identities are user data, not cache or config."""
+    env = os.environ.get("LIKENESS_HOME")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "likeness"
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a safe file stem, else raise ``InputError`` saying why.
+
+    Names become file names, so anything that could escape the identities folder or hide
+    the file is refused: separators, '..', a leading '.', more than 64 characters.
+    """
+    if not isinstance(name, str) or not name:
+        raise InputError("identity name is empty (use 1-64 letters, digits, '_', '-', '.')")
+    if len(name) > 64:
+        raise InputError(f"identity name is too long ({len(name)} characters, max 64)")
+    if "/" in name or "\\" in name or os.sep in name:
+        raise InputError(f"identity name {name!r} contains a path separator")
+    if ".." in name:
+        raise InputError(f"identity name {name!r} contains '..'")
+    if name.startswith("."):
+        raise InputError(f"identity name {name!r} starts with '.' (hidden files are not allowed)")
+    if not NAME_RE.match(name):
+        raise InputError(f"identity name {name!r} is invalid (use 1-64 letters, digits, '_', '-', '.')")
+    return name
+
+
+@dataclass(frozen=True)
+class StoredIdentity:
+    """A validated identity file: the tensor, its metadata and (if kept) the reference crops."""
+
+    name: str
+    path: Path
+    identity: np.ndarray
+    metadata: dict[str, str]
+    refs: np.ndarray | None
+
+
+def _parse_header(data: bytes, path: Path) -> dict:
+    """The safetensors JSON header, validated enough to read ``__metadata__`` safely."""
+    if len(data) < 8:
+        raise ModelError(f"{path}: corrupt identity file (truncated: {len(data)} bytes)")
+    n = int.from_bytes(data[:8], "little")
+    if n < 2 or n > len(data) - 8:
+        raise ModelError(f"{path}: corrupt identity file (not a safetensors file, or truncated)")
+    try:
+        header = json.loads(data[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelError(f"{path}: corrupt identity file (unreadable safetensors header)") from None
+    if not isinstance(header, dict):
+        raise ModelError(f"{path}: corrupt identity file (unreadable safetensors header)")
+    return header
+
+
+def _validate(path: Path, data: bytes) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """Metadata and tensors of an identity file, or ``ModelError`` naming what is wrong."""
+    header = _parse_header(data, path)
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ModelError(f"{path}: corrupt identity file (bad metadata)")
+    if meta.get("format") != FORMAT:
+        raise ModelError(f"{path}: not a likeness identity file (format {meta.get('format')!r})")
+    if meta.get("version") != FORMAT_VERSION:
+        raise ModelError(f"{path}: identity file format version {meta.get('version')!r} is not supported "
+                         f"(expected {FORMAT_VERSION}); re-enroll with `likeness enroll {path.stem} ...`")
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise ModelError(f"{path}: corrupt identity file (metadata lacks {', '.join(missing)})")
+    names = set(header) - {"__metadata__"}
+    if "identity" not in names or not names <= {"identity", "refs"}:
+        raise ModelError(f"{path}: corrupt identity file (tensors {sorted(names)}, expected 'identity')")
+    if "refs" not in names and len(data) > MAX_FILE_BYTES:
+        raise ModelError(f"{path}: identity file is too large ({len(data)} bytes > {MAX_FILE_BYTES}); "
+                         "it is corrupt or not an identity")
+    try:
+        tensors = st_load(data)
+    except Exception as e:  # safetensors raises several types for inconsistent offsets
+        raise ModelError(f"{path}: corrupt identity file ({str(e).splitlines()[0][:200]})") from None
+    ident = tensors["identity"]
+    if ident.dtype != np.float32 or ident.shape != IDENTITY_SHAPE:
+        raise ModelError(f"{path}: corrupt identity file (identity is {ident.dtype} {tuple(ident.shape)}, "
+                         f"expected float32 {IDENTITY_SHAPE})")
+    if not np.isfinite(ident).all():
+        raise ModelError(f"{path}: corrupt identity file (identity holds NaN or infinite values)")
+    refs = tensors.get("refs")
+    if refs is not None and (refs.dtype != np.uint8 or refs.ndim != 4 or refs.shape[-1] != 3
+                             or not 1 <= refs.shape[0] <= MAX_KEPT_REFS or refs.shape[1] != refs.shape[2]
+                             or refs.shape[1] > KEEP_SIZE):
+        raise ModelError(f"{path}: corrupt identity file (kept photos are {refs.dtype} {tuple(refs.shape)})")
+    return meta, tensors
+
+
+class IdentityStore:
+    """The identities folder of one LIKENESS_HOME (default: :func:`likeness_home`)."""
+
+    def __init__(self, home: Path | str | None = None) -> None:
+        self.home = Path(home) if home is not None else likeness_home()
+        self.dir = self.home / "identities"
+
+    def path(self, name: str) -> Path:
+        return self.dir / f"{validate_name(name)}{SUFFIX}"
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).is_file()
+
+    def _ensure_dir(self) -> None:
+        """Create the folders private to the user (0700) before any biometric data lands."""
+        if not self.home.exists():
+            self.home.mkdir(parents=True, mode=0o700)
+        self.dir.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+
+    def save(
+        self,
+        name: str,
+        identity: np.ndarray,
+        *,
+        encoder_id: str,
+        model_id: str,
+        n_refs: int,
+        refs: np.ndarray | None = None,
+        source: str = "",
+        force: bool = False,
+    ) -> Path:
+        """Write an identity atomically (temp file + rename), mode 0600.
+
+        Without ``force`` an existing identity is never replaced, even by a concurrent
+        writer: the final step is a hard link, which fails if the name exists.
+        """
+        path = self.path(name)
+        ident = np.ascontiguousarray(identity, dtype=np.float32)
+        if ident.shape != IDENTITY_SHAPE or not np.isfinite(ident).all():
+            raise ModelError(f"refusing to store identity {name!r}: shape {ident.shape} or non-finite values")
+        if not force and path.exists():
+            raise InputError(f"identity {name!r} already exists ({path}); use --force to replace it")
+        tensors = {"identity": ident}
+        if refs is not None:
+            tensors["refs"] = np.ascontiguousarray(refs, dtype=np.uint8)
+        meta = {
+            "format": FORMAT, "version": FORMAT_VERSION, "name": name, "encoder_id": encoder_id,
+            "model_id": model_id, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "n_refs": str(int(n_refs)), "source": source, "photos_kept": "yes" if refs is not None else "no",
+        }
+        blob = st_save(tensors, metadata=meta)
+        self._ensure_dir()
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.dir)  # created 0600
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(blob)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o600)
+            if force:
+                os.replace(tmp, path)
+            else:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise InputError(f"identity {name!r} already exists ({path}); use --force to replace it") from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self._fsync_dir()
+        return path
+
+    def _fsync_dir(self) -> None:
+        try:
+            fd = os.open(self.dir, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def read(self, name: str) -> StoredIdentity:
+        """Read and validate an identity file without checking which encoder made it."""
+        path = self.path(name)
+        if not path.is_file():
+            raise ModelError(f"no identity named {name!r}; enroll it with `likeness enroll {name} --photos ...`")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES_WITH_REFS:
+            raise ModelError(f"{path}: identity file is too large ({size} bytes); it is corrupt or not an identity")
+        meta, tensors = _validate(path, path.read_bytes())
+        return StoredIdentity(name, path, tensors["identity"], meta, tensors.get("refs"))
+
+    def load(self, name: str, expected_encoder_id: str) -> np.ndarray:
+        """The (5, 256) float32 identity, refused unless ``expected_encoder_id`` made it."""
+        stored = self.read(name)
+        made_by = stored.metadata["encoder_id"]
+        if made_by != expected_encoder_id:
+            raise ModelError(f"identity {name!r} was made by model {made_by} but this model's encoder is "
+                             f"{expected_encoder_id}; re-enroll with `likeness enroll {name} --force ...`")
+        return stored.identity
+
+    def show(self, name: str) -> dict[str, str]:
+        """Metadata of a validated identity (no tensors), plus its path and file size."""
+        stored = self.read(name)
+        info = {k: v for k, v in stored.metadata.items() if k not in ("format",)}
+        info["path"] = str(stored.path)
+        info["file_bytes"] = str(stored.path.stat().st_size)
+        return info
+
+    def list(self) -> list[dict[str, str]]:
+        """One entry per identity file, sorted by name; unreadable files are listed with the
+        problem instead of failing the whole listing."""
+        if not self.dir.is_dir():
+            return []
+        out = []
+        for p in sorted(self.dir.glob(f"*{SUFFIX}")):
+            name = p.name[: -len(SUFFIX)]
+            try:
+                validate_name(name)
+            except InputError:
+                continue
+            if not p.is_file():
+                continue
+            try:
+                out.append({"name": name, **self.show(name)})
+            except ModelError as e:
+                out.append({"name": name, "path": str(p), "problem": str(e)})
+        return out
+
+    def remove(self, name: str) -> Path:
+        """Delete an identity file (the biometric data itself, not a tombstone)."""
+        path = self.path(name)
+        if not path.is_file():
+            raise InputError(f"no identity named {name!r} (nothing to remove in {self.dir})")
+        path.unlink()
+        self._fsync_dir()
+        return path
