@@ -9,6 +9,7 @@ from resampled noise).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -62,8 +63,24 @@ def stream_noise(seed: int, n: int, size: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)
 
 
+Matcher = Callable[[np.ndarray], np.ndarray]  # (F, S, S, 3) uint8 crops -> (F, D) identity vectors
+
+
+def assign_identity(scores: np.ndarray | None, areas: np.ndarray) -> int:
+    """Which face gets the enrolled identity: the best-matching one if a matcher scored them,
+    else the largest (on a webcam the user is nearly always the largest face)."""
+    if scores is not None and len(scores):
+        return int(np.argmax(scores))
+    return int(np.argmax(areas))
+
+
 class FramePipeline:
-    """Enhances every tracked face in a frame with one batched engine call."""
+    """Enhances every tracked face in a frame with one batched engine call.
+
+    With an enrolled identity and several faces, the identity goes to one face only (see
+    ``assign_identity``); the others are restored in the generic mode. The choice is sticky
+    per track and re-made only when the set of tracked faces changes.
+    """
 
     def __init__(
         self,
@@ -72,12 +89,38 @@ class FramePipeline:
         tracker_config: TrackerConfig | None = None,
         seed: int = 0,
         max_faces: int = 4,
+        matcher: Matcher | None = None,
+        null_identity: np.ndarray | None = None,
     ) -> None:
         self.engine = engine
         self.identity = identity
         self.tracker = FaceTracker(tracker_config or TrackerConfig(max_faces=max_faces))
         self.noise = stream_noise(seed, max_faces, engine.size)
         self.max_faces = max_faces
+        self.matcher = matcher
+        self.null_identity = null_identity if null_identity is not None else getattr(engine, "null_identity", None)
+        self._assigned: tuple[frozenset[int], int] | None = None  # (track ids, track id with the identity)
+
+    def _identities(self, faces: list, crops: np.ndarray) -> np.ndarray | None:
+        if self.identity is None:
+            return None
+        n = len(faces)
+        if n == 1 or self.null_identity is None:
+            return np.repeat(self.identity[None], n, 0)
+        ids = frozenset(f.track_id for f in faces)
+        if self._assigned is None or self._assigned[0] != ids:
+            scores = None
+            if self.matcher is not None:
+                vecs = self.matcher(crops)
+                ref = self.identity[0] / (np.linalg.norm(self.identity[0]) + 1e-8)
+                scores = vecs @ ref / (np.linalg.norm(vecs, axis=1) + 1e-8)
+            areas = np.array([(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) for f in faces])
+            self._assigned = (ids, faces[assign_identity(scores, areas)].track_id)
+        out = np.repeat(self.null_identity[None], n, 0).astype(np.float32)
+        for i, f in enumerate(faces):
+            if f.track_id == self._assigned[1]:
+                out[i] = self.identity
+        return out
 
     def process(self, frame_bgr: np.ndarray, t: float | None = None) -> FrameResult:
         tm: dict[str, float] = {}
@@ -92,7 +135,7 @@ class FramePipeline:
         crops = warp_crops(frame_bgr, mats, size)
         t2 = time.perf_counter()
         tm["align"] = (t2 - t1) * 1e3
-        ident = None if self.identity is None else np.repeat(self.identity[None], len(faces), 0)
+        ident = self._identities(faces, crops)
         restored = self.engine.restore(crops, ident, self.noise[: len(faces)])
         t3 = time.perf_counter()
         tm["engine"] = (t3 - t2) * 1e3
@@ -100,3 +143,43 @@ class FramePipeline:
         tm["paste"] = (time.perf_counter() - t3) * 1e3
         tm["total"] = (time.perf_counter() - t0) * 1e3
         return FrameResult(out, len(faces), True, tm, [f.landmarks for f in faces])
+
+
+def build_pipeline(
+    identity: str | None = None,
+    engine: str = "auto",
+    steps: int | None = None,
+    weights: str | None = None,
+    seed: int = 0,
+    max_faces: int = 4,
+    home: str | None = None,
+) -> FramePipeline:
+    """The product pipeline: best available engine for the packaged student, the named
+    enrolled identity (checked against the engine's encoder), and an identity matcher."""
+    from engines import create_engine
+
+    from .identity_store import IdentityStore
+
+    eng = create_engine(engine, weights=weights, steps=steps)
+    ident = None
+    matcher = None
+    if identity:
+        ident = IdentityStore(home).load(identity, eng.info.encoder_id)
+        matcher = encoder_matcher(weights)
+    return FramePipeline(eng, ident, seed=seed, max_faces=max_faces, matcher=matcher)
+
+
+def encoder_matcher(weights: str | None = None) -> Matcher:
+    """Our own identity encoder's global vector per crop (never the dlib judge)."""
+    import torch
+
+    from .weights import load_restorer
+
+    model, _ = load_restorer(weights, kind="student")
+
+    def match(crops: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1
+        with torch.inference_mode():
+            return model.encode(x[:, None])[:, 0].numpy()
+
+    return match
