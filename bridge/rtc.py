@@ -47,20 +47,35 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def _loopback_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+def _loopback_only(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     return ["127.0.0.1"] if use_ipv4 else []
 
 
-def enable_loopback_candidates() -> None:
-    """Make every ICE agent in this process gather 127.0.0.1 as its only host candidate.
+def _with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    extra = ["127.0.0.1"] if use_ipv4 else []
+    return extra + [a for a in _ORIGINAL_GET_HOST_ADDRESSES(use_ipv4, use_ipv6) if a not in extra]
+
+
+def enable_loopback_candidates(only: bool = True) -> None:
+    """Make every ICE agent in this process gather 127.0.0.1 as a host candidate.
 
     Why: aioice's ``get_host_addresses`` skips 127.0.0.1 and has no per-connection option,
-    so two peers on one machine (tests, a browser talking to ``serve --host 127.0.0.1``)
-    would pair over the machine's external interface or not at all. Gathering loopback only
-    keeps local calls on 127.0.0.1 deliberately. Process-wide and opt-in: used by tests and by
-    a loopback-bound ``serve``/``call``; ``disable_loopback_candidates`` undoes it.
+    so peers on one machine with no other interface (CI, sandboxes) could not connect, and
+    tests would pair over the machine's external interface. This swaps that one function:
+
+    * ``only=True``: 127.0.0.1 is the only host candidate, so media never leaves loopback
+      (tests, benchmarks);
+    * ``only=False``: 127.0.0.1 is added to the usual addresses (``serve --host 127.0.0.1``,
+      ``call`` to a local URL): a browser that offers loopback candidates
+      (``--allow-loopback-in-peer-connection``) pairs over 127.0.0.1, an ordinary one over
+      the machine's own LAN address.
+
+    Process-wide and opt-in; ``only=False`` never widens an earlier ``only=True``.
+    ``disable_loopback_candidates`` undoes it.
     """
-    aioice.ice.get_host_addresses = _loopback_addresses
+    if not only and aioice.ice.get_host_addresses is _loopback_only:
+        return
+    aioice.ice.get_host_addresses = _loopback_only if only else _with_loopback
 
 
 def disable_loopback_candidates() -> None:
@@ -68,8 +83,10 @@ def disable_loopback_candidates() -> None:
     aioice.ice.get_host_addresses = _ORIGINAL_GET_HOST_ADDRESSES
 
 
-def loopback_candidates_enabled() -> bool:
-    return aioice.ice.get_host_addresses is _loopback_addresses
+def loopback_mode() -> str | None:
+    """'only', 'added' or None: what ``enable_loopback_candidates`` set up."""
+    f = aioice.ice.get_host_addresses
+    return "only" if f is _loopback_only else "added" if f is _with_loopback else None
 
 
 def ice_server(url: str) -> RTCIceServer:

@@ -78,11 +78,15 @@ class BridgeConfig:
     deadline_frames: float = 1.5
     max_body_bytes: int = 24 * 1024 * 1024  # enrolment uploads; SDP is capped separately
     max_enroll_images: int = 32
-    loopback_ice: bool | None = None  # None: on when host is loopback
+    max_sessions: int = 24  # publishers + viewers; each costs an encoder or a pipeline
+    loopback_ice: str | None = None  # "only" | "add" | "off"; None: "add" when host is loopback
 
     @property
-    def loopback(self) -> bool:
-        return is_loopback_host(self.host) if self.loopback_ice is None else self.loopback_ice
+    def loopback(self) -> str:
+        """How ICE treats 127.0.0.1 (see ``rtc.enable_loopback_candidates``)."""
+        if self.loopback_ice is not None:
+            return self.loopback_ice
+        return "add" if is_loopback_host(self.host) else "off"
 
 
 def check_config(config: BridgeConfig) -> None:
@@ -95,6 +99,13 @@ def check_config(config: BridgeConfig) -> None:
         raise LikenessError(f"invalid identity name {config.identity!r}")
     if config.token is not None and len(config.token) < 8:
         raise LikenessError("token too short: use at least 8 characters")
+    if config.loopback not in ("only", "add", "off"):
+        raise LikenessError(f"loopback_ice must be 'only', 'add' or 'off', got {config.loopback!r}")
+    for url in config.ice_servers:
+        try:
+            ice_server(url)
+        except ValueError as e:
+            raise LikenessError(str(e)) from None
 
 
 class HttpError(Exception):
@@ -161,6 +172,10 @@ class Bridge:
     def publishers(self, room: str) -> list[Session]:
         return [s for s in self.room_sessions(room) if s.role == "publisher" and s.track is not None]
 
+    def _check_capacity(self) -> None:
+        if len(self.sessions) >= self.config.max_sessions:
+            raise HttpError(503, f"bridge is full ({self.config.max_sessions} sessions); try again later")
+
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
@@ -180,14 +195,16 @@ class Bridge:
     def _watchdog(self, session: Session) -> None:
         async def reap() -> None:
             await asyncio.sleep(SESSION_OPEN_TIMEOUT_S)
-            if session.id in self.sessions and session.pc.connectionState not in ("connected",):
+            if session.id in self.sessions and session.pc.connectionState in ("new", "connecting"):
                 log.info("session %s never connected; closing", session.id)
                 await self.close_session(session.id)
 
         session.watchdog = asyncio.get_running_loop().create_task(reap(), name=f"likeness-watchdog-{session.id}")
 
     def _remote(self, sdp: str) -> RTCSessionDescription:
-        return RTCSessionDescription(sdp=keep_loopback_candidates(sdp) if self.config.loopback else sdp, type="offer")
+        # loopback-only bridges ignore a peer's other candidates: those pairs could never succeed
+        only = self.config.loopback == "only"
+        return RTCSessionDescription(sdp=keep_loopback_candidates(sdp) if only else sdp, type="offer")
 
     async def _answer(self, pc: RTCPeerConnection, sdp: str) -> str:
         """setRemoteDescription + answer, turning aiortc's negotiation errors into 400s."""
@@ -208,6 +225,7 @@ class Bridge:
     async def publish(self, room: str, sdp: str, identity: str | None, echo: bool) -> Session:
         """Accept a sender's offer; with ``echo`` the enhanced video also goes back on the same m-line."""
         info = check_offer(sdp)
+        self._check_capacity()
         identity = identity or self.config.identity
         try:
             processor = await asyncio.to_thread(self.factory, identity)
@@ -265,6 +283,7 @@ class Bridge:
         if not pubs:
             raise HttpError(404, f"room {room!r} has no publishers")
         info = check_offer(sdp)
+        self._check_capacity()
         sid = secrets.token_urlsafe(9)
         pc = self._new_pc(sid)
         session = Session(sid, room, "viewer", pc)
@@ -381,7 +400,6 @@ def _created(session: Session) -> web.Response:
             "Location": session.location,
             "X-Likeness-Session": session.id,
             "X-Likeness-Publishers": ",".join(session.publishers),
-            "Access-Control-Expose-Headers": "Location, X-Likeness-Session, X-Likeness-Publishers",
         },
     )
 
@@ -580,8 +598,8 @@ def create_app(config: BridgeConfig, factory: ProcessorFactory) -> web.Applicati
 async def run_server(config: BridgeConfig, factory: ProcessorFactory, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set (or forever); prints one line with the page's URL."""
     check_config(config)
-    if config.loopback:
-        enable_loopback_candidates()
+    if config.loopback != "off":
+        enable_loopback_candidates(only=config.loopback == "only")
     app = create_app(config, factory)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()

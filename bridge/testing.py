@@ -8,6 +8,7 @@ source frame it holds (for latency and for comparing against the input).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -37,8 +38,19 @@ STAMP_ROWS = 16
 VIDEO_CLOCK = 90_000
 
 
+def letterbox(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``img`` scaled into a black (w, h) canvas, aspect kept (faces are not distorted)."""
+    w, h = size
+    canvas = np.zeros((h, w, 3), np.uint8)
+    s = min(w / img.shape[1], h / img.shape[0])
+    nw, nh = round(img.shape[1] * s), round(img.shape[0] * s)
+    x, y = (w - nw) // 2, (h - nh) // 2
+    canvas[y:y + nh, x:x + nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    return canvas
+
+
 def load_clip(path: str | Path, max_frames: int, size: tuple[int, int] | None = None) -> tuple[list[np.ndarray], float]:
-    """Decode up to ``max_frames`` BGR frames (resized to ``size`` = (w, h) if given) and the clip fps."""
+    """Decode up to ``max_frames`` BGR frames (letterboxed to ``size`` = (w, h) if given) and the clip fps."""
     frames = []
     with av.open(str(path)) as c:
         stream = c.streams.video[0]
@@ -46,7 +58,7 @@ def load_clip(path: str | Path, max_frames: int, size: tuple[int, int] | None = 
         for f in c.decode(stream):
             img = f.to_ndarray(format="bgr24")
             if size is not None and (img.shape[1], img.shape[0]) != size:
-                img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+                img = letterbox(img, size)
             frames.append(img)
             if len(frames) >= max_frames:
                 break
@@ -199,8 +211,13 @@ def latencies_ms(sink: FrameSink, source: ClipTrack, since: float | None = None)
 
 @asynccontextmanager
 async def serve_bridge(config: BridgeConfig, factory: ProcessorFactory) -> AsyncIterator[tuple[str, Bridge]]:
-    """Run a bridge on 127.0.0.1 (free port) for the duration of the block; yields (base URL, Bridge)."""
-    enable_loopback_candidates()
+    """Run a bridge on 127.0.0.1 (free port) for the duration of the block; yields (base URL, Bridge).
+
+    Media stays on loopback: every ICE agent in the process gathers 127.0.0.1 only.
+    """
+    enable_loopback_candidates(only=True)
+    if config.loopback_ice is None:
+        config = dataclasses.replace(config, loopback_ice="only")
     app = create_app(config, factory)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
@@ -333,11 +350,7 @@ def write_y4m(frames: list[np.ndarray], path: str | Path, fps: float, size: tupl
     with path.open("wb") as f:
         f.write(f"YUV4MPEG2 W{w} H{h} F{num}:{den} Ip A1:1 C420jpeg\n".encode())
         for img in frames:
-            canvas = np.zeros((h, w, 3), np.uint8)
-            s = min(w / img.shape[1], h / img.shape[0])
-            nw, nh = round(img.shape[1] * s), round(img.shape[0] * s)
-            x, y = (w - nw) // 2, (h - nh) // 2
-            canvas[y:y + nh, x:x + nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+            canvas = letterbox(img, (w, h))
             yuv = VideoFrame.from_ndarray(canvas, format="bgr24").reformat(format="yuv420p").to_ndarray()
             f.write(b"FRAME\n")
             f.write(np.ascontiguousarray(yuv).tobytes())

@@ -45,6 +45,8 @@ async def run_room(codec: str | None, seconds: float, keep_every: int = 15) -> d
         t_end = time.monotonic()
         stats = bridge.stats()
         sink = viewer.sinks[0]
+        out_sender = next(s for s in bridge.sessions.values() if s.role == "viewer").pc.getSenders()[0]
+        encoder = getattr(out_sender, "_RTCRtpSender__encoder", None)
         warm = t_start + 2.0  # skip connection set-up and the first keyframes
         out = {
             "src": src, "sink": sink, "stats": stats, "fps": fps,
@@ -52,6 +54,7 @@ async def run_room(codec: str | None, seconds: float, keep_every: int = 15) -> d
             "source_fps": sum(1 for t in src.sent_at.values() if t >= warm) / (t_end - warm),
             "latency": latencies_ms(sink, src, since=warm),
             "codec": [s["codec"] for s in stats["rooms"]["room1"]],
+            "encoder": (type(encoder).__name__, getattr(encoder, "target_bitrate", None)),
         }
         assert await viewer.leave(http) == 200
         assert await pub.leave(http) == 200
@@ -69,6 +72,8 @@ def test_publisher_to_viewer_enhanced_vp8() -> None:
           f"{np.percentile(lat, 50):.0f} ms p90 {np.percentile(lat, 90):.0f} ms; enhanced "
           f"{t['enhanced_share_total']:.0%}; stages {t['stage_ms']}")
     assert r["codec"] == ["VP8", "VP8"]
+    # --bitrate reached the outgoing encoder: it starts at and never exceeds the ceiling
+    assert r["encoder"][0] == "CappedVp8Encoder" and 100_000 <= r["encoder"][1] <= 1_500_000, r["encoder"]
     assert len(r["sink"].frames) > 150
     assert r["viewer_fps"] >= 0.9 * r["source_fps"], r
     assert t["faces"] == 1 and t["enhanced_share_total"] > 0.7, t
@@ -93,5 +98,6 @@ def test_publisher_to_viewer_h264() -> None:
     print(f"\nH.264: viewer {r['viewer_fps']:.1f} fps vs source {r['source_fps']:.1f} fps; latency p50 "
           f"{np.percentile(r['latency'], 50):.0f} ms")
     assert r["codec"] == ["H264", "H264"]
+    assert r["encoder"][0] == "CappedH264Encoder"
     assert len(r["sink"].frames) > 40
     assert r["viewer_fps"] > 0.5 * r["source_fps"]

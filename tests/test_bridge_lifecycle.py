@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
+from bridge.client import WhipError
 from bridge.factory import default_processor_factory
 from bridge.server import BridgeConfig, check_config
 from bridge.testing import ClipTrack, assert_no_leaks, http_client, load_clip, publish, serve_bridge, snapshot, view
@@ -78,12 +79,14 @@ def test_viewer_leaves_and_publisher_vanishes_without_leaks() -> None:
 def test_publisher_delete_mid_stream_ends_fanout() -> None:
     async def scenario() -> None:
         frames, fps = load_clip(CLIP, 90)
-        async with serve_bridge(BridgeConfig(port=0), default_processor_factory) as (base, bridge), \
-                http_client() as http:
+        async with serve_bridge(BridgeConfig(port=0, max_sessions=2), default_processor_factory) as (
+                base, bridge), http_client() as http:
             before = snapshot()
             pub = await publish(http, f"{base}/whip/r2", ClipTrack(frames, fps))
             v = await view(http, f"{base}/whep/r2")
             await wait_until(lambda: v.sinks and len(v.sinks[0].frames) > 10, 20, "frames")
+            with pytest.raises(WhipError, match="HTTP 503"):  # capacity is bounded
+                await view(http, f"{base}/whep/r2")
             track = next(iter(bridge.sessions.values())).track
             assert await pub.leave(http) == 200
             assert track is not None and track.readyState == "ended" and not track.worker_alive

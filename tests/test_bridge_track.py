@@ -104,3 +104,40 @@ def test_slow_consumer_drops_stale_frames_not_memory() -> None:
     assert s["dropped"] > 40 and len(s["got"]) < 45
     # the consumer saw recent frames: each one close behind the source
     assert all(b > a for a, b in zip(s["got"], s["got"][1:], strict=False))
+
+
+def test_loopback_candidate_modes() -> None:
+    import aioice.ice
+
+    from bridge.rtc import disable_loopback_candidates, enable_loopback_candidates, loopback_mode
+
+    try:
+        disable_loopback_candidates()
+        assert loopback_mode() is None
+        plain = aioice.ice.get_host_addresses(True, False)
+        assert "127.0.0.1" not in plain  # why the opt-in exists
+        enable_loopback_candidates(only=False)
+        assert aioice.ice.get_host_addresses(True, False) == ["127.0.0.1", *plain]
+        enable_loopback_candidates(only=True)
+        assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.1"]
+        enable_loopback_candidates(only=False)  # never widens loopback-only
+        assert loopback_mode() == "only"
+    finally:
+        enable_loopback_candidates(only=True)
+
+
+def test_sdp_candidate_filter_and_ice_urls() -> None:
+    from bridge.rtc import ice_server, keep_loopback_candidates
+
+    sdp = ("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+           "a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n"
+           "a=candidate:2 1 udp 2130706431 192.0.2.7 5001 typ host\r\n"
+           "a=candidate:3 1 udp 2130706431 abc.local 5002 typ host\r\n"
+           "a=candidate:4 1 udp 2130706431 ::1 5003 typ host\r\n")
+    kept = keep_loopback_candidates(sdp)
+    assert "127.0.0.1" in kept and "::1" in kept and "192.0.2.7" not in kept and "abc.local" not in kept
+    s = ice_server("turn:al%40x:p%3Ass@turn.example:3478?transport=udp")
+    assert s.username == "al@x" and s.credential == "p:ss" and s.urls == "turn:turn.example:3478?transport=udp"
+    assert ice_server("stun:stun.example:3478").urls == "stun:stun.example:3478"
+    with pytest.raises(ValueError):
+        ice_server("http://nope")

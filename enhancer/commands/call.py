@@ -50,7 +50,7 @@ async def publish(args) -> int:
 
     host = urlsplit(args.whip).hostname or ""
     if is_loopback_host(host):
-        enable_loopback_candidates()  # a bridge on this machine only gathers 127.0.0.1 too
+        enable_loopback_candidates(only=False)  # a local bridge may offer only 127.0.0.1
     try:
         config = rtc_configuration(args.ice_server)
     except ValueError as e:

@@ -60,15 +60,9 @@ def register(sub) -> None:
 
 def _serve(args) -> int:
     from bridge.factory import default_processor_factory
-    from bridge.rtc import ice_server
     from bridge.server import BridgeConfig, check_config, run_server
 
     setup_logging(args.log_level)
-    for url in args.ice_server:
-        try:
-            ice_server(url)
-        except ValueError as e:
-            raise LikenessError(str(e)) from None
     config = BridgeConfig(
         host=args.host,
         port=args.port,
