@@ -1,8 +1,10 @@
-"""Default processor factory: one ``FramePipeline`` per stream.
+"""Processor factories: one ``FramePipeline`` per stream.
 
-The single place to switch engines: when the trained model's ``build_pipeline`` lands,
-point ``default_processor_factory`` at it; the bridge and `likeness call` only see a
-``ProcessorFactory`` (identity name -> object with ``process(frame_bgr, t)``).
+The bridge and `likeness call` only see a ``ProcessorFactory`` (identity name -> object
+with ``process(frame_bgr, t)``). ``make_factory("bicubic")`` is the placeholder engine;
+any other engine name goes through ``enhancer.pipeline.build_pipeline`` (the trained
+student, identity checked against its encoder), so the real engine plugs in with
+``--engine auto`` and no bridge change.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import numpy as np
 
 from enhancer.detect import detect_faces, landmarks5
+from enhancer.errors import LikenessError, ModelError
 from enhancer.pipeline import BicubicEngine, FramePipeline
 
 from .identities import load_identity
+from .track import FrameProcessor, ProcessorFactory
 
 
 def warm_detectors() -> None:
@@ -27,6 +31,25 @@ def warm_detectors() -> None:
 
 
 def default_processor_factory(identity: str | None) -> FramePipeline:
-    """BicubicEngine placeholder pipeline with the named identity vector (or none)."""
+    """BicubicEngine placeholder pipeline with the named identity (or none)."""
     warm_detectors()
     return FramePipeline(BicubicEngine(), identity=load_identity(identity))
+
+
+def make_factory(engine: str = "bicubic") -> ProcessorFactory:
+    """The factory for an engine name: 'bicubic', or one ``build_pipeline`` knows ('auto', ...)."""
+    if engine == "bicubic":
+        return default_processor_factory
+
+    def build(identity: str | None) -> FrameProcessor:
+        warm_detectors()
+        try:
+            from enhancer.pipeline import build_pipeline
+
+            return build_pipeline(identity=identity, engine=engine)
+        except LikenessError:
+            raise
+        except (ImportError, ValueError) as e:
+            raise ModelError(f"engine {engine!r} is not available in this build ({e})") from None
+
+    return build

@@ -154,6 +154,7 @@ class FrameSink:
 
     track: MediaStreamTrack
     keep_every: int = 0
+    max_kept: int = 24  # images kept at most (a soak must not measure its own sink)
     frames: list[Received] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
@@ -162,13 +163,14 @@ class FrameSink:
         return self
 
     async def _run(self) -> None:
-        n = 0
+        n = kept = 0
         try:
             while True:
                 f = await self.track.recv()
                 now = time.monotonic()
-                keep = self.keep_every and n % self.keep_every == 0
+                keep = self.keep_every and n % self.keep_every == 0 and kept < self.max_kept
                 if keep:
+                    kept += 1
                     img = f.to_ndarray(format="bgr24")
                     self.frames.append(Received(read_stamp(img), now, img))
                 else:  # the luma plane is enough for the stamp and costs nothing to convert

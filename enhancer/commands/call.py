@@ -42,7 +42,7 @@ async def publish(args) -> int:
     from aiortc import RTCPeerConnection
 
     from bridge.client import delete, negotiate
-    from bridge.factory import default_processor_factory
+    from bridge.factory import make_factory
     from bridge.rtc import enable_loopback_candidates, is_loopback_host, prefer_codec, rtc_configuration
     from bridge.rtc import set_sender_bitrate as set_bitrate
     from bridge.sources import open_source
@@ -56,7 +56,7 @@ async def publish(args) -> int:
     except ValueError as e:
         raise LikenessError(str(e)) from None
     bitrate = parse_bitrate(args.bitrate) if args.bitrate else None
-    processor = await asyncio.to_thread(default_processor_factory, args.identity)
+    processor = await asyncio.to_thread(make_factory(getattr(args, "engine", "bicubic")), args.identity)
     source, _ = open_source(args.source)
     track = EnhancingTrack(source, processor, name="call")
     pc = RTCPeerConnection(config)

@@ -33,6 +33,8 @@ def add_rtc_args(p) -> None:
     )
     p.add_argument("--codec", choices=["vp8", "h264"], default=None, help="preferred video codec")
     p.add_argument("--bitrate", default=None, help="video bitrate ceiling per stream, e.g. 800k or 1.5M")
+    p.add_argument("--engine", default="bicubic",
+                   help="enhancer: 'bicubic' (placeholder) or an engine build_pipeline knows, e.g. 'auto'")
     p.add_argument("--token", default=os.environ.get("LIKENESS_TOKEN"), help="bearer token (default: $LIKENESS_TOKEN)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
 
@@ -59,7 +61,7 @@ def register(sub) -> None:
 
 
 def _serve(args) -> int:
-    from bridge.factory import default_processor_factory
+    from bridge.factory import make_factory
     from bridge.server import BridgeConfig, check_config, run_server
 
     setup_logging(args.log_level)
@@ -74,6 +76,7 @@ def _serve(args) -> int:
         deadline_frames=args.deadline_frames,
     )
     check_config(config)
-    default_processor_factory(args.identity)  # fail on a bad identity now; loads the face models once
-    asyncio.run(run_server(config, default_processor_factory))
+    factory = make_factory(args.engine)
+    factory(args.identity)  # fail on a bad identity or engine now; loads the face models once
+    asyncio.run(run_server(config, factory))
     return 0
