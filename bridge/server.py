@@ -163,6 +163,7 @@ class Bridge:
         self.sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._opening = 0  # sessions between capacity check and registration
 
     # ---------------------------------------------------------------- helpers
 
@@ -173,7 +174,7 @@ class Bridge:
         return [s for s in self.room_sessions(room) if s.role == "publisher" and s.track is not None]
 
     def _check_capacity(self) -> None:
-        if len(self.sessions) >= self.config.max_sessions:
+        if len(self.sessions) + self._opening >= self.config.max_sessions:
             raise HttpError(503, f"bridge is full ({self.config.max_sessions} sessions); try again later")
 
     def _spawn(self, coro: Any, name: str) -> None:
@@ -226,10 +227,17 @@ class Bridge:
         """Accept a sender's offer; with ``echo`` the enhanced video also goes back on the same m-line."""
         info = check_offer(sdp)
         self._check_capacity()
+        self._opening += 1
+        try:
+            return await self._publish(room, sdp, info, identity, echo)
+        finally:
+            self._opening -= 1
+
+    async def _publish(self, room: str, sdp: str, info: OfferInfo, identity: str | None, echo: bool) -> Session:
         identity = identity or self.config.identity
         try:
             processor = await asyncio.to_thread(self.factory, identity)
-        except ModelError as e:
+        except LikenessError as e:
             raise HttpError(400, str(e)) from None
         sid = secrets.token_urlsafe(9)
         pc = self._new_pc(sid)
@@ -279,11 +287,18 @@ class Bridge:
 
     async def view(self, room: str, sdp: str, exclude: str | None = None) -> Session:
         """Accept a viewer's offer: its video m-lines get the room's publishers in join order."""
-        pubs = [p for p in self.publishers(room) if p.id != exclude]
-        if not pubs:
+        if not [p for p in self.publishers(room) if p.id != exclude]:
             raise HttpError(404, f"room {room!r} has no publishers")
         info = check_offer(sdp)
         self._check_capacity()
+        self._opening += 1
+        try:
+            return await self._view(room, sdp, info, exclude)
+        finally:
+            self._opening -= 1
+
+    async def _view(self, room: str, sdp: str, info: OfferInfo, exclude: str | None) -> Session:
+        pubs = [p for p in self.publishers(room) if p.id != exclude]
         sid = secrets.token_urlsafe(9)
         pc = self._new_pc(sid)
         session = Session(sid, room, "viewer", pc)

@@ -109,7 +109,8 @@ def _sdp_offer_like(video_codec: str = "VP8/90000") -> str:
 
 
 @pytest.mark.timeout(60)
-def test_bad_requests_are_4xx_never_500(tmp_path: Path) -> None:
+def test_bad_requests_are_4xx_never_500(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIKENESS_HOME", str(tmp_path))
     async def scenario() -> None:
         async with serve_bridge(BridgeConfig(port=0, max_body_bytes=1 << 20), default_processor_factory) as (
                 base, bridge), http_client() as http:

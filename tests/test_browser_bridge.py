@@ -17,7 +17,7 @@ import pytest
 
 from bridge.factory import default_processor_factory
 from bridge.server import BridgeConfig
-from bridge.testing import load_clip, serve_bridge, write_y4m
+from bridge.testing import ClipTrack, http_client, load_clip, publish, serve_bridge, write_y4m
 
 CHROMIUM = Path(os.environ.get("LIKENESS_CHROMIUM", "/usr/bin/chromium"))
 VIDEOS = Path(os.environ.get("LIKENESS_VIDEOS", "/work/shared/data/videos"))
@@ -47,7 +47,8 @@ def chromium_args(y4m: Path) -> list[str]:
 
 
 @pytest.mark.timeout(150)
-def test_browser_page_sends_camera_and_shows_enhanced_stream(tmp_path: Path) -> None:
+def test_browser_page_sends_camera_and_shows_enhanced_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIKENESS_HOME", str(tmp_path / "home"))  # enrolment writes here, not in the user's home
     frames, fps = load_clip(CLIP, 150)
     y4m = write_y4m(frames, tmp_path / "camera.y4m", fps, size=(640, 480))
     ARTIFACTS.mkdir(exist_ok=True)
@@ -76,6 +77,17 @@ def test_browser_page_sends_camera_and_shows_enhanced_stream(tmp_path: Path) -> 
                 dt = time.monotonic() - t0
                 server = bridge.stats(room="browser")["rooms"]["browser"]
                 await page.screenshot(path=str(ARTIFACTS / "bridge_browser_after.png"))
+                # another participant joins over WHIP; the page watches the room over WHEP
+                async with http_client() as http:
+                    other = await publish(http, f"{base}/whip/browser", ClipTrack(frames, fps))
+                    await page.click("#watch")
+                    await page.wait_for_function(
+                        "[...document.querySelectorAll('#others video')].some(v => v.videoWidth > 0)",
+                        timeout=30_000, polling=250)
+                    watched = await page.text_content("#room-info")
+                    await page.screenshot(path=str(ARTIFACTS / "bridge_browser_room.png"), full_page=True)
+                    await page.click("#unwatch")
+                    assert await other.leave(http) == 200
                 # before/after toggle shows the raw camera
                 await page.click("#after")
                 await page.wait_for_function("document.getElementById('badge').textContent.startsWith('before')")
@@ -91,6 +103,9 @@ def test_browser_page_sends_camera_and_shows_enhanced_stream(tmp_path: Path) -> 
                     ".textContent)", timeout=30_000, polling=250)
                 enroll_status = await page.text_content("#enroll-status")
                 thumbs = await page.locator("#thumbs .thumb").count()
+                verdicts = await page.locator("#thumbs .thumb.accepted, #thumbs .thumb.rejected").count()
+                await asyncio.sleep(0.5)  # the page reloads the identity list after a successful enrolment
+                options = await page.eval_on_selector_all("#identity option", "os => os.map(o => o.value)")
                 await page.screenshot(path=str(ARTIFACTS / "bridge_browser_enroll.png"), full_page=True)
                 await page.click("#stop")
                 await page.wait_for_function("!window.likeness.session", timeout=10_000)
@@ -99,7 +114,8 @@ def test_browser_page_sends_camera_and_shows_enhanced_stream(tmp_path: Path) -> 
             finally:
                 await browser.close()
         return {"s0": stats0, "s1": stats1, "dt": dt, "server": server, "badge": badge,
-                "enroll": enroll_status, "thumbs": thumbs, "left": left}
+                "enroll": enroll_status, "thumbs": thumbs, "verdicts": verdicts, "options": options, "left": left,
+                "watched": watched}
 
     r = asyncio.run(scenario())
     decoded = r["s1"]["framesDecoded"] - r["s0"]["framesDecoded"]
@@ -115,7 +131,10 @@ def test_browser_page_sends_camera_and_shows_enhanced_stream(tmp_path: Path) -> 
     assert fps_measured > 12, r
     assert t["faces"] >= 1 and t["enhanced_share_total"] > 0.5, t
     assert r["badge"].startswith("before")
-    assert r["thumbs"] == 3 and r["enroll"]
+    assert r["watched"].startswith("watching 1 participant"), r["watched"]
+    assert r["thumbs"] == 3 and r["verdicts"] == 3 and r["enroll"]  # every capture shows accepted/rejected
+    if r["enroll"].startswith("enrolled"):
+        assert "browser_test" in r["options"]
     assert r["left"] == 0  # Stop sent DELETE and the bridge closed the session
 
 
