@@ -13,10 +13,12 @@ All state lives on a ``Bridge`` object owned by the aiohttp app, never in module
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hmac
 import logging
 import secrets
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -631,6 +633,13 @@ async def run_server(config: BridgeConfig, factory: ProcessorFactory, stop: asyn
             f"{', token required' if config.token else ''}); Ctrl-C to stop",
             flush=True,
         )
-        await (stop.wait() if stop is not None else asyncio.Event().wait())
+        if stop is None:  # SIGINT/SIGTERM end the server cleanly (sessions closed, DELETE-equivalent)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("likeness bridge: stopping", flush=True)
     finally:
         await runner.cleanup()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import time
 from pathlib import Path
@@ -293,3 +294,36 @@ def test_identities_listed_from_likeness_home(tmp_path: Path, monkeypatch: pytes
     assert default_processor_factory("alice").identity.shape == shape
     with pytest.raises(LikenessError):
         default_processor_factory("carol")
+
+
+@pytest.mark.timeout(60)
+def test_serve_command_starts_and_stops_cleanly(tmp_path: Path) -> None:
+    """`likeness serve` as a user runs it: serves the page and API, SIGTERM stops it with exit 0."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, LIKENESS_HOME=str(tmp_path), LIKENESS_TOKEN="")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "enhancer.cli", "serve", "--port", str(port), "--loopback-ice", "only",
+         "--codec", "h264", "--bitrate", "1M"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert f"http://127.0.0.1:{port}/" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/config", timeout=10) as r:
+            cfg = json.loads(r.read())
+        assert cfg["codec"] == "h264" and cfg["bitrate"] == 1_000_000 and cfg["loopback"] == "only"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+            assert b"Likeness" in r.read()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

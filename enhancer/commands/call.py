@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import time
 from urllib.parse import urlsplit
 
@@ -74,18 +75,18 @@ async def publish(args) -> int:
         set_bitrate(t.sender, bitrate)
         async with aiohttp.ClientSession() as http:
             resource = await negotiate(http, args.whip, pc, args.token)
-            try:
-                await asyncio.wait_for(connected.wait(), CONNECT_TIMEOUT_S)
-            except TimeoutError:
-                raise LikenessError(
-                    f"no media connection to {args.whip} within {CONNECT_TIMEOUT_S:.0f} s "
-                    "(ICE failed: try --ice-server)"
-                ) from None
-            if pc.connectionState != "connected":
-                raise LikenessError(f"media connection to {args.whip} {pc.connectionState}")
-            print(f"publishing to {resource.url} (Ctrl-C to stop)", flush=True)
-            try:
-                await _run(pc, track, args)
+            try:  # from here on, leave with DELETE whatever happens
+                try:
+                    await asyncio.wait_for(connected.wait(), CONNECT_TIMEOUT_S)
+                except TimeoutError:
+                    raise LikenessError(
+                        f"no media connection to {args.whip} within {CONNECT_TIMEOUT_S:.0f} s "
+                        "(ICE failed: try --ice-server)"
+                    ) from None
+                if pc.connectionState != "connected":
+                    raise LikenessError(f"media connection to {args.whip} {pc.connectionState}")
+                print(f"publishing to {resource.url} (Ctrl-C to stop)", flush=True)
+                await _run(pc, track, args, _stop_on_signals())
             finally:
                 await delete(http, resource, args.token)
     finally:
@@ -97,10 +98,20 @@ async def publish(args) -> int:
     return 0
 
 
-async def _run(pc, track, args) -> None:
+def _stop_on_signals() -> asyncio.Event:
+    """SIGINT/SIGTERM end the call cleanly (DELETE sent) instead of killing it mid-session."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _run(pc, track, args, stop: asyncio.Event) -> None:
     end = None if args.duration is None else time.monotonic() + args.duration
     last = time.monotonic()
-    while end is None or time.monotonic() < end:
+    while (end is None or time.monotonic() < end) and not stop.is_set():
         await asyncio.sleep(0.25 if end is None else min(0.25, max(0.0, end - time.monotonic())))
         if pc.connectionState in ("failed", "closed"):
             raise LikenessError(f"connection to the WHIP endpoint {pc.connectionState}")

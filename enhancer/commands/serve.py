@@ -56,6 +56,13 @@ def register(sub) -> None:
         default=1.5,
         help="send a frame un-enhanced if enhancement takes longer than this many frame intervals",
     )
+    p.add_argument(
+        "--loopback-ice",
+        choices=["only", "add", "off"],
+        default=None,
+        help="ICE on 127.0.0.1: 'add' it to the host candidates (default for a loopback --host), "
+        "'only' it (media never leaves loopback), or 'off'",
+    )
     add_rtc_args(p)
     p.set_defaults(func=_serve)
 
@@ -68,12 +75,13 @@ def _serve(args) -> int:
     config = BridgeConfig(
         host=args.host,
         port=args.port,
-        token=args.token,
+        token=args.token or None,
         ice_servers=tuple(args.ice_server),
         codec=args.codec,
         bitrate=parse_bitrate(args.bitrate) if args.bitrate else None,
         identity=args.identity,
         deadline_frames=args.deadline_frames,
+        loopback_ice=args.loopback_ice,
     )
     check_config(config)
     factory = make_factory(args.engine)
