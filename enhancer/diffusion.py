@@ -45,15 +45,18 @@ def time_grid(steps: int, t_max: float = 1.0) -> list[float]:
     return [t_max * (1 - i / steps) for i in range(steps + 1)]
 
 
-def ddim_step(x_t: torch.Tensor, v: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
+def ddim_step(x_t: torch.Tensor, v: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor,
+              clip: float | None = 1.0) -> torch.Tensor:
     """One deterministic DDIM update from t to t_next given the model's v at t."""
-    x0 = x0_from_v(x_t, v, t).clamp(-1, 1)
+    x0 = x0_from_v(x_t, v, t)
+    if clip is not None:
+        x0 = x0.clamp(-clip, clip)
     eps = eps_from_v(x_t, v, t)
     return q_sample(x0, eps, t_next)
 
 
-def ddim_sample(model: Denoiser, noise: torch.Tensor, steps: int) -> torch.Tensor:
-    """Run ``steps`` DDIM steps from pure noise at t = 1; returns x0 in [-1, 1]."""
+def ddim_sample(model: Denoiser, noise: torch.Tensor, steps: int, clip: float | None = 1.0) -> torch.Tensor:
+    """Run ``steps`` DDIM steps from pure noise at t = 1; returns x0 (clamped to +-clip)."""
     x = noise
     grid = time_grid(steps)
     b = noise.shape[0]
@@ -61,6 +64,20 @@ def ddim_sample(model: Denoiser, noise: torch.Tensor, steps: int) -> torch.Tenso
         tt = torch.full((b,), t, device=noise.device, dtype=torch.float32)
         v = model(x, tt)
         if tn <= 0:
-            return x0_from_v(x, v, tt).clamp(-1, 1)
-        x = ddim_step(x, v, tt, torch.full_like(tt, tn))
-    return x.clamp(-1, 1)
+            x0 = x0_from_v(x, v, tt)
+            return x0.clamp(-clip, clip) if clip is not None else x0
+        x = ddim_step(x, v, tt, torch.full_like(tt, tn), clip)
+    return x.clamp(-clip, clip) if clip is not None else x
+
+
+def to_diffusion_space(x0: torch.Tensor, lq: torch.Tensor, residual_scale: float) -> torch.Tensor:
+    """What the diffusion model generates: the target, or its scaled residual over the input."""
+    return (x0 - lq) * residual_scale if residual_scale > 0 else x0
+
+
+def restore(model: Denoiser, lq: torch.Tensor, noise: torch.Tensor, steps: int, residual_scale: float) -> torch.Tensor:
+    """Sample in diffusion space and map back to an image in [-1, 1]."""
+    if residual_scale > 0:
+        r = ddim_sample(model, noise, steps, clip=2.0 * residual_scale)
+        return (lq + r / residual_scale).clamp(-1, 1)
+    return ddim_sample(model, noise, steps)

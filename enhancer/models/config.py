@@ -31,6 +31,10 @@ class EncoderConfig:
 class ModelConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    # > 0: diffuse the scaled residual (target - degraded) instead of the target itself, so
+    # "predict nothing" already returns the degraded input and the network learns corrections.
+    # 0 means plain x0 diffusion (the first GPU-trained teacher used that).
+    residual_scale: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -42,4 +46,4 @@ class ModelConfig:
         e = d["encoder"]
         g["widths"] = tuple(g["widths"])
         e["widths"] = tuple(e["widths"])
-        return ModelConfig(GeneratorConfig(**g), EncoderConfig(**e))
+        return ModelConfig(GeneratorConfig(**g), EncoderConfig(**e), float(d.get("residual_scale", 0.0)))

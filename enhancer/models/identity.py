@@ -56,9 +56,12 @@ class IdentityEncoder(nn.Module):
         b, k = refs.shape[:2]
         if mask is None:
             mask = torch.ones(b, k, dtype=torch.bool, device=refs.device)
-        x = F.pixel_unshuffle(refs.flatten(0, 1), 2)
-        feat = self.proj(self.blocks(self.stem(x)).flatten(2).transpose(1, 2))  # (B*K, HW, D)
-        hw = feat.shape[1]
+        flat_mask = mask.reshape(-1)
+        x = F.pixel_unshuffle(refs.flatten(0, 1)[flat_mask], 2)  # padding slots never run the CNN
+        real = self.proj(self.blocks(self.stem(x)).flatten(2).transpose(1, 2))  # (N_real, HW, D)
+        hw = real.shape[1]
+        feat = real.new_zeros(b * k, hw, real.shape[2])
+        feat[flat_mask] = real
         feat = feat.reshape(b, k, hw, -1)
         m = mask.float()[:, :, None]
         per_img = feat.mean(2)  # (B, K, D)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..diffusion import ddim_sample
+from ..diffusion import restore
 from .config import ModelConfig
 from .generator import Generator
 from .identity import IdentityEncoder
@@ -38,10 +38,14 @@ class Restorer(nn.Module):
     def forward(self, x_t: torch.Tensor, lq: torch.Tensor, t: torch.Tensor, ident: torch.Tensor) -> torch.Tensor:
         return self.generator(x_t, lq, t, ident)
 
+    def restore(self, lq: torch.Tensor, ident: torch.Tensor | None, noise: torch.Tensor, steps: int) -> torch.Tensor:
+        """The whole deterministic sampler (differentiable: distillation trains through it)."""
+        ident = self.resolve_identity(ident, lq.shape[0])
+        return restore(lambda x, t: self.generator(x, lq, t, ident), lq, noise, steps, self.cfg.residual_scale)
+
     @torch.no_grad()
     def sample(self, lq: torch.Tensor, ident: torch.Tensor | None, noise: torch.Tensor, steps: int) -> torch.Tensor:
-        ident = self.resolve_identity(ident, lq.shape[0])
-        return ddim_sample(lambda x, t: self.generator(x, lq, t, ident), noise, steps)
+        return self.restore(lq, ident, noise, steps)
 
 
 def count_params(m: nn.Module) -> int:

@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..diffusion import ddim_sample
 from ..weights import export_weights, load_restorer
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import RefSampler, load_pack, make_batch
@@ -93,11 +92,11 @@ def train_distill(cfg: DistillConfig) -> dict:
         with torch.no_grad(), autocast(device, cfg.bf16):
             ident = teacher.encode(refs, mask)
             ident = identity_dropout(ident, teacher.null_identity, cfg.id_dropout, gen)
-            target = ddim_sample(lambda x, t: teacher.generator(x, lq, t, ident), noise, cfg.teacher_steps).float()
+            target = teacher.restore(lq, ident, noise, cfg.teacher_steps).float()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.effective_total() if budget.total else 10**6, cfg.lr, cfg.warmup)
         with autocast(device, cfg.bf16):
-            out = ddim_sample(lambda x, t: student.generator(x, lq, t, ident.detach()), noise, cfg.student_steps)
+            out = student.restore(lq, ident.detach(), noise, cfg.student_steps)
             loss = F.mse_loss(out.float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()

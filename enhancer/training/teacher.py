@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..diffusion import q_sample, v_target
+from ..diffusion import q_sample, to_diffusion_space, v_target
 from ..models.config import ModelConfig
 from ..models.restorer import Restorer, count_params, generator_gflops
 from ..weights import export_weights
@@ -33,7 +33,8 @@ from .loop import Budget, autocast, ema_update, hardware, lr_at, pick_device, se
 class TeacherConfig:
     pack: str
     run_dir: str = "runs/teacher"
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(residual_scale=4.0))
+    init: str | None = None  # start from these weights (fine-tuning), e.g. a GPU-trained teacher
     batch: int = 16
     lr: float = 3e-4
     weight_decay: float = 0.01
@@ -78,6 +79,12 @@ def train_teacher(cfg: TeacherConfig) -> dict:
     pool = load_pack(Path(cfg.pack), device, keep=set(train_ids))
     sampler = RefSampler(pool, cfg.k_max, cfg.seed)
     model = Restorer(cfg.model).to(device)
+    if cfg.init:
+        from ..weights import load_restorer
+
+        init, _ = load_restorer(Path(cfg.init))
+        model.load_state_dict(init.state_dict())
+        log.info("initialised from %s", cfg.init)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -109,14 +116,15 @@ def train_teacher(cfg: TeacherConfig) -> dict:
         x0, lq, refs, mask = make_batch(pool, sampler.sample(cfg.batch, (cfg.k_min, cfg.k_max)), size, device)
         t = torch.rand(x0.shape[0], generator=gen).to(device)
         eps = torch.randn(x0.shape, generator=gen).to(device)
-        x_t = q_sample(x0, eps, t)
+        z0 = to_diffusion_space(x0, lq, cfg.model.residual_scale)
+        x_t = q_sample(z0, eps, t)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.effective_total() if budget.total else 10**6, cfg.lr, cfg.warmup)
         with autocast(device, cfg.bf16):
             ident = model.encode(refs, mask)
             ident = identity_dropout(ident, model.null_identity, cfg.id_dropout, gen)
             v = model(x_t, lq, t, ident)
-            loss = F.mse_loss(v.float(), v_target(x0, eps, t))
+            loss = F.mse_loss(v.float(), v_target(z0, eps, t))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
