@@ -150,3 +150,34 @@ GET_STATS = """async () => {
   });
   return out;
 }"""
+
+
+@pytest.mark.timeout(90)
+def test_browser_h264(tmp_path: Path) -> None:
+    """With --codec h264 the browser and the bridge negotiate H.264 both ways and video flows."""
+    frames, fps = load_clip(CLIP, 60)
+    y4m = write_y4m(frames, tmp_path / "camera.y4m", fps, size=(640, 480))
+    exe = str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium"))
+
+    async def scenario() -> tuple[dict, dict]:
+        async with serve_bridge(BridgeConfig(port=0, codec="h264"), default_processor_factory) as (base, bridge), \
+                playwright_api.async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=exe, headless=True, args=chromium_args(y4m))
+            try:
+                page = await browser.new_page()
+                await page.goto(f"{base}/?room=h264&autostart=1")
+                await page.wait_for_function("window.likeness && window.likeness.framesDecoded > 45",
+                                             timeout=60_000, polling=500)
+                stats = await page.evaluate(GET_STATS)
+                codec = await page.evaluate("window.likeness.codec")
+                pub = bridge.stats(room="h264")["rooms"]["h264"][0]
+                await page.click("#stop")
+            finally:
+                await browser.close()
+        return {**stats, "codec": codec}, pub
+
+    stats, pub = asyncio.run(scenario())
+    print(f"\nbrowser H.264: framesDecoded {stats['framesDecoded']}, {stats['fps']} fps, "
+          f"{stats['width']}x{stats['height']}; bridge enhanced {pub['track']['enhanced_share_total']:.0%}")
+    assert stats["codec"] == "H264" and pub["codec"] == "H264"
+    assert stats["framesDecoded"] > 45 and stats["width"] == 640
