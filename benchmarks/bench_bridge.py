@@ -28,11 +28,10 @@ import psutil
 
 from bridge.factory import default_processor_factory, warm_detectors
 from bridge.server import BridgeConfig
-from bridge.testing import ClipTrack, http_client, latencies_ms, load_clip, publish, serve_bridge, view
+from bridge.testing import ClipTrack, http_client, latencies_ms, load_clip, publish, serve_bridge, videos_dir, view
 from enhancer.pipeline import FramePipeline, FrameResult
 
-CLIP = Path(os.environ.get("LIKENESS_VIDEOS", "/work/shared/data/videos")) / \
-    "LivePortrait__assets__examples__driving__d6.mp4"
+CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"
 SIZE = (640, 480)
 
 
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if not CLIP.is_file():
-        raise SystemExit(f"bench_bridge: clip {CLIP} not found (set LIKENESS_VIDEOS)")
+        raise SystemExit(f"bench_bridge: clip {CLIP} not found (set LIKENESS_DATA or LIKENESS_VIDEOS)")
     frames, fps = load_clip(CLIP, 300, SIZE)
     warm_detectors()
     load_before = os.getloadavg()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -33,9 +34,19 @@ from .rtc import enable_loopback_candidates, prefer_codec, rtc_configuration, se
 from .server import BRIDGE_KEY, Bridge, BridgeConfig, create_app
 from .track import ProcessorFactory
 
+REPO = Path(__file__).resolve().parents[1]
 STAMP_BITS = 12
 STAMP_ROWS = 16
 VIDEO_CLOCK = 90_000
+
+
+def videos_dir() -> Path:
+    """Real clips: $LIKENESS_VIDEOS, else $LIKENESS_DATA/videos, else ../shared/data/videos beside the repo (CI)."""
+    if os.environ.get("LIKENESS_VIDEOS"):
+        return Path(os.environ["LIKENESS_VIDEOS"])
+    if os.environ.get("LIKENESS_DATA"):
+        return Path(os.environ["LIKENESS_DATA"]) / "videos"
+    return REPO.parent / "shared" / "data" / "videos"
 
 
 def letterbox(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -7,9 +7,7 @@ bounded by pytest-timeout and by explicit asyncio timeouts.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,10 +22,11 @@ from bridge.testing import (
     load_clip,
     publish,
     serve_bridge,
+    videos_dir,
     view,
 )
 
-VIDEOS = Path(os.environ.get("LIKENESS_VIDEOS", "/work/shared/data/videos"))
+VIDEOS = videos_dir()
 CLIP = VIDEOS / "LivePortrait__assets__examples__driving__d6.mp4"  # 480x480, 30 fps, one face
 
 pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")

@@ -20,11 +20,21 @@ import pytest
 from bridge.client import WhipError
 from bridge.factory import default_processor_factory
 from bridge.server import BridgeConfig, check_config
-from bridge.testing import ClipTrack, assert_no_leaks, http_client, load_clip, publish, serve_bridge, snapshot, view
+from bridge.testing import (
+    ClipTrack,
+    assert_no_leaks,
+    http_client,
+    load_clip,
+    publish,
+    serve_bridge,
+    snapshot,
+    videos_dir,
+    view,
+)
 from enhancer.cli import main as cli_main
 from enhancer.errors import LikenessError
 
-VIDEOS = Path(os.environ.get("LIKENESS_VIDEOS", "/work/shared/data/videos"))
+VIDEOS = videos_dir()
 CLIP = VIDEOS / "LivePortrait__assets__examples__driving__d7.mp4"  # 480x480, 30 fps
 needs_clip = pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
 TOKEN = "test-token-0123456789"

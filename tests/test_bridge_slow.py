@@ -13,7 +13,6 @@ import math
 import os
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import psutil
@@ -30,11 +29,12 @@ from bridge.testing import (
     publish,
     serve_bridge,
     snapshot,
+    videos_dir,
     view,
 )
 from enhancer.pipeline import BicubicEngine, FramePipeline
 
-VIDEOS = Path(os.environ.get("LIKENESS_VIDEOS", "/work/shared/data/videos"))
+VIDEOS = videos_dir()
 CLIP = VIDEOS / "LivePortrait__assets__examples__driving__d6.mp4"  # 480x480, 30 fps
 SOAK_S = float(os.environ.get("LIKENESS_SOAK_S", "25"))
 pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")

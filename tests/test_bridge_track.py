@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bridge.factory import warm_detectors
-from bridge.testing import ClipTrack, load_clip, read_stamp, stamp
+from bridge.testing import ClipTrack, load_clip, read_stamp, stamp, videos_dir
 from bridge.track import EnhancingTrack
 from enhancer.pipeline import BicubicEngine, FramePipeline
 
-VIDEOS = Path(os.environ.get("LIKENESS_VIDEOS", "/work/shared/data/videos"))
+VIDEOS = videos_dir()
 CLIP = VIDEOS / "LivePortrait__assets__examples__driving__d8.mp4"  # 480x480, 30 fps
 pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
 

@@ -17,10 +17,10 @@ import pytest
 
 from bridge.factory import default_processor_factory
 from bridge.server import BridgeConfig
-from bridge.testing import ClipTrack, http_client, load_clip, publish, serve_bridge, write_y4m
+from bridge.testing import ClipTrack, http_client, load_clip, publish, serve_bridge, videos_dir, write_y4m
 
 CHROMIUM = Path(os.environ.get("LIKENESS_CHROMIUM", "/usr/bin/chromium"))
-VIDEOS = Path(os.environ.get("LIKENESS_VIDEOS", "/work/shared/data/videos"))
+VIDEOS = videos_dir()
 CLIP = VIDEOS / "LivePortrait__assets__examples__driving__d6.mp4"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
