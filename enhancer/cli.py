@@ -18,10 +18,13 @@ COMMAND_MODULES = [
     "enhancer.commands.faces",
     "enhancer.commands.degrade",
     "enhancer.commands.train",
+    "enhancer.commands.evaluate",
+    "enhancer.commands.enhance",
     "enhancer.commands.serve",
     "enhancer.commands.call",
     "enhancer.commands.enroll",
     "enhancer.commands.identities",
+    "enhancer.commands.engines",
 ]
 
 

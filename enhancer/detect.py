@@ -87,7 +87,6 @@ def face_descriptor(rgb_crop: np.ndarray, landmarks: np.ndarray | None = None) -
     """
     h, w = rgb_crop.shape[:2]
     if landmarks is None:
-        box = np.array([0, 0, w - 1, h - 1], dtype=np.float32)
         # inset the box the way the HOG detector frames an aligned crop
         box = np.array([w * 0.15, h * 0.2, w * 0.85, h * 0.9], dtype=np.float32)
         shape = _shape5()(rgb_crop, _rect(box))

@@ -63,7 +63,10 @@ def write_image(path: str | Path, img: np.ndarray) -> None:
     """Write an image, creating parent folders; raise ``InputError`` if the format is unknown."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    ok, buf = cv2.imencode(p.suffix or ".png", img)
+    try:
+        ok, buf = cv2.imencode(p.suffix or ".png", img)
+    except cv2.error:
+        ok = False
     if not ok:
         raise InputError(f"{p}: cannot encode image with extension '{p.suffix}'")
     tmp = p.with_name(p.name + ".tmp")
