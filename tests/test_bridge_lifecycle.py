@@ -77,7 +77,7 @@ def test_viewer_leaves_and_publisher_vanishes_without_leaks() -> None:
                 assert r.status == 404  # room has nobody to watch now
             n = len(v2.sinks[0].frames)
             await asyncio.sleep(0.5)
-            assert len(v2.sinks[0].frames) <= n + 2  # the stream stopped, nothing stale keeps trickling
+            assert len(v2.sinks[0].frames) <= n + 5  # the stream stopped, nothing stale keeps trickling
             assert await v2.leave(http) == 200
             assert not bridge.sessions
             await assert_no_leaks(before)
