@@ -19,6 +19,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import aiohttp
+import aioice.ice
 import av
 import cv2
 import numpy as np
@@ -228,19 +229,21 @@ async def serve_bridge(config: BridgeConfig, factory: ProcessorFactory) -> Async
 
     Media stays on loopback: every ICE agent in the process gathers 127.0.0.1 only.
     """
-    enable_loopback_candidates(only=True)
     if config.loopback_ice is None:
         config = dataclasses.replace(config, loopback_ice="only")
     app = create_app(config, factory)
     runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
+    previous = aioice.ice.get_host_addresses
+    enable_loopback_candidates(only=True)
     try:
+        await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", config.port)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         yield f"http://127.0.0.1:{port}", app[BRIDGE_KEY]
     finally:
         await runner.cleanup()
+        aioice.ice.get_host_addresses = previous  # leave the process as we found it
 
 
 @dataclass

@@ -233,9 +233,13 @@ def test_refuses_public_bind_without_token(capsys: pytest.CaptureFixture[str]) -
 
 
 @pytest.mark.timeout(30)
-def test_call_reports_unreachable_endpoint(capsys: pytest.CaptureFixture[str]) -> None:
+def test_call_reports_unreachable_endpoint(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     if not CLIP.is_file():
         pytest.skip("clip missing")
+    import aioice.ice
+
+    # `call` to a loopback URL adds 127.0.0.1 to ICE gathering process-wide; undo it afterwards
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", aioice.ice.get_host_addresses)
     rc = cli_main(["call", "--whip", "http://127.0.0.1:9/whip/r", "--source", str(CLIP), "--duration", "2"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "cannot reach" in err[0], err

@@ -109,6 +109,7 @@ def test_loopback_candidate_modes() -> None:
 
     from bridge.rtc import disable_loopback_candidates, enable_loopback_candidates, loopback_mode
 
+    previous = aioice.ice.get_host_addresses
     try:
         disable_loopback_candidates()
         assert loopback_mode() is None
@@ -121,7 +122,7 @@ def test_loopback_candidate_modes() -> None:
         enable_loopback_candidates(only=False)  # never widens loopback-only
         assert loopback_mode() == "only"
     finally:
-        enable_loopback_candidates(only=True)
+        aioice.ice.get_host_addresses = previous
 
 
 def test_sdp_candidate_filter_and_ice_urls() -> None:
