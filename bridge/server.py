@@ -19,6 +19,7 @@ import hmac
 import logging
 import secrets
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,9 @@ class Bridge:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._opening = 0  # sessions between capacity check and registration
+        # One lock for everything that runs face detection: enhancer.detect caches a single
+        # dlib HOG detector per process and two threads running it at once abort the process.
+        self.detector_lock = threading.Lock()
 
     # ---------------------------------------------------------------- helpers
 
@@ -174,6 +178,11 @@ class Bridge:
 
     def publishers(self, room: str) -> list[Session]:
         return [s for s in self.room_sessions(room) if s.role == "publisher" and s.track is not None]
+
+    def locked(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` (in a worker thread) holding the detector lock."""
+        with self.detector_lock:
+            return fn(*args)
 
     def _check_capacity(self) -> None:
         if len(self.sessions) + self._opening >= self.config.max_sessions:
@@ -238,7 +247,7 @@ class Bridge:
     async def _publish(self, room: str, sdp: str, info: OfferInfo, identity: str | None, echo: bool) -> Session:
         identity = identity or self.config.identity
         try:
-            processor = await asyncio.to_thread(self.factory, identity)
+            processor = await asyncio.to_thread(self.locked, self.factory, identity)
         except LikenessError as e:
             raise HttpError(400, str(e)) from None
         sid = secrets.token_urlsafe(9)
@@ -250,7 +259,11 @@ class Bridge:
         def _on_track(track: MediaStreamTrack) -> None:
             if track.kind == "video" and session.track is None:
                 session.track = EnhancingTrack(
-                    track, processor, deadline_frames=self.config.deadline_frames, name=f"{room}/{sid}"
+                    track,
+                    processor,
+                    deadline_frames=self.config.deadline_frames,
+                    name=f"{room}/{sid}",
+                    lock=self.detector_lock,
                 )
 
         try:
@@ -570,7 +583,8 @@ async def api_enroll(request: web.Request) -> web.Response:
     if not images:
         return web.json_response({"name": name, "images": decoded, "error": "no decodable images"}, status=400)
     try:
-        report = report_to_json(await asyncio.to_thread(fn, name, images))
+        # enrolment detects faces too; streams pass frames through un-enhanced meanwhile
+        report = report_to_json(await asyncio.to_thread(bridge.locked, fn, name, images))
     except LikenessError as e:
         # EnrollmentError carries the per-image verdicts: show them even though nothing was stored
         partial = report_to_json(getattr(e, "report", None))

@@ -18,6 +18,7 @@ Design (why it is shaped like this):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -103,6 +104,7 @@ class EnhancingTrack(MediaStreamTrack):
     """Video track returning ``processor.process`` applied to ``source``'s frames, or the originals on time.
 
     Construct inside a running event loop; call ``aclose()`` (or ``stop()``) when done.
+    Tracks whose processors share non-thread-safe state (dlib's detector) share ``lock``.
     """
 
     kind = "video"
@@ -116,6 +118,7 @@ class EnhancingTrack(MediaStreamTrack):
         deadline_ms: float | None = None,
         max_pending: int = 2,
         name: str = "track",
+        lock: threading.Lock | None = None,
     ) -> None:
         super().__init__()
         if source.kind != "video":
@@ -123,6 +126,9 @@ class EnhancingTrack(MediaStreamTrack):
         self.name = name
         self._source = source
         self._processor = processor
+        # Held around process(): enhancer.detect shares one dlib HOG detector per process,
+        # and dlib detectors must not run in two threads at once (it aborts the process).
+        self._lock = lock if lock is not None else contextlib.nullcontext()
         self._deadline_frames = deadline_frames
         self._deadline_ms = deadline_ms
         self._max_pending = max(1, max_pending)
@@ -292,7 +298,8 @@ class EnhancingTrack(MediaStreamTrack):
             result = out = error = None
             try:
                 img = job.frame.to_ndarray(format="bgr24")
-                result = self._processor.process(img, t)
+                with self._lock:
+                    result = self._processor.process(img, t)
                 if result.enhanced:
                     out = VideoFrame.from_ndarray(np.ascontiguousarray(result.frame), format="bgr24")
                     out = out.reformat(format="yuv420p")  # what the encoder wants; do it here, off the loop

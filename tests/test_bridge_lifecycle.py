@@ -341,3 +341,44 @@ def test_serve_command_starts_and_stops_cleanly(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@needs_clip
+@pytest.mark.timeout(90)
+def test_two_publishers_fan_out_and_enrol_meanwhile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two publishers enhance at once (two worker threads) while an enrolment runs; a viewer gets both.
+
+    Face detection shares one dlib detector per process; running it from two threads at once
+    aborts the process, so this also guards the bridge's detector lock.
+    """
+    monkeypatch.setenv("LIKENESS_HOME", str(tmp_path))
+    clip2 = VIDEOS / "LivePortrait__assets__examples__driving__d8.mp4"
+
+    async def scenario() -> None:
+        f1, fps1 = load_clip(CLIP, 60)
+        f2, fps2 = load_clip(clip2 if clip2.is_file() else CLIP, 60, size=(640, 480))  # another size: harder on dlib
+        async with serve_bridge(BridgeConfig(port=0), default_processor_factory) as (base, bridge), \
+                http_client() as http:
+            before = snapshot()
+            p1 = await publish(http, f"{base}/whip/two", ClipTrack(f1, fps1))
+            p2 = await publish(http, f"{base}/whip/two", ClipTrack(f2, fps2))
+            v = await view(http, f"{base}/whep/two", videos=3)
+            assert v.resource.headers["X-Likeness-Publishers"].split(",") == [p.id for p in bridge.publishers("two")]
+            await wait_until(lambda: len(v.sinks) == 2 and all(len(s.frames) > 15 for s in v.sinks), 30,
+                             "frames from both publishers")
+            form = aiohttp.FormData()
+            for i in range(4):
+                ok, jpg = cv2.imencode(".jpg", f1[i * 10])
+                form.add_field("image", jpg.tobytes(), filename=f"{i}.jpg", content_type="image/jpeg")
+            async with http.post(f"{base}/api/enroll?name=two_test", data=form) as r:
+                assert r.status in (200, 422, 501, 503), await r.text()
+            counts = [len(s.frames) for s in v.sinks]
+            await asyncio.sleep(1.0)
+            assert all(len(s.frames) > c for s, c in zip(v.sinks, counts, strict=True))  # still flowing
+            tracks = [p.track for p in bridge.publishers("two")]
+            assert all(t is not None and t.stats()["enhanced"] > 0 for t in tracks)
+            for peer in (v, p1, p2):
+                assert await peer.leave(http) == 200
+            await assert_no_leaks(before)
+
+    asyncio.run(scenario())
