@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "enhancer.commands.enroll",
     "enhancer.commands.identities",
     "enhancer.commands.engines",
+    "enhancer.commands.bench",
 ]
 
 
