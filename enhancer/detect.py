@@ -9,8 +9,8 @@ the original package which needs the removed ``pkg_resources``.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from functools import cache
 from importlib.resources import files
 
 import cv2
@@ -23,19 +23,34 @@ def model_path(name: str) -> str:
     return str(files("face_recognition_models") / "models" / name)
 
 
-@cache
+class _PerThread(threading.local):
+    """dlib's detector and predictors are not safe to call from two threads at once (the
+    bridge runs one enhancement thread per stream), so each thread loads its own copies."""
+
+    hog = None
+    shape5 = None
+    descriptor = None
+
+
+_models = _PerThread()
+
+
 def _hog() -> dlib.fhog_object_detector:
-    return dlib.get_frontal_face_detector()
+    if _models.hog is None:
+        _models.hog = dlib.get_frontal_face_detector()
+    return _models.hog
 
 
-@cache
 def _shape5() -> dlib.shape_predictor:
-    return dlib.shape_predictor(model_path("shape_predictor_5_face_landmarks.dat"))
+    if _models.shape5 is None:
+        _models.shape5 = dlib.shape_predictor(model_path("shape_predictor_5_face_landmarks.dat"))
+    return _models.shape5
 
 
-@cache
 def _descriptor_net() -> dlib.face_recognition_model_v1:
-    return dlib.face_recognition_model_v1(model_path("dlib_face_recognition_resnet_model_v1.dat"))
+    if _models.descriptor is None:
+        _models.descriptor = dlib.face_recognition_model_v1(model_path("dlib_face_recognition_resnet_model_v1.dat"))
+    return _models.descriptor
 
 
 @dataclass(frozen=True)
@@ -59,7 +74,7 @@ def landmarks5(gray: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 
 def detect_faces(
-    frame_bgr: np.ndarray, max_side: int = 640, upsample: int = 0, min_score: float = -0.2
+    frame_bgr: np.ndarray, max_side: int = 640, upsample: int = 0, min_score: float = 0.0
 ) -> list[Detection]:
     """Detect faces on a downscaled copy of the frame, landmarks on the full-resolution one.
 
