@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ..weights import export_weights, load_restorer
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import RefSampler, load_pack, make_batch
-from .loop import Budget, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
+from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
 from .teacher import identity_dropout, prepare_split
 
 
@@ -86,7 +86,8 @@ def train_distill(cfg: DistillConfig) -> dict:
     losses: list[float] = []
     bar = tqdm(total=budget.total, initial=step, desc=f"distill {cfg.teacher_steps}->{cfg.student_steps}",
                unit="it", dynamic_ncols=True)
-    while step < budget.effective_total():
+    flag = StopFlag()
+    while step < budget.effective_total() and not flag.stop:
         _, lq, refs, mask = make_batch(pool, sampler.sample(cfg.batch), size, device)
         noise = torch.randn(lq.shape, generator=gen).to(device)
         with torch.no_grad(), autocast(device, cfg.bf16):

@@ -81,5 +81,25 @@ class Budget:
         return self.total if self.total is not None else 10**9
 
 
+class StopFlag:
+    """SIGTERM/SIGINT end training at the next step boundary, which then checkpoints and
+    exports as if the run had finished; a second signal kills as usual."""
+
+    def __init__(self) -> None:
+        import signal
+
+        self.stop = False
+        self._old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        for s in self._old:
+            signal.signal(s, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+
+        self.stop = True
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
 def write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True))

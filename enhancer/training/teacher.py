@@ -26,7 +26,7 @@ from ..models.restorer import Restorer, count_params, generator_gflops
 from ..weights import export_weights
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import RefSampler, load_pack, make_batch, split_identities
-from .loop import Budget, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
+from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,8 @@ def train_teacher(cfg: TeacherConfig) -> dict:
     losses: list[float] = []
     bar = tqdm(total=budget.total, initial=step, desc="teacher", unit="it", dynamic_ncols=True)
     model.train()
-    while step < budget.effective_total():
+    flag = StopFlag()
+    while step < budget.effective_total() and not flag.stop:
         x0, lq, refs, mask = make_batch(pool, sampler.sample(cfg.batch, (cfg.k_min, cfg.k_max)), size, device)
         t = torch.rand(x0.shape[0], generator=gen).to(device)
         eps = torch.randn(x0.shape, generator=gen).to(device)
