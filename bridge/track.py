@@ -145,6 +145,7 @@ class EnhancingTrack(MediaStreamTrack):
         self.c = _Counters()
         self._errors: dict[str, int] = {}
         self._erroring = False
+        self._missed_logged = False  # "missed the deadline" is logged once per track, like each error kind
         self._stage_ms: dict[str, float] = {}
         self._faces = 0
         self._rate_in = _Rate()
@@ -283,9 +284,21 @@ class EnhancingTrack(MediaStreamTrack):
             self.c.no_face += 1
         elif job.submitted:
             self.c.passthrough_late += 1
+            self._log_missed()
         else:
             self.c.passthrough_busy += 1
+            self._log_missed()
         return job.frame
+
+    def _log_missed(self) -> None:
+        """Say once that the enhancer is too slow (or hung): otherwise it would only show in the stats."""
+        if not self._missed_logged:
+            self._missed_logged = True
+            log.warning(
+                "%s: enhancer missed the %.0f ms deadline; frames pass through un-enhanced while it is slow",
+                self.name,
+                self._deadline_s() * 1e3,
+            )
 
     # ------------------------------------------------------------------ worker thread
 

@@ -1,0 +1,131 @@
+"""Peers that leave badly and come back: abrupt closes without DELETE, a publisher rejoining its room.
+
+Real aiortc peers on loopback, real clip frames, a real bridge. The bridge must reap sessions
+whose peer connection closed, keep the other peers flowing, accept the same room again, and
+leave no task or thread behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from bridge.factory import default_processor_factory
+from bridge.server import SESSION_OPEN_TIMEOUT_S, BridgeConfig
+from bridge.testing import (
+    ClipTrack,
+    assert_no_leaks,
+    http_client,
+    load_clip,
+    publish,
+    serve_bridge,
+    snapshot,
+    videos_dir,
+    view,
+)
+
+CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d7.mp4"  # 480x480, 30 fps
+CLIP2 = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"
+pytestmark = pytest.mark.skipif(not (CLIP.is_file() and CLIP2.is_file()), reason="real clips not available")
+
+
+async def wait_until(cond, timeout: float, what: str) -> float:  # type: ignore[no-untyped-def]
+    """Seconds it took for ``cond()`` to hold; AssertionError after ``timeout``."""
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - t0
+
+
+@pytest.mark.timeout(90)
+def test_abrupt_closes_and_publisher_rejoins_same_room() -> None:
+    async def scenario() -> None:
+        f1, fps = load_clip(CLIP, 60)
+        f2, fps2 = load_clip(CLIP2, 60)
+        async with serve_bridge(BridgeConfig(port=0), default_processor_factory) as (base, bridge), \
+                http_client() as http:
+            before = snapshot()
+            src1 = ClipTrack(f1, fps)
+            pub1 = await publish(http, f"{base}/whip/room", src1)
+            v1 = await view(http, f"{base}/whep/room")
+            v2 = await view(http, f"{base}/whep/room")
+            await wait_until(lambda: all(v.sinks and len(v.sinks[0].frames) > 10 for v in (v1, v2)), 30,
+                             "both viewers to receive frames")
+            v1_id = v1.resource.headers["X-Likeness-Session"]
+
+            # a viewer's connection closes without DELETE: reaped, the other viewer keeps receiving
+            await v1.pc.close()
+            for s in v1.sinks:
+                await s.stop()
+            t_viewer = await wait_until(lambda: v1_id not in bridge.sessions, 15, "the bridge to reap the viewer")
+            n = len(v2.sinks[0].frames)
+            await asyncio.sleep(1.0)
+            assert len(v2.sinks[0].frames) > n + 10, "the remaining viewer stalled"
+
+            # the publisher's connection closes without DELETE: its enhancer is stopped, fan-out ends
+            track1 = bridge.publishers("room")[0].track
+            await pub1.pc.close()
+            t_pub = await wait_until(lambda: not bridge.publishers("room"), 15, "the bridge to drop the publisher")
+            assert track1 is not None and track1.readyState == "ended"
+            await wait_until(lambda: not track1.worker_alive, 5, "the enhancer thread to exit")
+            await asyncio.sleep(0.3)
+            n = len(v2.sinks[0].frames)
+            await asyncio.sleep(0.7)
+            assert len(v2.sinks[0].frames) <= n + 3, "frames kept coming from a publisher that is gone"
+            assert await v2.leave(http) == 200  # the orphaned viewer can still leave cleanly
+
+            # the same room accepts a publisher again (another source, so its frames are told apart)
+            src2 = ClipTrack(f2, fps2)
+            pub2 = await publish(http, f"{base}/whip/room", src2)
+            v3 = await view(http, f"{base}/whep/room", keep_every=10)
+            assert v3.resource.headers["X-Likeness-Publishers"] == pub2.resource.headers["X-Likeness-Session"]
+            await wait_until(lambda: v3.sinks and len(v3.sinks[0].frames) > 20, 30, "frames after rejoining")
+            assert [s.id for s in bridge.publishers("room")] == [pub2.resource.headers["X-Likeness-Session"]]
+            # what v3 sees is the new source: its stamps are frames src2 really sent
+            got = [r.index for r in v3.sinks[0].frames]
+            assert sum(i < src2.sent for i in got) >= 0.9 * len(got)
+            await wait_until(lambda: bridge.publishers("room")[0].track.stats()["enhanced"] > 0, 20,
+                             "the rejoined stream to be enhanced")
+
+            # leave with DELETE and join again straight away: same room, a third session id
+            assert await pub2.leave(http) == 200
+            assert await v3.leave(http) == 200
+            pub3 = await publish(http, f"{base}/whip/room", ClipTrack(f1, fps))
+            v4 = await view(http, f"{base}/whep/room")
+            await wait_until(lambda: v4.sinks and len(v4.sinks[0].frames) > 10, 30, "frames after the second rejoin")
+            ids = {pub1.resource.url, pub2.resource.url, pub3.resource.url}
+            assert len(ids) == 3
+            for p in (v4, pub3):
+                assert await p.leave(http) == 200
+            assert not bridge.sessions
+            await assert_no_leaks(before)
+            print(f"\nreaped a closed viewer after {t_viewer:.2f} s and a closed publisher after {t_pub:.2f} s")
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_publisher_closing_during_negotiation_leaves_nothing() -> None:
+    """A publisher that closes right after its offer was answered (before ICE/DTLS complete) is reaped.
+
+    Nothing tells the bridge such a peer is gone: the session watchdog (SESSION_OPEN_TIMEOUT_S) must.
+    """
+
+    async def scenario() -> None:
+        f1, fps = load_clip(CLIP, 30)
+        async with serve_bridge(BridgeConfig(port=0), default_processor_factory) as (base, bridge), \
+                http_client() as http:
+            before = snapshot()
+            for _ in range(3):
+                pub = await publish(http, f"{base}/whip/quick", ClipTrack(f1, fps))
+                await pub.pc.close()  # no DELETE, ICE/DTLS possibly not finished yet
+            took = await wait_until(lambda: not bridge.sessions, SESSION_OPEN_TIMEOUT_S + 8,
+                                    "the bridge to reap all three")
+            await assert_no_leaks(before)
+            print(f"\nthree publishers closed during negotiation were reaped after {took:.1f} s")
+
+    asyncio.run(scenario())
