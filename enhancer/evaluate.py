@@ -81,7 +81,9 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
     src = Path(cfg.data)
     rows = read_labels(src)
     model, meta = load_restorer(Path(cfg.weights) if cfg.weights else None, kind=cfg.model)
-    steps = cfg.steps or int(meta["extra"].get("student_steps", 8 if meta.get("kind") == "teacher" else 1))
+    from engines.base import default_steps
+
+    steps = cfg.steps or default_steps(meta.get("kind", "student"), meta["extra"])
     val_ids = [str(v) for v in meta["extra"].get("val_identities", [])]
     chosen, mode = _select_identities(rows, cfg, val_ids)
     by_id: dict[str, list[str]] = defaultdict(list)
