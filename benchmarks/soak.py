@@ -142,6 +142,8 @@ class Sampler:
             "passthrough_error": now["err"] - last["err"],
             "dropped": now["dropped"] - last["dropped"],
             "latency_p50_ms": round(float(np.percentile(lat, 50)), 1) if lat else None,
+            "deadline_ms": (st := call.track.stats())["deadline_ms"],  # follows the source rate the track sees
+            "source_fps_estimate": st["source_fps_estimate"],
         }
 
 

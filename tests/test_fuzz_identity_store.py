@@ -151,3 +151,57 @@ def test_forged_headers(fx: Fixture, data: st.DataObject) -> None:
 def test_deeply_nested_header_is_model_error(fx: Fixture) -> None:
     raw = b"[" * 100_000
     assert fx.load(len(raw).to_bytes(8, "little") + raw) is None
+
+
+def corrupt_blobs(fx: Fixture) -> dict[str, bytes]:
+    """Real corruptions of the stored file: cut short, header byte flipped, NaN written into the tensor."""
+    d = fx.data
+    flipped = bytearray(d)
+    flipped[fx.header_end - 5] ^= 0x5A  # inside the JSON header
+    nan = bytearray(d)
+    nan[fx.header_end:fx.header_end + 4] = np.array([np.nan], np.float32).tobytes()
+    return {"truncated": d[: len(d) // 2], "header flip": bytes(flipped), "NaN value": bytes(nan)}
+
+
+@pytest.mark.timeout(60)
+def test_corrupt_identity_is_one_line_cli_error_and_http_400(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same corrupt files through the CLI (exit 2, one line, no traceback) and the bridge (400 with the reason)."""
+    import asyncio
+
+    from bridge.factory import default_processor_factory
+    from bridge.server import BridgeConfig
+    from bridge.testing import http_client, serve_bridge
+    from enhancer.cli import main
+
+    monkeypatch.setenv("LIKENESS_HOME", str(tmp_path))
+    fx = Fixture(tmp_path)
+    blobs = corrupt_blobs(fx)
+    for what, blob in blobs.items():
+        fx.path.write_bytes(blob)
+        assert main(["identities", "show", "alice"]) == 2, what
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("likeness: error:") and "\n" not in err and "Traceback" not in err, (what, err)
+
+    async def offers() -> list[tuple[str, int, str]]:
+        from aiortc import RTCPeerConnection
+
+        from bridge.rtc import rtc_configuration
+
+        out = []
+        async with serve_bridge(BridgeConfig(port=0), default_processor_factory) as (base, bridge), \
+                http_client() as http:
+            for what, blob in blobs.items():
+                fx.path.write_bytes(blob)
+                pc = RTCPeerConnection(rtc_configuration())
+                pc.addTransceiver("video", direction="sendonly")
+                await pc.setLocalDescription(await pc.createOffer())
+                async with http.post(f"{base}/whip/r?identity=alice", data=pc.localDescription.sdp,
+                                     headers={"Content-Type": "application/sdp"}) as r:
+                    out.append((what, r.status, await r.text()))
+                await pc.close()
+            assert not bridge.sessions  # nothing half-made
+        return out
+
+    for what, status, text in asyncio.run(offers()):
+        assert status == 400 and "corrupt" in text and "alice" in text, (what, status, text)
