@@ -403,3 +403,82 @@ def test_oversized_bodies_are_413_and_unknown_rooms_404(harness: Harness) -> Non
 def test_api_offer_oversized_json_is_413(harness: Harness) -> None:
     body = json.dumps({"sdp": "v=0\r\n" + "a=x\r\n" * (MAX_SDP_BYTES // 5 + 10), "type": "offer"}).encode()
     assert harness.request("POST", "/api/offer", {"Content-Type": "application/json"}, body)[0] == 413
+
+
+@pytest.mark.timeout(60)
+def test_bad_requests_during_a_call_lose_nothing(loopback: None) -> None:
+    """A live call (real clip, real enhancer) while bad requests hit the same bridge: the call never stalls,
+    its sessions survive DELETEs aimed at wrong rooms/roles/ids, and it still ends cleanly."""
+    import random
+    import time
+
+    from bridge.factory import default_processor_factory
+    from bridge.testing import ClipTrack, http_client, load_clip, publish, serve_bridge, videos_dir, view
+
+    clip = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"
+    if not clip.is_file():
+        pytest.skip(f"real clip {clip} not available")
+    rng = random.Random(1234)
+
+    async def scenario() -> dict:
+        frames, fps = load_clip(clip, 60)
+        offer = await real_offer()
+        async with serve_bridge(BridgeConfig(port=0), default_processor_factory) as (base, bridge), \
+                http_client() as http:
+            pub = await publish(http, f"{base}/whip/live", ClipTrack(frames, fps))
+            v = await view(http, f"{base}/whep/live")
+            end = time.monotonic() + 20
+            while not (v.sinks and len(v.sinks[0].frames) > 10):
+                assert time.monotonic() < end, "the call never started"
+                await asyncio.sleep(0.1)
+            pid = pub.resource.headers["X-Likeness-Session"]
+            vid = v.resource.headers["X-Likeness-Session"]
+            statuses: dict[int, int] = {}
+            log: list[tuple[float, float, str, str, int]] = []
+            t0 = time.monotonic()
+            for i in range(120):
+                lines = offer.split("\r\n")
+                for _ in range(rng.randint(1, 3)):
+                    j = rng.randrange(len(lines))
+                    if rng.random() < 0.5:
+                        del lines[j]
+                    else:
+                        lines.insert(j, rng.choice(TRICKY_LINES))
+                sdp = "\r\n".join(lines)
+                if known_aiortc_500(sdp):
+                    continue  # a known bug with its own test; here we care about the live call
+                method, path, body = rng.choice([
+                    ("POST", "/whip/live", sdp), ("POST", "/whep/live", sdp), ("POST", "/whep/nobody", sdp),
+                    ("DELETE", f"/whep/live/{pid}", ""), ("DELETE", f"/whip/other/{pid}", ""),
+                    ("DELETE", f"/whip/live/{vid}", ""), ("DELETE", f"/whip/live/{pid}x", ""),
+                    ("PATCH", f"/whip/live/{pid}", sdp), ("POST", "/api/offer?room=live", sdp),
+                    ("POST", "/whip/live", "\x00" * rng.randint(0, 5000)),
+                ])
+                t_req = time.monotonic()
+                async with http.request(method, f"{base}{path}", data=body.encode("utf-8", "surrogatepass"),
+                                        headers={"Content-Type": "application/sdp"}) as r:
+                    statuses[r.status] = statuses.get(r.status, 0) + 1
+                    assert r.status < 500, (r.status, method, path, (await r.text())[:200])
+                    log.append((t_req, time.monotonic(), method, path, r.status))
+                for sid in [s for s in bridge.sessions if s not in (pid, vid)]:
+                    await bridge.close_session(sid)  # a mutated offer that was accepted: not under test here
+                if i % 10 == 0:
+                    await asyncio.sleep(0)
+            elapsed = time.monotonic() - t0
+            await asyncio.sleep(1.0)
+            at = [r.at for r in v.sinks[0].frames if r.at >= t0]
+            gaps = np.diff(at) if len(at) > 1 else np.array([99.0])
+            assert pid in bridge.sessions and vid in bridge.sessions, "a bad request ended the call"
+            assert await v.leave(http) == 200 and await pub.leave(http) == 200
+            k = int(np.argmax(gaps)) if len(at) > 1 else 0
+            during = [(round(a - t0, 2), round(b - a, 3), m, p, st) for a, b, m, p, st in log
+                      if len(at) > 1 and b >= at[k] and a <= at[k + 1]]
+            return {"statuses": statuses, "frames": len(at), "elapsed": elapsed, "max_gap": float(gaps.max()),
+                    "gap_at": round(at[k] - t0, 2) if len(at) > 1 else None, "during_gap": during[:8]}
+
+    r = asyncio.run(scenario())
+    print(f"\n{sum(r['statuses'].values())} bad requests in {r['elapsed']:.1f} s {r['statuses']}; the call got "
+          f"{r['frames']} frames meanwhile, longest gap {r['max_gap'] * 1e3:.0f} ms at {r['gap_at']} s, requests "
+          f"then: {r['during_gap']}")
+    assert r["frames"] >= 10 * (r["elapsed"] + 1.0)  # kept flowing (30 fps source; starved machines ~1/3 of it)
+    assert r["max_gap"] < 1.5
