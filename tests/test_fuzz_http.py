@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from bridge.rtc import MAX_SDP_BYTES, enable_loopback_candidates, loopback_mode, rtc_configuration
 from bridge.server import BRIDGE_KEY, Bridge, BridgeConfig, create_app
-from enhancer.pipeline import FrameResult
+from enhancer.pipeline import BicubicEngine, FramePipeline, FrameResult
 
 TOKEN = "fuzz-token-0123456789"
 FUZZ = settings(max_examples=100, deadline=None, database=None,
@@ -423,8 +423,15 @@ def test_bad_requests_during_a_call_lose_nothing(loopback: None) -> None:
     async def scenario() -> dict:
         frames, fps = load_clip(clip, 60)
         offer = await real_offer()
-        async with serve_bridge(BridgeConfig(port=0), default_processor_factory) as (base, bridge), \
-                http_client() as http:
+        built: list[str | None] = []
+
+        def factory(identity: str | None) -> FramePipeline:
+            # the live publisher gets the real pipeline; accepted mutated offers (they never send media) get
+            # one without warming dlib in a fresh thread: that stall has its own test (test_reliability_peers)
+            built.append(identity)
+            return default_processor_factory(identity) if len(built) == 1 else FramePipeline(BicubicEngine())
+
+        async with serve_bridge(BridgeConfig(port=0), factory) as (base, bridge), http_client() as http:
             pub = await publish(http, f"{base}/whip/live", ClipTrack(frames, fps))
             v = await view(http, f"{base}/whep/live")
             end = time.monotonic() + 20
@@ -481,4 +488,4 @@ def test_bad_requests_during_a_call_lose_nothing(loopback: None) -> None:
           f"{r['frames']} frames meanwhile, longest gap {r['max_gap'] * 1e3:.0f} ms at {r['gap_at']} s, requests "
           f"then: {r['during_gap']}")
     assert r["frames"] >= 10 * (r["elapsed"] + 1.0)  # kept flowing (30 fps source; starved machines ~1/3 of it)
-    assert r["max_gap"] < 1.5
+    assert r["max_gap"] < 1.0
