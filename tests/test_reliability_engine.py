@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 
 import numpy as np
@@ -161,7 +162,8 @@ def test_engine_failure_window_passes_through_and_recovers(mode: str, caplog: py
     assert pts == sorted(pts) and len(set(pts)) == len(pts)
     assert all(o["size"] == (480, 480) for o in outs)
     assert all(o["pts"] == round(o["index"] * 90_000 / r["fps"]) for o in outs)  # pts belongs to that frame
-    assert len(outs) >= (0.6 if r["cpu"].busy else 0.9) * src.sent
+    # (start-up costs a few frames: the worker thread loads its own dlib models on its first frame)
+    assert len(outs) >= (0.6 if r["cpu"].busy else 0.8) * src.sent
     assert engine.calls >= window[1] + 5, "the stream ended before the engine recovered"
 
     # a frame the engine failed on never goes out as "enhanced"
@@ -198,3 +200,74 @@ def test_engine_failure_window_passes_through_and_recovers(mode: str, caplog: py
         raised = [w for w in warnings if "enhancer raised" in w]
         assert len(raised) == 1 and kind in raised[0], warnings
         assert sum("recovered" in r.getMessage() for r in caplog.records) == 1
+
+
+class StuckEngine(FloatBicubic):
+    """The real engine until call ``after``; then blocks until released (a wedged GPU driver, a deadlock)."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+        self.calls = 0
+        self.release = threading.Event()
+
+    def run(self, lq: np.ndarray, identity: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls >= self.after:
+            self.release.wait(60)
+        return super().run(lq, identity, noise)
+
+
+@pytest.mark.timeout(60)
+def test_engine_stuck_forever_call_continues_and_shutdown_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    """An engine that never returns: video keeps flowing un-enhanced, it is logged once, and closing the
+    track does not wait for the engine beyond aclose's timeout."""
+    engine = StuckEngine(after=20)
+
+    async def scenario() -> dict:
+        frames, fps = load_clip(CLIP, 60)
+        warm_detectors()
+        src = ClipTrack(frames, fps, max_frames=120)
+        track = EnhancingTrack(src, FramePipeline(engine), name="stuck")
+        n = 0
+        watch = CpuWatch().start()
+        t_stuck = None
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(track.recv(), 5)
+                except Exception as e:
+                    assert type(e).__name__ == "MediaStreamError", repr(e)
+                    break
+                n += 1
+                if t_stuck is None and engine.calls >= engine.after:
+                    t_stuck, n_stuck = time.monotonic(), n
+        finally:
+            watch.stop()
+        fps_stuck = (n - n_stuck) / (time.monotonic() - t_stuck) if t_stuck else 0.0
+        stats = track.stats()
+        t = time.monotonic()
+        await track.aclose(timeout=2.0)
+        closed_in = time.monotonic() - t
+        alive_after_close = track.worker_alive
+        engine.release.set()
+        end = time.monotonic() + 5
+        while track.worker_alive and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        return {"n": n, "sent": src.sent, "stats": stats, "closed_in": closed_in, "fps_stuck": fps_stuck,
+                "alive_after_close": alive_after_close, "alive_at_end": track.worker_alive, "fps": fps,
+                "busy": watch.busy}
+
+    with caplog.at_level(logging.WARNING, logger="bridge.track"):
+        r = asyncio.run(scenario())
+    s = r["stats"]
+    print(f"\nstuck engine: {r['n']} of {r['sent']} frames out, {r['fps_stuck']:.1f} fps while stuck; busy "
+          f"{s['passthrough_busy']} late {s['passthrough_late']}; aclose took {r['closed_in']:.2f} s")
+    assert engine.calls == engine.after  # it really got stuck, and nothing else was handed to it
+    assert r["n"] >= (0.6 if r["busy"] else 0.8) * r["sent"]  # start-up included (dlib load in the worker)
+    assert r["fps_stuck"] >= (0.5 if r["busy"] else 0.8) * r["fps"]
+    assert s["passthrough_busy"] + s["passthrough_late"] >= 0.5 * (r["sent"] - engine.after)
+    assert s["errors"] == {}
+    assert sum("deadline" in m.getMessage() for m in caplog.records) == 1
+    assert 1.5 <= r["closed_in"] < 4.0 and r["alive_after_close"]  # bounded wait, the wedged thread left behind
+    assert not r["alive_at_end"]  # once the engine returns, the worker sees the stop and exits
