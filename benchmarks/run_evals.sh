@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The evaluation runs quoted in the README and model card (validation identities, never trained on).
+set -u
+R=benchmarks/results/eval
+D=${DATA:-../shared/data/celeba}
+run() { name=$1; shift; echo "== $name"; likeness eval --data "$D" --json "$R/$name.json" "$@" 2>&1 | grep -v "it/s\|id/s" | tail -7; }
+run student-severe-refs4 --model student --preset severe --refs 4 --limit-identities 50 --grid $R/student-severe-refs4.png
+run teacher-severe-refs4 --model teacher --preset severe --refs 4 --limit-identities 50 --grid $R/teacher-severe-refs4.png
+run teacher1step-severe-refs4 --model teacher --steps 1 --preset severe --refs 4 --limit-identities 50
+run student-moderate-refs4 --model student --preset moderate --refs 4 --limit-identities 50
+run student-mild-refs4 --model student --preset mild --refs 4 --limit-identities 50
+run student-severe-refs1 --model student --preset severe --refs 1 --limit-identities 50
+run student-severe-refs8 --model student --preset severe --refs 8 --limit-identities 50
