@@ -142,7 +142,7 @@ class TorchEngine(BaseEngine):
             if self.cuda_graphs:
                 graph, static, out = self._graph_for(lq.shape[0])
                 for dst, src in zip(static, (lq, identity, noise), strict=True):
-                    dst.copy_(torch.from_numpy(src), non_blocking=False)
+                    dst.copy_(torch.from_numpy(np.ascontiguousarray(src, dtype=np.float32)))
                 graph.replay()
                 return out.cpu().numpy()
             x = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)

@@ -1,0 +1,283 @@
+"""Inference engines: ONNX export, ONNX Runtime vs torch parity on real faces, selection, errors.
+
+Parity does not depend on training, so without the packaged student these tests build a
+randomly initialised Restorer (with its zero-initialised layers re-randomised, else the
+generator's output would be trivially zero and parity meaningless).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import engines
+from engines import EngineError, available_engines, create_engine, engine_status
+from engines.base import TEACHER_STEPS, crops_to_float, float_to_crops
+from engines.onnx_export import OPSET, cached_onnx, info_from_onnx, op_summary
+from engines.onnxruntime_engine import OnnxRuntimeEngine
+from engines.realdata import degraded_crops
+from engines.torch_engine import TorchEngine, load_model
+from enhancer.metrics import psnr
+from enhancer.models.config import ModelConfig
+from enhancer.models.restorer import Restorer
+from enhancer.weights import WEIGHTS_DIR, export_weights
+
+PACKAGED = WEIGHTS_DIR / "student.safetensors"
+PARITY_TOL = 1e-3
+
+
+def _random_restorer(seed: int = 0, residual_scale: float = 4.0) -> Restorer:
+    """Random init, with zero-initialised layers (residual outputs, null identity) made non-zero.
+
+    residual_scale 4.0 is what training now uses (residual diffusion); 0 is plain x0 diffusion.
+    """
+    torch.manual_seed(seed)
+    model = Restorer(ModelConfig(residual_scale=residual_scale))
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.05)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory):
+    """A private LIKENESS_HOME so the ONNX cache starts empty and never touches the user's."""
+    d = tmp_path_factory.mktemp("likeness-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIKENESS_HOME", str(d))
+        yield d
+
+
+@pytest.fixture(scope="module")
+def weights(home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The packaged student when present, else random weights in the same file format."""
+    if PACKAGED.is_file():
+        return PACKAGED
+    path = tmp_path_factory.mktemp("weights") / "student.safetensors"
+    export_weights(_random_restorer(), path, "student", {"student_steps": 1})
+    return path
+
+
+@pytest.fixture(scope="module")
+def crops(shared_data: Path) -> np.ndarray:
+    """Three aligned, severely degraded real CelebA crops (distinct identities)."""
+    return degraded_crops(3, size=128, root=shared_data)
+
+
+@pytest.fixture(scope="module")
+def torch_engine(weights: Path) -> TorchEngine:
+    return TorchEngine.from_weights(weights, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def onnx_path(weights: Path, home: Path) -> Path:
+    return cached_onnx(weights)
+
+
+@pytest.fixture(scope="module")
+def ort_engine(onnx_path: Path) -> OnnxRuntimeEngine:
+    return OnnxRuntimeEngine(onnx_path, device="cpu")
+
+
+def _identity(weights: Path, crops: np.ndarray) -> np.ndarray:
+    """A real identity: the model's encoding of the crops themselves (one reference each)."""
+    model, _ = load_model(weights)
+    with torch.inference_mode():
+        refs = torch.from_numpy(crops_to_float(crops))[:, None]  # (F, K=1, 3, S, S)
+        return model.encode(refs).numpy()
+
+
+def _noise(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 3, 128, 128)).astype(np.float32)
+
+
+# --- the exported graph -------------------------------------------------------------------
+
+
+def test_onnx_graph_is_one_clean_standard_graph(onnx_path: Path, weights: Path) -> None:
+    proto = onnx.load(str(onnx_path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert {(o.domain or "ai.onnx") for o in proto.opset_import} == {"ai.onnx"}, "no custom op domains"
+    assert proto.opset_import[0].version >= 18
+    ops = op_summary(onnx_path)
+    print(f"\nops: {ops}")
+    assert ops.get("GroupNormalization", 0) > 0 and "InstanceNormalization" not in ops
+    assert [i.name for i in proto.graph.input] == ["lq", "identity", "noise"]
+    assert [o.name for o in proto.graph.output] == ["restored"]
+    for v in (*proto.graph.input, *proto.graph.output):
+        assert v.type.tensor_type.shape.dim[0].dim_param, f"{v.name}: batch dimension must be dynamic"
+    info = info_from_onnx(onnx_path)
+    _, meta = load_model(weights)
+    assert (info.model_id, info.encoder_id, info.steps) == (meta["model_id"], meta["encoder_id"], 1)
+    assert {p.key for p in proto.metadata_props} >= {"model_id", "encoder_id", "steps"}
+    assert int({p.key: p.value for p in proto.metadata_props}["opset"]) == OPSET
+
+
+def test_onnx_export_is_cached(weights: Path, onnx_path: Path) -> None:
+    mtime = onnx_path.stat().st_mtime_ns
+    assert cached_onnx(weights) == onnx_path and onnx_path.stat().st_mtime_ns == mtime
+
+
+# --- parity ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_onnxruntime_matches_torch_on_real_faces(batch: int, crops: np.ndarray, weights: Path,
+                                                 torch_engine: TorchEngine, ort_engine: OnnxRuntimeEngine) -> None:
+    lq = crops_to_float(crops[:batch])
+    ident = _identity(weights, crops[:batch])
+    noise = _noise(batch)
+    for name, idn in (("personal", ident), ("generic", torch_engine.null_identities(batch))):
+        ref = torch_engine.run(lq, idn, noise)
+        out = ort_engine.run(lq, idn, noise)
+        err = float(np.abs(out - ref).max())
+        print(f"\nbatch {batch} {name}: max |ORT - torch| = {err:.2e}")
+        assert out.shape == ref.shape == (batch, 3, 128, 128)
+        assert err <= PARITY_TOL
+        assert float(np.abs(ref - lq).max()) > 1e-2, "output must not be a copy of the input"
+
+
+def test_multistep_plain_export_matches_torch(crops: np.ndarray, home: Path, tmp_path: Path) -> None:
+    """Two unrolled DDIM steps in one graph (as the teacher's 8 are), plain x0 parameterisation."""
+    weights = tmp_path / "plain.safetensors"
+    export_weights(_random_restorer(2, residual_scale=0.0), weights, "student", {"student_steps": 2})
+    eng = create_engine("onnxruntime", weights=weights, device="cpu")
+    ref = TorchEngine.from_weights(weights, device="cpu")
+    assert eng.steps == ref.steps == 2
+    lq, noise = crops_to_float(crops), _noise(3, seed=1)
+    err = float(np.abs(eng.run(lq, eng.null_identities(3), noise) - ref.run(lq, ref.null_identities(3), noise)).max())
+    print(f"\n2 steps, plain, batch 3: max |ORT - torch| = {err:.2e}")
+    assert err <= PARITY_TOL
+
+
+def test_torch_engine_is_the_models_own_sampler(weights: Path, crops: np.ndarray, torch_engine: TorchEngine) -> None:
+    model, _ = load_model(weights)
+    lq, noise = crops_to_float(crops), _noise(3, seed=4)
+    with torch.inference_mode():
+        ref = model.sample(torch.from_numpy(lq), None, torch.from_numpy(noise), torch_engine.steps).numpy()
+    np.testing.assert_allclose(torch_engine.run(lq, torch_engine.null_identities(3), noise), ref, atol=1e-6)
+
+
+# --- the restore() contract ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["torch", "onnxruntime"])
+def test_restore_without_identity_uses_null_identity(which: str, crops: np.ndarray, torch_engine: TorchEngine,
+                                                     ort_engine: OnnxRuntimeEngine) -> None:
+    eng = torch_engine if which == "torch" else ort_engine
+    noise = _noise(len(crops), seed=2)
+    out = eng.restore(crops, None, noise)
+    assert out.dtype == np.uint8 and out.shape == crops.shape
+    null = np.repeat(eng.null_identity[None], len(crops), 0)
+    np.testing.assert_array_equal(out, float_to_crops(eng.run(crops_to_float(crops), null, noise)))
+    assert eng.restore(crops[:0], None, noise[:0]).shape == (0, 128, 128, 3)
+
+
+def test_null_identity_is_the_models(weights: Path, torch_engine: TorchEngine, ort_engine: OnnxRuntimeEngine) -> None:
+    model, _ = load_model(weights)
+    np.testing.assert_array_equal(torch_engine.null_identity, model.null_identity.numpy())
+    np.testing.assert_array_equal(ort_engine.null_identity, model.null_identity.numpy())
+
+
+def test_restore_rejects_bad_shapes(ort_engine: OnnxRuntimeEngine, crops: np.ndarray) -> None:
+    with pytest.raises(EngineError, match="noise"):
+        ort_engine.restore(crops, None, _noise(1))
+    with pytest.raises(EngineError, match="identity"):
+        ort_engine.restore(crops, np.zeros((3, 4, 256), np.float32), _noise(3))
+    with pytest.raises(EngineError, match="uint8"):
+        ort_engine.restore(crops.astype(np.float32), None, _noise(3))
+
+
+def test_bf16_torch_stays_close_to_fp32(weights: Path, crops: np.ndarray, torch_engine: TorchEngine) -> None:
+    bf16 = TorchEngine.from_weights(weights, device="cpu", precision="bf16")
+    noise = _noise(3, seed=3)
+    a, b = torch_engine.restore(crops, None, noise), bf16.restore(crops, None, noise)
+    worst = min(psnr(x, y) for x, y in zip(a, b, strict=True))
+    print(f"\nbf16 vs fp32: worst PSNR {worst:.1f} dB")
+    assert worst > 30
+
+
+def test_steps_default_from_weights(tmp_path: Path, home: Path) -> None:
+    model = _random_restorer(1)
+    t = tmp_path / "teacher.safetensors"
+    s = tmp_path / "student2.safetensors"
+    export_weights(model, t, "teacher")
+    export_weights(model, s, "student", {"student_steps": 2})
+    assert TorchEngine.from_weights(t).steps == TEACHER_STEPS
+    assert TorchEngine.from_weights(s).steps == 2
+    assert TorchEngine.from_weights(s, steps=3).steps == 3
+
+
+# --- selection and errors -----------------------------------------------------------------
+
+
+def test_auto_selects_best_available(weights: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    status = engine_status()
+    assert list(status) == ["tensorrt", "onnxruntime", "torch"]
+    assert available_engines() == [n for n, why in status.items() if why is None]
+    eng = create_engine("auto", weights=weights)
+    expected = "tensorrt" if status["tensorrt"] is None else "onnxruntime"
+    if expected == "onnxruntime" and torch.cuda.is_available():
+        expected = eng.name  # GPU without TensorRT: onnxruntime-gpu or torch CUDA, both valid
+    assert eng.name == expected
+    assert create_engine("auto", weights=weights, device="cpu").name == "onnxruntime"
+    monkeypatch.setattr(engines, "engine_status",
+                        lambda: {"tensorrt": "absent", "onnxruntime": "absent", "torch": None})
+    assert create_engine("auto", weights=weights, device="cpu").name == "torch"
+
+
+def test_unknown_engine_is_a_clear_error() -> None:
+    with pytest.raises(EngineError, match="unknown engine 'bogus'") as e:
+        create_engine("bogus")
+    assert "\n" not in str(e.value)
+
+
+def test_unavailable_engine_is_a_clear_error(weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engines, "engine_status",
+                        lambda: {"tensorrt": "no GPU here", "onnxruntime": None, "torch": None})
+    with pytest.raises(EngineError, match="tensorrt engine unavailable: no GPU here") as e:
+        create_engine("tensorrt", weights=weights)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_weights_is_a_clear_error(tmp_path: Path) -> None:
+    from enhancer.errors import LikenessError
+
+    with pytest.raises(LikenessError, match="not found"):
+        create_engine("torch", weights=tmp_path / "nope.safetensors")
+
+
+def test_cli_list_and_tensorrt_build() -> None:
+    run = [sys.executable, "-m", "enhancer.cli", "engines"]
+    ls = subprocess.run([*run, "list"], capture_output=True, text=True, timeout=60)
+    assert ls.returncode == 0 and ls.stdout.splitlines()[0].startswith("tensorrt")
+    if engine_status()["tensorrt"] is not None:
+        bd = subprocess.run([*run, "build", "--engine", "tensorrt"], capture_output=True, text=True, timeout=60)
+        assert bd.returncode != 0
+        assert len(bd.stderr.strip().splitlines()) == 1 and "tensorrt engine unavailable" in bd.stderr
+
+
+# --- int8 -----------------------------------------------------------------------------------
+
+
+def test_int8_is_quality_gated(onnx_path: Path, shared_data: Path, tmp_path: Path) -> None:
+    """int8 is kept only above 40 dB vs fp32 on real crops; how much it loses depends on the weights."""
+    from engines.quantize import MIN_PSNR_DB, quantize_int8
+
+    faces = degraded_crops(12, root=shared_data, skip=10)
+    report = quantize_int8(onnx_path, tmp_path / "q.onnx", faces[:8], faces[8:], min_psnr=0)
+    print(f"\nint8 vs fp32: {report}")
+    assert OnnxRuntimeEngine(tmp_path / "q.onnx").precision == "int8"
+    with pytest.raises(EngineError, match="loses quality"):
+        quantize_int8(onnx_path, tmp_path / "q2.onnx", faces[:8], faces[8:], min_psnr=report["psnr_min_db"] + 1)
+    assert not (tmp_path / "q2.onnx").exists()
+    if report["psnr_min_db"] < MIN_PSNR_DB:
+        with pytest.raises(EngineError, match="loses quality"):
+            quantize_int8(onnx_path, tmp_path / "q3.onnx", faces[:8], faces[8:])
