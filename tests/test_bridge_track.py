@@ -66,9 +66,9 @@ def test_enhancer_errors_pass_through_and_recover(caplog: pytest.LogCaptureFixtu
 
     with caplog.at_level(logging.WARNING, logger="bridge.track"):
         out, stats, _ = asyncio.run(scenario())
-    # every frame came out, in order, with the source timestamps
     pts = [f.pts for f in out]
-    assert len(out) >= 140 and pts == sorted(pts) and len(set(pts)) == len(pts)
+    # latest-frame-wins may drop a few stale frames under load; order and timestamps hold
+    assert len(out) >= 135 and pts == sorted(pts) and len(set(pts)) == len(pts)
     assert all(f.time_base == out[0].time_base for f in out)
     assert stats["errors"] and set(stats["errors"]) <= {"ValueError", "error"}  # numpy or OpenCV shape error
     assert sum(stats["errors"].values()) >= 30
