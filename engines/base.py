@@ -114,6 +114,8 @@ class BaseEngine(ABC):
                 raise EngineError(f"{self.name}: identity must have shape {want}, got {identity.shape}")
             ident = np.ascontiguousarray(identity, dtype=np.float32)
         out = self.run(crops_to_float(crops), ident, np.ascontiguousarray(noise, dtype=np.float32))
+        if not np.isfinite(out).all():  # never paste black/white garbage into a call
+            raise EngineError(f"{self.name}: non-finite output (NaN/inf); frame left un-enhanced")
         return float_to_crops(out)
 
     def describe(self) -> dict:
