@@ -30,7 +30,6 @@ import numpy as np
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
-from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamTrack
 
 from enhancer.errors import InputError, LikenessError, ModelError
@@ -222,14 +221,17 @@ class Bridge:
         """setRemoteDescription + answer, turning aiortc's negotiation errors into 400s."""
         try:
             await pc.setRemoteDescription(self._remote(sdp))
-        except (ValueError, InvalidAccessError, InvalidStateError, OperationError, InternalError) as e:
+        except Exception as e:  # aiortc raises many types (ValueError, AttributeError, ...) for bad SDP
             raise HttpError(400, f"cannot use SDP offer: {e}") from None
         return await self._finish_answer(pc)
 
     @staticmethod
     async def _finish_answer(pc: RTCPeerConnection) -> str:
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)  # aiortc gathers all candidates here (non-trickle)
+        try:
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)  # aiortc gathers all candidates here (non-trickle)
+        except Exception as e:  # a remote description aiortc accepted but cannot answer
+            raise HttpError(400, f"cannot answer SDP offer: {e}") from None
         return pc.localDescription.sdp
 
     # ---------------------------------------------------------------- sessions
@@ -269,7 +271,7 @@ class Bridge:
         try:
             try:
                 await pc.setRemoteDescription(self._remote(sdp))
-            except (ValueError, InvalidAccessError, InvalidStateError, OperationError, InternalError) as e:
+            except Exception as e:  # aiortc raises many types (ValueError, AttributeError, ...) for bad SDP
                 raise HttpError(400, f"cannot use SDP offer: {e}") from None
             if session.track is None:
                 raise HttpError(400, "SDP offer does not send video (direction must be sendonly or sendrecv)")
@@ -504,6 +506,8 @@ async def api_offer(request: web.Request) -> web.Response:
         raise HttpError(400, 'body must be JSON {"sdp": ..., "type": "offer"}') from None
     if typ != "offer" or not isinstance(sdp, str):
         raise HttpError(400, "type must be 'offer' and sdp a string")
+    if len(sdp.encode()) > MAX_SDP_BYTES:
+        raise HttpError(413, f"SDP offer larger than {MAX_SDP_BYTES} bytes")
     room = request.query.get("room", "main")
     if not room or len(room) > 64 or not set(room) <= ROOM_RE_CHARS:
         raise HttpError(400, "invalid room name")

@@ -23,34 +23,40 @@ def model_path(name: str) -> str:
     return str(files("face_recognition_models") / "models" / name)
 
 
-class _PerThread(threading.local):
-    """dlib's detector and predictors are not safe to call from two threads at once (the
-    bridge runs one enhancement thread per stream), so each thread loads its own copies."""
+class _Models:
+    """dlib's detector and predictors, loaded once per process. dlib is not safe to call from
+    two threads at once (the bridge runs one enhancement thread per stream), so every call
+    into dlib holds ``lock``; loading per thread instead froze other calls for ~0.5 s."""
 
-    hog = None
-    shape5 = None
-    descriptor = None
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.hog = None
+        self.shape5 = None
+        self.descriptor = None
 
 
-_models = _PerThread()
+_models = _Models()
 
 
 def _hog() -> dlib.fhog_object_detector:
-    if _models.hog is None:
-        _models.hog = dlib.get_frontal_face_detector()
-    return _models.hog
+    with _models.lock:
+        if _models.hog is None:
+            _models.hog = dlib.get_frontal_face_detector()
+        return _models.hog
 
 
 def _shape5() -> dlib.shape_predictor:
-    if _models.shape5 is None:
-        _models.shape5 = dlib.shape_predictor(model_path("shape_predictor_5_face_landmarks.dat"))
-    return _models.shape5
+    with _models.lock:
+        if _models.shape5 is None:
+            _models.shape5 = dlib.shape_predictor(model_path("shape_predictor_5_face_landmarks.dat"))
+        return _models.shape5
 
 
 def _descriptor_net() -> dlib.face_recognition_model_v1:
-    if _models.descriptor is None:
-        _models.descriptor = dlib.face_recognition_model_v1(model_path("dlib_face_recognition_resnet_model_v1.dat"))
-    return _models.descriptor
+    with _models.lock:
+        if _models.descriptor is None:
+            _models.descriptor = dlib.face_recognition_model_v1(model_path("dlib_face_recognition_resnet_model_v1.dat"))
+        return _models.descriptor
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,8 @@ def _rect(box: np.ndarray) -> dlib.rectangle:
 
 def landmarks5(gray: np.ndarray, box: np.ndarray) -> np.ndarray:
     """Refine 5 landmarks (float32, 5x2) inside ``box`` on a uint8 gray (or RGB) image."""
-    shape = _shape5()(gray, _rect(box))
+    with _models.lock:
+        shape = _shape5()(gray, _rect(box))
     return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
 
 
@@ -86,7 +93,8 @@ def detect_faces(
     h, w = gray.shape[:2]
     scale = min(1.0, max_side / max(h, w))
     small = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else gray
-    rects, scores, _ = _hog().run(small, upsample, min_score)
+    with _models.lock:
+        rects, scores, _ = _hog().run(small, upsample, min_score)
     out = []
     for r, s in zip(rects, scores, strict=True):
         box = np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float32) / scale
@@ -104,8 +112,10 @@ def face_descriptor(rgb_crop: np.ndarray, landmarks: np.ndarray | None = None) -
     if landmarks is None:
         # inset the box the way the HOG detector frames an aligned crop
         box = np.array([w * 0.15, h * 0.2, w * 0.85, h * 0.9], dtype=np.float32)
-        shape = _shape5()(rgb_crop, _rect(box))
+        with _models.lock:
+            shape = _shape5()(rgb_crop, _rect(box))
     else:
         pts = [dlib.point(int(x), int(y)) for x, y in landmarks]
         shape = dlib.full_object_detection(_rect(np.array([0, 0, w - 1, h - 1])), pts)
-    return np.array(_descriptor_net().compute_face_descriptor(rgb_crop, shape), dtype=np.float32)
+    with _models.lock:
+        return np.array(_descriptor_net().compute_face_descriptor(rgb_crop, shape), dtype=np.float32)

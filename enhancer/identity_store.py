@@ -98,7 +98,7 @@ def _parse_header(data: bytes, path: Path) -> dict:
         raise ModelError(f"{path}: corrupt identity file (not a safetensors file, or truncated)")
     try:
         header = json.loads(data[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ModelError(f"{path}: corrupt identity file (unreadable safetensors header)") from None
     if not isinstance(header, dict):
         raise ModelError(f"{path}: corrupt identity file (unreadable safetensors header)")

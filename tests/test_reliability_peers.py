@@ -157,11 +157,6 @@ class LoopLag:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "enhancer/detect.py loads dlib's HOG detector and 5-point predictor once per *thread* (_PerThread); each new "
-    "stream's worker thread (and each fresh to_thread executor thread running the factory) loads them again while "
-    "holding the GIL for ~0.5 s, freezing every other call in the bridge. The bridge already serialises detection "
-    "under Bridge.detector_lock, so one shared model set would do"))
 def test_publisher_joining_does_not_freeze_other_calls() -> None:
     async def scenario() -> tuple[list[float], list[float]]:
         f1, fps = load_clip(CLIP, 60)
