@@ -33,8 +33,9 @@ def add_rtc_args(p) -> None:
     )
     p.add_argument("--codec", choices=["vp8", "h264"], default=None, help="preferred video codec")
     p.add_argument("--bitrate", default=None, help="video bitrate ceiling per stream, e.g. 800k or 1.5M")
-    p.add_argument("--engine", default="bicubic",
-                   help="enhancer: 'bicubic' (placeholder) or an engine build_pipeline knows, e.g. 'auto'")
+    p.add_argument("--engine", default="auto",
+                   help="auto (best available for the trained student), torch, onnxruntime, tensorrt, "
+                        "or 'bicubic' (no model; a baseline)")
     p.add_argument("--token", default=os.environ.get("LIKENESS_TOKEN"), help="bearer token (default: $LIKENESS_TOKEN)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
 
