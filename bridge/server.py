@@ -352,7 +352,10 @@ class Bridge:
             sub.stop()
         if session.track is not None:
             await session.track.aclose()
-        await session.pc.close()
+        try:
+            await session.pc.close()
+        except Exception as e:  # aiortc can fail closing a half-negotiated pc; the session is gone regardless
+            log.warning("closing peer connection of %s failed: %s", session.sid if hasattr(session, "sid") else "?", e)
 
     async def close_session(self, sid: str) -> bool:
         """Close and forget a session; False if it was unknown (already gone)."""

@@ -390,8 +390,8 @@ def _mutate(offer: str, how: str) -> str:
 STILL_500 = pytest.mark.xfail(strict=True, raises=AssertionError, reason=KNOWN_500)
 
 
-@pytest.mark.parametrize("how", [pytest.param("no mid", marks=STILL_500), "no direction",
-                                 pytest.param("empty mid", marks=STILL_500), "BUNDLE member missing"])
+@pytest.mark.parametrize("how", ["no mid", "no direction",
+                                 "empty mid", "BUNDLE member missing"])
 def test_offers_aiortc_rejects_are_4xx(harness: Harness, how: str) -> None:
     """Found by the fuzz: one-line mutations of a real aiortc offer that pass check_offer and made aiortc raise.
 
