@@ -255,10 +255,13 @@ def test_call_publishes_and_refused_token(capsys: pytest.CaptureFixture[str]) ->
         from enhancer.commands.call import publish as call_publish
 
         async with serve_bridge(BridgeConfig(port=0, token=TOKEN), default_processor_factory) as (base, bridge):
-            import argparse
+            from enhancer.cli import build_parser
 
-            args = argparse.Namespace(whip=f"{base}/whip/callroom", token=TOKEN, source=str(CLIP), duration=3.0,
-                                      identity=None, ice_server=[], codec="vp8", bitrate="800k", stats_every=0)
+            # The real parser, so the test sees exactly the attributes `likeness call` gets.
+            args = build_parser().parse_args(
+                ["call", "--whip", f"{base}/whip/callroom", "--token", TOKEN, "--source", str(CLIP),
+                 "--duration", "3", "--engine", "bicubic", "--codec", "vp8", "--bitrate", "800k", "--stats-every", "0"]
+            )
             seen: list[int] = []
 
             async def watch() -> None:
