@@ -131,7 +131,7 @@ class BenchConfig:
         """Defaults, or the < 1 minute ``--quick`` preset; ``runs`` (tests) caps runs and frames."""
         cfg = BenchConfig()
         if quick:
-            cfg = dataclasses.replace(cfg, quick=True, runs=20, min_runs=3, warmup=2, max_s=0.8, frames=40,
+            cfg = dataclasses.replace(cfg, quick=True, runs=20, min_runs=3, warmup=2, max_s=0.8, frames=40, steps=(1,),
                                       min_frames=10, pipeline_max_s=2.5, crops=(128,), resolutions=("480p",),
                                       webrtc_seconds=3.0, matmul_n=1024, matmul_reps=5)
         if runs is not None:  # exactly n runs and n frames per config, whatever they cost
@@ -261,6 +261,8 @@ def theoretical_peak(cpu: dict[str, Any], cores: int) -> dict[str, Any]:
         per_cycle["bf16_avx512"] = 2 * fp32  # VDPBF16PS: two bf16 products per fp32 lane
     if "amx_bf16" in flags:
         per_cycle["bf16_amx"] = 1024  # TDPBF16PS: 16x16x32 MACs per 16 cycles
+    if "avx512_vnni" in flags:
+        per_cycle["int8_vnni"] = 4 * fp32  # VPDPBUSD: four u8 x s8 products per 32-bit lane
     out: dict[str, Any] = {"flop_per_cycle_per_core": per_cycle, "assumption": why, "cores": cores,
                            "mhz": mhz, "note": "nominal clock from /proc/cpuinfo; boost clocks raise the peak"}
     out["gflops"] = {k: round(cores * v * mhz / 1e3, 1) for k, v in per_cycle.items()} if mhz else None
@@ -423,6 +425,12 @@ def resolve_engines(requested: tuple[str, ...], notes: list[str]) -> list[Engine
         specs = [EngineSpec.parse(e) for e in requested]
     else:
         specs = [EngineSpec(n) for n, w in status.items() if w is None]
+        if status["onnxruntime"] is None:
+            # static int8 is the fastest CPU engine when it passes its quality gate; each config needs
+            # its own calibration (5-60 s), so a default run times it where a call runs: see default_int8
+            specs.append(EngineSpec("onnxruntime", "int8"))
+            notes.append("onnxruntime:int8 timed only at the student's own steps and crop 128 (each other "
+                         "config needs its own calibration); ask for it with --engines to time it everywhere")
         flags = set(cpu_facts()["flags"])
         if status["torch"] is None and flags & {"avx512_bf16", "amx_bf16"}:
             # this CPU has bf16 dot products: torch bf16 autocast is a real candidate for the best CPU engine
@@ -444,6 +452,20 @@ def resolve_engines(requested: tuple[str, ...], notes: list[str]) -> list[Engine
     if not kept:
         raise InputError("none of the requested engines can run on this machine")
     return kept
+
+
+def default_int8(spec: EngineSpec, cfg: BenchConfig) -> bool:
+    """An int8 engine the run added by itself (not asked for): timed only where a call runs."""
+    return spec.precision == "int8" and spec.label not in cfg.engines
+
+
+def wide_engine(specs: list[EngineSpec], micro: list[dict[str, Any]], cfg: BenchConfig, steps: int) -> EngineSpec:
+    """The fastest engine timed at every config: the one the teacher and crop-256 rows use, so
+    that student-vs-teacher ratios compare like with like."""
+    wide = [s for s in specs if not default_int8(s, cfg)] or specs
+    rows = {r["engine"]: r["ms_per_face"]["median"] for r in micro if r["model"] == "student" and r["steps"] == steps
+            and r["crop"] == min(cfg.crops) and "ms_per_face" in r}
+    return min(wide, key=lambda s: rows.get(s.label, math.inf))
 
 
 def face_crops(src: Source, res: str, size: int, k: int) -> np.ndarray:
@@ -487,7 +509,9 @@ def micro_generator(cfg: BenchConfig, specs: list[EngineSpec], src: Source, step
         for kind, steps in plan:
             engines: dict[str, Any] = {}
             errors: dict[str, str] = {}
-            for spec in specs:
+            here = [sp for sp in specs if not default_int8(sp, cfg)
+                    or (kind == "student" and steps == steps_of["student"] and crop == 128)]
+            for spec in here:
                 t0 = time.perf_counter()
                 try:
                     engines[spec.label] = (make_engine(spec, kind, steps, crop), time.perf_counter() - t0)
@@ -496,7 +520,7 @@ def micro_generator(cfg: BenchConfig, specs: list[EngineSpec], src: Source, step
             fns = {k: partial(e.run, lq, e.null_identities(1), noise) for k, (e, _) in engines.items()}
             log(f"[micro] sampler {kind} {steps} step(s) crop {crop}: {', '.join(fns) or 'no engine'}")
             times = time_interleaved(fns, cfg) if fns else {}
-            for spec in specs:
+            for spec in here:
                 row: dict[str, Any] = {"engine": spec.label, "model": kind, "steps": steps, "crop": crop, "batch": 1}
                 if spec.label in errors:
                     rows.append({**row, "error": errors[spec.label]})
@@ -647,15 +671,16 @@ class PipelineSpec:
     spec: EngineSpec | None = None
 
 
-def pipeline_plan(cfg: BenchConfig, specs: list[EngineSpec], best: EngineSpec,
+def pipeline_plan(cfg: BenchConfig, specs: list[EngineSpec], wide: EngineSpec,
                   steps_of: dict[str, int]) -> list[PipelineSpec]:
+    """Baselines, the student at 128 on every engine, then crop 256 and the teacher on ``wide``."""
     s = steps_of["student"]
     plan = [PipelineSpec("passthrough", "passthrough", None, 0, None),
             PipelineSpec("bicubic", "bicubic", None, 0, 128)]
     plan += [PipelineSpec(f"student {e.label} 128", e.label, "student", s, 128, e) for e in specs]
     if 256 in cfg.crops:
-        plan.append(PipelineSpec(f"student {best.label} 256", best.label, "student", s, 256, best))
-    plan.append(PipelineSpec(f"teacher {best.label} 128", best.label, "teacher", steps_of["teacher"], 128, best))
+        plan.append(PipelineSpec(f"student {wide.label} 256", wide.label, "student", s, 256, wide))
+    plan.append(PipelineSpec(f"teacher {wide.label} 128", wide.label, "teacher", steps_of["teacher"], 128, wide))
     return plan
 
 
@@ -907,9 +932,11 @@ def hardware_section(cfg: BenchConfig, micro: list[dict[str, Any]], gflops: dict
     for r in micro:
         if "achieved_gflops" not in r:
             continue
-        bf16 = (r.get("describe") or {}).get("precision") == "bf16"
-        peak = measured["bf16" if bf16 else "fp32"]["gflops_best"]
-        tpeak = (theo.get("gflops") or {}).get("bf16_avx512" if bf16 else "fp32")
+        precision = (r.get("describe") or {}).get("precision")
+        bf16, int8 = precision == "bf16", precision == "int8"
+        # int8 runs integer dot products: judged against the VNNI peak, for which no matmul is measured
+        peak = None if int8 else measured["bf16" if bf16 else "fp32"]["gflops_best"]
+        tpeak = (theo.get("gflops") or {}).get("int8_vnni" if int8 else "bf16_avx512" if bf16 else "fp32")
         rows.append({"engine": r["engine"], "model": r["model"], "steps": r["steps"], "crop": r["crop"],
                      "achieved_gflops": r["achieved_gflops"],
                      "fraction_of_measured_peak": round(r["achieved_gflops"] / peak, 3) if peak else None,
@@ -919,16 +946,17 @@ def hardware_section(cfg: BenchConfig, micro: list[dict[str, Any]], gflops: dict
 
 
 def ratios_section(pipeline: list[dict[str, Any]], micro: list[dict[str, Any]], baselines: list[dict[str, Any]],
-                   best: EngineSpec, steps_of: dict[str, int]) -> dict[str, Any]:
-    """Our speed as ratios to the baselines measured in the same run (> 1: we are slower)."""
+                   engine: EngineSpec, steps_of: dict[str, int]) -> dict[str, Any]:
+    """Our speed as ratios to the baselines measured in the same run (> 1: we are slower); student
+    and teacher on the same ``engine``."""
     out: dict[str, Any] = {}
     for res in sorted({r["resolution"] for r in pipeline}):
         by = {r["label"]: r for r in pipeline if r["resolution"] == res and "fps" in r}
-        stu = by.get(f"student {best.label} 128")
+        stu = by.get(f"student {engine.label} 128")
         if not stu:
             continue
         d: dict[str, Any] = {"student": stu["label"]}
-        for name in ("passthrough", "bicubic", f"teacher {best.label} 128"):
+        for name in ("passthrough", "bicubic", f"teacher {engine.label} 128"):
             b = by.get(name)
             if not b:
                 continue
@@ -940,7 +968,7 @@ def ratios_section(pipeline: list[dict[str, Any]], micro: list[dict[str, Any]], 
         out[f"pipeline_{res}"] = d
 
     def gen(kind: str, steps: int, crop: int) -> float | None:
-        r = next((r for r in micro if r.get("engine") == best.label and r["model"] == kind and r["steps"] == steps
+        r = next((r for r in micro if r.get("engine") == engine.label and r["model"] == kind and r["steps"] == steps
                   and r["crop"] == crop and "ms_per_face" in r), None)
         return r["ms_per_face"]["median"] if r else None
 
@@ -985,13 +1013,14 @@ def run(cfg: BenchConfig) -> tuple[dict[str, Any], dict[str, list[float]]]:
         best_row = min((r for r in micro if r["model"] == "student" and r["crop"] == min(cfg.crops)
                         and "ms_per_face" in r), key=lambda r: r["ms_per_face"]["median"], default=None)
     best = EngineSpec.parse(best_row["engine"]) if best_row else specs[0]
+    wide = wide_engine(specs, micro, cfg, steps_of["student"])
     micro_rest = {
         "identity_encoding": micro_identity(cfg, src),
         "tracker": [micro_tracker(cfg, src, res) for res in cfg.resolutions],
         "align_paste": [micro_align_paste(cfg, src, res, c) for res in cfg.resolutions for c in cfg.crops],
     }
     baselines_nets = restoration_baselines(cfg, samples)
-    pipeline = pipeline_section(cfg, pipeline_plan(cfg, specs, best, steps_of), src, samples)
+    pipeline = pipeline_section(cfg, pipeline_plan(cfg, specs, wide, steps_of), src, samples)
     if cfg.skip_webrtc:
         webrtc: dict[str, Any] = {"skipped": "--skip-webrtc", "added_latency_ms_p50": None,
                                   "added_latency_ms_p95": None, "fps": None}
@@ -1006,6 +1035,7 @@ def run(cfg: BenchConfig) -> tuple[dict[str, Any], dict[str, list[float]]]:
         "machine": {**info, "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
                     "process_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)},
         "config": {**dataclasses.asdict(cfg), "engines_run": [s.label for s in specs], "best_engine": best.label,
+                   "engine_at_every_config": wide.label,
                    "student_steps": steps_of["student"], "teacher_steps": steps_of["teacher"],
                    "source_description": src.description, "source_fps": src.fps,
                    "source_frames_held_mib": round(sum(f.nbytes for v in src.frames.values() for f in v) / 2**20, 1),
@@ -1017,7 +1047,7 @@ def run(cfg: BenchConfig) -> tuple[dict[str, Any], dict[str, list[float]]]:
         "baselines": {
             "in_pipeline": ["passthrough", "bicubic", "teacher"],
             "restoration_networks": baselines_nets,
-            "ratios": ratios_section(pipeline, micro, baselines_nets, best, steps_of),
+            "ratios": ratios_section(pipeline, micro, baselines_nets, wide, steps_of),
         },
         "hardware": hw,
         "gpu": gpu,
@@ -1056,11 +1086,13 @@ def format_report(rep: dict[str, Any]) -> str:
                          "", "", "", "", ""])
             continue
         st, h = r["ms_per_face"], hw_rows.get((r["engine"], r["model"], r["steps"], r["crop"]), {})
-        frac = h.get("fraction_of_measured_peak")
+        frac, theoretical = h.get("fraction_of_measured_peak"), h.get("fraction_of_theoretical_peak")
+        peak = f"{100 * frac:.0f}%" if frac is not None else f"{100 * theoretical:.0f}%*" if theoretical else "-"
         rows.append([r["engine"], r["model"], str(r["steps"]), str(r["crop"]), _f(st["median"], ".2f"),
                      _f(st["p95"], ".2f"), _f(st["p99"], ".2f"), str(r["runs"]), _f(r["achieved_gflops"], ".0f"),
-                     f"{100 * frac:.0f}%" if frac is not None else "-"])
+                     peak])
     out += _table(["engine", "model", "steps", "crop", "median", "p95", "p99", "runs", "GFLOP/s", "of peak"], rows)
+    out += ["of peak: of the measured matmul peak at that precision; * of the theoretical int8 (VNNI) peak"]
     mi = rep["micro"]
     ide = mi["identity_encoding"]["ms"]
     out += ["", f"Identity encoding (4 refs): median {_f(ide.get('median'), '.2f')} ms, "

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
     ap.add_argument("--busy-procs", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     ap.add_argument("--fps", type=float, default=30.0)
-    ap.add_argument("--engine", default="bicubic", help="bicubic (default) or an engine build_pipeline knows")
+    ap.add_argument("--engine", default="auto", help="auto (the product default), bicubic, ...")
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/starve-<date>.json")
     a = ap.parse_args(argv)

@@ -84,7 +84,9 @@ def create_engine(name: str = "auto", weights: Path | str | None = None, steps: 
         return TorchEngine.from_weights(weights, steps=steps, device=device, **options)
     from .onnx_export import cached_onnx
 
-    onnx_path = Path(weights) if is_onnx else cached_onnx(weights, steps)
+    # TensorRT gets the dynamo graph (native GroupNormalization), ORT the faster legacy one
+    onnx_path = Path(weights) if is_onnx else cached_onnx(weights, steps,
+                                                         exporter="dynamo" if name == "tensorrt" else "legacy")
     if name == "onnxruntime":
         from .onnxruntime_engine import OnnxRuntimeEngine
 

@@ -12,7 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench import BenchConfig, gpu_section, iter_numbers, synthetic_frames, targets_section
+from benchmarks.bench import (
+    BenchConfig,
+    EngineSpec,
+    default_int8,
+    gpu_section,
+    iter_numbers,
+    resolve_engines,
+    synthetic_frames,
+    targets_section,
+    wide_engine,
+)
 from enhancer.cli import main
 
 PIPELINE_KEYS = {"resolution", "engine", "steps", "crop", "fps", "latency_ms_p50", "latency_ms_p95", "stage_ms",
@@ -101,6 +111,26 @@ def test_gpu_section_reports_committed_numbers_against_the_target() -> None:
 
 def test_quick_preset_and_runs_override() -> None:
     q = BenchConfig.make(quick=True, runs=5)
-    assert q.crops == (128,) and q.resolutions == ("480p",) and q.runs == 5 and q.frames == 5
+    assert q.crops == (128,) and q.resolutions == ("480p",) and q.steps == (1,) and q.runs == 5 and q.frames == 5
     d = BenchConfig.make()
     assert d.runs >= 200 and d.crops == (128, 256) and d.resolutions == ("480p", "720p")
+
+
+def test_default_int8_is_timed_where_a_call_runs_and_ratios_stay_like_for_like() -> None:
+    """A default run adds onnxruntime:int8 (calibrated per config, so only at the student's own
+    config); the teacher and crop-256 rows use the fastest engine timed everywhere."""
+    notes: list[str] = []
+    specs = resolve_engines((), notes)
+    int8 = EngineSpec("onnxruntime", "int8")
+    assert int8 in specs and any("int8" in n for n in notes)
+    assert default_int8(int8, BenchConfig.make())
+    assert not default_int8(int8, BenchConfig.make(engines=("onnxruntime:int8",)))  # asked for: timed everywhere
+    assert not default_int8(EngineSpec("onnxruntime"), BenchConfig.make())
+
+    def row(engine: str, ms: float) -> dict:
+        return {"engine": engine, "model": "student", "steps": 1, "crop": 128, "ms_per_face": {"median": ms}}
+
+    micro = [row("torch", 30.0), row("onnxruntime", 12.0), row("onnxruntime:int8", 10.0)]
+    specs = [EngineSpec("torch"), EngineSpec("onnxruntime"), int8]
+    assert wide_engine(specs, micro, BenchConfig.make(), 1) == EngineSpec("onnxruntime")
+    assert wide_engine(specs, micro, BenchConfig.make(engines=("torch", "onnxruntime", "onnxruntime:int8")), 1) == int8

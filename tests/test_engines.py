@@ -19,7 +19,7 @@ import torch
 import engines
 from engines import EngineError, available_engines, create_engine, engine_status
 from engines.base import TEACHER_STEPS, crops_to_float, float_to_crops
-from engines.onnx_export import OPSET, cached_onnx, info_from_onnx, op_summary
+from engines.onnx_export import DEFAULT_EXPORTER, OPSET, cached_onnx, info_from_onnx, op_summary, read_metadata
 from engines.onnxruntime_engine import OnnxRuntimeEngine
 from engines.realdata import degraded_crops
 from engines.torch_engine import TorchEngine, load_model
@@ -108,7 +108,8 @@ def test_onnx_graph_is_one_clean_standard_graph(onnx_path: Path, weights: Path) 
     assert proto.opset_import[0].version >= 18
     ops = op_summary(onnx_path)
     print(f"\nops: {ops}")
-    assert ops.get("GroupNormalization", 0) > 0 and "InstanceNormalization" not in ops
+    assert read_metadata(onnx_path)["exporter"] == DEFAULT_EXPORTER == "legacy"
+    assert ops.get("Conv", 0) > 0 and "GroupNormalization" not in ops  # GroupNorm as the chain ORT fuses
     assert [i.name for i in proto.graph.input] == ["lq", "identity", "noise"]
     assert [o.name for o in proto.graph.output] == ["restored"]
     for v in (*proto.graph.input, *proto.graph.output):
@@ -142,6 +143,21 @@ def test_onnxruntime_matches_torch_on_real_faces(batch: int, crops: np.ndarray, 
         assert out.shape == ref.shape == (batch, 3, 128, 128)
         assert err <= PARITY_TOL
         assert float(np.abs(ref - lq).max()) > 1e-2, "output must not be a copy of the input"
+
+
+def test_dynamo_export_for_tensorrt_is_native_groupnorm_and_matches_torch(
+        weights: Path, home: Path, crops: np.ndarray, torch_engine: TorchEngine) -> None:
+    """The graph TensorRT is given: GroupNormalization as one op, same numbers as torch."""
+    path = cached_onnx(weights, exporter="dynamo")
+    ops = op_summary(path)
+    assert ops.get("GroupNormalization", 0) > 0 and "InstanceNormalization" not in ops
+    assert path != cached_onnx(weights) and read_metadata(path)["exporter"] == "dynamo"
+    eng = OnnxRuntimeEngine(path, device="cpu")
+    lq, noise = crops_to_float(crops), _noise(3, seed=2)
+    ident = torch_engine.null_identities(3)
+    err = float(np.abs(eng.run(lq, ident, noise) - torch_engine.run(lq, ident, noise)).max())
+    print(f"\ndynamo graph, batch 3: max |ORT - torch| = {err:.2e}")
+    assert err <= PARITY_TOL
 
 
 def test_multistep_plain_export_matches_torch(crops: np.ndarray, home: Path, tmp_path: Path) -> None:

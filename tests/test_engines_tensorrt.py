@@ -41,7 +41,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, shared_data: Path):
                         p.normal_(0.0, 0.05)
             weights = home / "student.safetensors"
             export_weights(model, weights, "student", {"student_steps": 1})
-        onnx_path = cached_onnx(weights)
+        onnx_path = cached_onnx(weights, exporter="dynamo")  # what create_engine gives TensorRT
         trt = TensorRTEngine(onnx_path, opt_batch=2, max_batch=4)
         ref = TorchEngine.from_weights(weights, device="cpu")
         yield trt, ref, degraded_crops(5, root=shared_data), onnx_path, home

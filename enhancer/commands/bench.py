@@ -27,12 +27,13 @@ def _csv_ints(text: str | None, what: str) -> tuple[int, ...] | None:
 def register(sub) -> None:
     p = sub.add_parser("bench", help="latency benchmark: per stage, end to end, through WebRTC, against baselines")
     p.add_argument("--quick", action="store_true",
-                   help="under a minute once ONNX exports are cached: fewer runs, crop 128 and 480p only, "
-                        "a short WebRTC call")
+                   help="under a minute, first run included: fewer runs, 1 student step, crop 128 and 480p "
+                        "only, a short WebRTC call")
     p.add_argument("--engines", default="",
                    help="comma-separated engines, each optionally with a precision (torch:bf16, onnxruntime:int8); "
-                        "default: every engine available here, plus torch:bf16 where the CPU has bf16 instructions")
-    p.add_argument("--steps", help="student DDIM steps to time, comma-separated (default 1,2,4); "
+                        "default: every engine available here, onnxruntime:int8 at the student's own config, and "
+                        "torch:bf16 where the CPU has bf16 instructions")
+    p.add_argument("--steps", help="student DDIM steps to time, comma-separated (default 1,2,4; --quick 1); "
                                    "the teacher always runs its default steps too")
     p.add_argument("--crops", help="crop sides for the sampler, comma-separated (default 128,256; --quick 128)")
     p.add_argument("--source", type=Path,

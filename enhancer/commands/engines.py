@@ -24,8 +24,10 @@ def register(sub) -> None:
     ex.add_argument("--weights", type=Path, help=".safetensors weights (default: the packaged student)")
     ex.add_argument("--steps", type=int,
                     help="DDIM steps (default: what the weights record, else the student's distilled steps)")
-    ex.add_argument("--opset", type=int, default=None, help="ONNX opset (default 21: native GroupNormalization)")
-    ex.add_argument("--exporter", choices=["dynamo", "legacy"], default="dynamo")
+    ex.add_argument("--opset", type=int, default=None, help="ONNX opset (default 21)")
+    ex.add_argument("--exporter", choices=["legacy", "dynamo"], default="legacy",
+                    help="legacy: fast export, fastest in ONNX Runtime (default); dynamo: native "
+                         "GroupNormalization, what TensorRT is given")
     ex.add_argument("-o", "--out", type=Path, required=True, help="output .onnx file")
     ex.set_defaults(func=_export)
 
@@ -61,8 +63,9 @@ def _export(args) -> int:
     model, meta = load_model(args.weights)
     out = export_sampler(model, meta, args.out, steps=args.steps, opset=args.opset or OPSET, exporter=args.exporter)
     ops = op_summary(out)
-    print(f"{out}: {sum(ops.values())} nodes, GroupNormalization x{ops.get('GroupNormalization', 0)}, "
-          f"{out.stat().st_size / 1e6:.1f} MB")
+    norms = {k: v for k, v in ops.items() if k in ("GroupNormalization", "InstanceNormalization")}
+    print(f"{out}: {sum(ops.values())} nodes ({args.exporter} exporter), "
+          + ", ".join(f"{k} x{v}" for k, v in norms.items()) + f", {out.stat().st_size / 1e6:.1f} MB")
     return 0
 
 
