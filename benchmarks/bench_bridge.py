@@ -2,8 +2,9 @@
 
 Runs the same real clip (letterboxed to 640x480, one face) twice through a real bridge:
 once with a passthrough processor (what the bridge costs without enhancement: two
-encode/decode hops and the relay) and once with the enhancer (BicubicEngine until the
-trained student lands). Added latency = enhanced p50 - passthrough p50. Every frame is
+encode/decode hops and the relay) and once with the full pipeline on BicubicEngine, which
+isolates the bridge, tracker and paste-back from the generator (the student through WebRTC
+is ``likeness bench``'s webrtc section). Added latency = enhanced p50 - passthrough p50. Every frame is
 stamped with its index, so latency is measured per frame, glass to glass, in one process.
 
     python -m benchmarks.bench_bridge [--seconds 20] [--codec vp8|h264] [--out benchmarks/results/...]
