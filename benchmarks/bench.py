@@ -687,13 +687,15 @@ def pipeline_plan(cfg: BenchConfig, specs: list[EngineSpec], wide: EngineSpec,
 def make_processor(p: PipelineSpec) -> Any:
     from benchmarks.bench_bridge import Passthrough
     from enhancer.pipeline import BicubicEngine, FramePipeline
+    from enhancer.strength import DEFAULT_STRENGTH
 
     if p.engine == "passthrough":
         return Passthrough()
     if p.engine == "bicubic":
         return FramePipeline(BicubicEngine(p.crop or 128))
     assert p.spec is not None and p.model is not None and p.crop is not None
-    return FramePipeline(make_engine(p.spec, p.model, p.steps, p.crop))
+    # the product path: adaptive strength included (it is timed inside the engine stage)
+    return FramePipeline(make_engine(p.spec, p.model, p.steps, p.crop), strength=DEFAULT_STRENGTH)
 
 
 def run_pipeline(cfg: BenchConfig, processor: Any, src: Source, res: str) -> tuple[dict[str, Any], list[float]]:
@@ -781,6 +783,7 @@ def webrtc_section(cfg: BenchConfig, src: Source, best: EngineSpec, steps: int,
     from benchmarks import bench_bridge
     from bridge.factory import warm_detectors
     from enhancer.pipeline import FramePipeline
+    from enhancer.strength import DEFAULT_STRENGTH
 
     res = "480p" if "480p" in src.frames else next(iter(src.frames))
     frames = src.loop(res)
@@ -802,7 +805,7 @@ def webrtc_section(cfg: BenchConfig, src: Source, best: EngineSpec, steps: int,
             return asyncio.run(bench_bridge.run(label, factory, frames, src.fps, cfg.webrtc_seconds, cfg.codec, None))
 
     off = one("enhancement_off", lambda _identity: bench_bridge.Passthrough())
-    on = one("enhancement_on", lambda _identity: FramePipeline(engine))
+    on = one("enhancement_on", lambda _identity: FramePipeline(engine, strength=DEFAULT_STRENGTH))
     lat_off, lat_on = raw.get("enhancement_off", []), raw.get("enhancement_on", [])
     samples["webrtc enhancement_off"], samples["webrtc enhancement_on"] = lat_off, lat_on
     for r, lat in ((off, lat_off), (on, lat_on)):

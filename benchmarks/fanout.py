@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.soak import CLIP, Sampler, default_out, host_info, running_call
+from benchmarks.soak import Sampler, running_call, write_result
 
 
 async def one_room(viewers: int, seconds: float, interval: float, fps: float, engine: str,
@@ -93,12 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--viewers needs positive counts")
     started = datetime.now(UTC).isoformat(timespec="seconds")
     result = asyncio.run(fanout(counts, a.seconds, a.interval, a.fps, a.engine, a.warmup))
-    doc = {"benchmark": "fanout", "started": started, "clip": CLIP.name,
-           "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
-           "host": host_info(), **result}
-    out = a.out or default_out("fanout")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1))
+    out = write_result("fanout", a, started, result)
     print(json.dumps(result["summary"], indent=1))
     print(f"wrote {out}")
 

@@ -11,3 +11,7 @@ run student-moderate-refs4 --model student --preset moderate --refs 4 --limit-id
 run student-mild-refs4 --model student --preset mild --refs 4 --limit-identities 50
 run student-severe-refs1 --model student --preset severe --refs 1 --limit-identities 50
 run student-severe-refs8 --model student --preset severe --refs 8 --limit-identities 50
+# the product's adaptive strength (enhancer/strength.py, fitted on training identities by benchmarks/fit_strength.py)
+for p in mild moderate severe; do
+  run student-$p-refs4-adaptive --model student --preset $p --refs 4 --limit-identities 50 --strength adaptive
+done

@@ -166,6 +166,17 @@ def default_out(kind: str) -> Path:
     return RESULTS / f"{kind}-{datetime.now(UTC).strftime('%Y-%m-%d')}.json"
 
 
+def write_result(kind: str, args: argparse.Namespace, started: str, result: dict[str, Any]) -> Path:
+    """The JSON every call benchmark writes: what ran (options, clip, host) and its result."""
+    doc = {"benchmark": kind, "started": started, "clip": CLIP.name,
+           "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+           "host": host_info(), **result}
+    out = args.out or default_out(kind)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1))
+    return out
+
+
 async def soak(minutes: float, interval: float, fps: float, viewers: int, codec: str | None, engine: str,
                warmup: float) -> dict[str, Any]:
     async with running_call(fps, viewers, codec, engine) as call:
@@ -220,12 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     result = asyncio.run(soak(a.minutes, a.interval, a.fps, a.viewers, a.codec, a.engine, a.warmup))
-    doc = {"benchmark": "soak", "started": started, "clip": CLIP.name,
-           "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
-           "host": host_info(), **result}
-    out = a.out or default_out("soak")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1))
+    out = write_result("soak", a, started, result)
     print(json.dumps(result["summary"], indent=1))
     print(f"wrote {out}")
 

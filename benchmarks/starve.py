@@ -28,7 +28,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks.soak import CLIP, Sampler, default_out, host_info, running_call
+from benchmarks.soak import Sampler, running_call, write_result
 
 BUSY = """
 import numpy as np
@@ -148,12 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     result = asyncio.run(starve(a.minutes, a.interval, a.busy_procs, a.fps, a.engine, a.warmup))
-    doc = {"benchmark": "starve", "started": started, "clip": CLIP.name,
-           "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
-           "host": host_info(), **result}
-    out = a.out or default_out("starve")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1))
+    out = write_result("starve", a, started, result)
     print(json.dumps({"phases": result["phases"], "verdict": result["verdict"]}, indent=1))
     print(f"wrote {out}")
 

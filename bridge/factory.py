@@ -14,6 +14,7 @@ import numpy as np
 from enhancer.detect import detect_faces, landmarks5
 from enhancer.errors import LikenessError, ModelError
 from enhancer.pipeline import BicubicEngine, FramePipeline
+from enhancer.strength import DEFAULT_STRENGTH, StrengthConfig
 
 from .identities import load_identity
 from .track import FrameProcessor, ProcessorFactory
@@ -36,8 +37,9 @@ def default_processor_factory(identity: str | None) -> FramePipeline:
     return FramePipeline(BicubicEngine(), identity=load_identity(identity))
 
 
-def make_factory(engine: str = "bicubic") -> ProcessorFactory:
-    """The factory for an engine name: 'bicubic', or one ``build_pipeline`` knows ('auto', ...)."""
+def make_factory(engine: str = "bicubic", strength: StrengthConfig | None = DEFAULT_STRENGTH) -> ProcessorFactory:
+    """The factory for an engine name: 'bicubic', or one ``build_pipeline`` knows ('auto', ...),
+    with the adaptive strength (or ``strength``; None keeps the generator's full output)."""
     if engine == "bicubic":
         return default_processor_factory
 
@@ -46,7 +48,7 @@ def make_factory(engine: str = "bicubic") -> ProcessorFactory:
         try:
             from enhancer.pipeline import build_pipeline
 
-            return build_pipeline(identity=identity, engine=engine)
+            return build_pipeline(identity=identity, engine=engine, strength=strength)
         except LikenessError:
             raise
         except (ImportError, ValueError) as e:

@@ -31,6 +31,8 @@ from .degrade import degrade
 from .detect import face_descriptor
 from .errors import InputError
 from .metrics import landmark_distance, psnr, ssim
+from .strength import DEFAULT_STRENGTH, blend
+from .strength import strength as strength_weights
 from .weights import load_restorer
 
 METHODS = ("bicubic", "generic", "personalized", "wrong_identity")
@@ -49,6 +51,7 @@ class EvalConfig:
     max_tests: int = 4  # test photos per identity
     identities: str = "auto"  # auto: the model's validation identities if DIR has them, else all
     size: int = 128
+    strength: str = "full"  # or "adaptive": the pipeline's blend (enhancer/strength.py)
 
 
 def _seed_of(*parts) -> int:
@@ -132,6 +135,9 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
                                torch.cat([noise, noise, noise]), steps)
         outs = {"bicubic": lq, "generic": to_uint8(out[:b]), "personalized": to_uint8(out[b:2 * b]),
                 "wrong_identity": to_uint8(out[2 * b:])}
+        if cfg.strength == "adaptive":
+            w = strength_weights(lq, DEFAULT_STRENGTH)
+            outs.update({m: blend(lq, outs[m], w) for m in METHODS if m != "bicubic"})
         gt_desc = [_descriptor(g) for g in gt]
         dist = {}
         for m, imgs in outs.items():

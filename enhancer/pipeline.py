@@ -17,7 +17,11 @@ import cv2
 import numpy as np
 
 from .align import alignment_matrix, paste_back, warp_crops
+from .strength import DEFAULT_STRENGTH, StrengthConfig, blend
+from .strength import strength as strength_weights
 from .tracker import FaceTracker, TrackerConfig
+
+STRENGTH_SMOOTHING = 0.2  # EMA factor per frame (~5-frame time constant): steady, yet follows a bitrate change
 
 
 class Engine(Protocol):
@@ -91,8 +95,10 @@ class FramePipeline:
         max_faces: int = 4,
         matcher: Matcher | None = None,
         null_identity: np.ndarray | None = None,
+        strength: StrengthConfig | None = None,
     ) -> None:
         self.engine = engine
+        self.strength = strength  # None: keep the engine's output as is
         self.identity = identity
         self.tracker = FaceTracker(tracker_config or TrackerConfig(max_faces=max_faces))
         self.noise = stream_noise(seed, max_faces, engine.size)
@@ -100,6 +106,19 @@ class FramePipeline:
         self.matcher = matcher
         self.null_identity = null_identity if null_identity is not None else getattr(engine, "null_identity", None)
         self._assigned: tuple[frozenset[int], int] | None = None  # (track ids, track id with the identity)
+        self._weights: dict[int, float] = {}  # track id -> smoothed strength
+
+    def _strength(self, faces: list, crops: np.ndarray) -> np.ndarray:
+        """Per-face strength, smoothed per track so that the blend does not flicker frame to frame."""
+        assert self.strength is not None
+        raw = strength_weights(crops, self.strength)
+        alive = {f.track_id for f in faces}
+        self._weights = {k: v for k, v in self._weights.items() if k in alive}
+        for i, f in enumerate(faces):
+            prev = self._weights.get(f.track_id)
+            raw[i] = raw[i] if prev is None else prev + STRENGTH_SMOOTHING * (raw[i] - prev)
+            self._weights[f.track_id] = float(raw[i])
+        return raw
 
     def _identities(self, faces: list, crops: np.ndarray) -> np.ndarray | None:
         if self.identity is None:
@@ -137,6 +156,8 @@ class FramePipeline:
         tm["align"] = (t2 - t1) * 1e3
         ident = self._identities(faces, crops)
         restored = self.engine.restore(crops, ident, self.noise[: len(faces)])
+        if self.strength is not None:
+            restored = blend(crops, restored, self._strength(faces, crops))
         t3 = time.perf_counter()
         tm["engine"] = (t3 - t2) * 1e3
         out = paste_back(frame_bgr, restored, mats, crops)
@@ -153,9 +174,11 @@ def build_pipeline(
     seed: int = 0,
     max_faces: int = 4,
     home: str | None = None,
+    strength: StrengthConfig | None = DEFAULT_STRENGTH,
 ) -> FramePipeline:
     """The product pipeline: best available engine for the packaged student, the named
-    enrolled identity (checked against the engine's encoder), and an identity matcher."""
+    enrolled identity (checked against the engine's encoder), an identity matcher, and the
+    adaptive strength (``enhancer.strength``; None keeps the generator's full output)."""
     from engines import create_engine
 
     from .identity_store import IdentityStore
@@ -166,7 +189,7 @@ def build_pipeline(
     if identity:
         ident = IdentityStore(home).load(identity, eng.info.encoder_id)
         matcher = encoder_matcher(weights)
-    return FramePipeline(eng, ident, seed=seed, max_faces=max_faces, matcher=matcher)
+    return FramePipeline(eng, ident, seed=seed, max_faces=max_faces, matcher=matcher, strength=strength)
 
 
 def encoder_matcher(weights: str | None = None) -> Matcher:

@@ -57,7 +57,7 @@ async def publish(args) -> int:
     except ValueError as e:
         raise LikenessError(str(e)) from None
     bitrate = parse_bitrate(args.bitrate) if args.bitrate else None
-    processor = await asyncio.to_thread(make_factory(args.engine), args.identity)
+    processor = await asyncio.to_thread(make_factory(args.engine, args.strength), args.identity)
     source, _ = open_source(args.source)
     track = EnhancingTrack(source, processor, name="call")
     pc = RTCPeerConnection(config)

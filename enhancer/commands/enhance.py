@@ -12,6 +12,25 @@ def _pipeline_args(p) -> None:
     p.add_argument("--engine", default="auto", help="auto | torch | onnxruntime | tensorrt")
     p.add_argument("--steps", type=int, help="sampler steps (default: the student's own)")
     p.add_argument("--weights", type=Path, help="weights file (default: the packaged student)")
+    add_strength_arg(p)
+
+
+def strength_type(text: str):
+    """argparse type for --strength: a clear one-line usage error on a bad value."""
+    import argparse
+
+    from ..strength import parse_strength
+
+    try:
+        return parse_strength(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_strength_arg(p) -> None:
+    p.add_argument("--strength", type=strength_type, default="auto", metavar="auto|full|0-1",
+                   help="how much of the generator's change to keep: auto (less on sharp faces; default), "
+                        "full, or a fixed fraction")
 
 
 def register(sub) -> None:
@@ -33,7 +52,8 @@ def register(sub) -> None:
 def _build(args):
     from ..pipeline import build_pipeline
 
-    return build_pipeline(args.identity, args.engine, args.steps, str(args.weights) if args.weights else None)
+    return build_pipeline(args.identity, args.engine, args.steps, str(args.weights) if args.weights else None,
+                          strength=args.strength)
 
 
 def _enhance(args) -> int:

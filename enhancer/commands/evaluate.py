@@ -20,6 +20,9 @@ def register(sub) -> None:
     p.add_argument("--identities", default="auto", choices=["auto", "val", "all"],
                    help="auto: the model's held-out validation identities if DIR has them, else all")
     p.add_argument("--max-tests", type=int, default=4, help="test photos per identity")
+    p.add_argument("--strength", default="full", choices=["full", "adaptive"],
+                   help="full: the generator's output as is (default); adaptive: blended as the pipeline "
+                        "does (enhancer/strength.py)")
     p.set_defaults(func=_run)
 
 
@@ -31,7 +34,8 @@ def _run(args) -> int:
         raise InputError("--refs must be between 1 and 8")
     cfg = EvalConfig(data=str(args.data), refs=args.refs, preset=args.preset, seed=args.seed, steps=args.steps,
                      model=args.model, weights=str(args.weights) if args.weights else None,
-                     limit_identities=args.limit_identities, identities=args.identities, max_tests=args.max_tests)
+                     limit_identities=args.limit_identities, identities=args.identities, max_tests=args.max_tests,
+                     strength=args.strength)
     r = evaluate(cfg, args.grid)
     write_json(args.json, r)
     print(summary_table(r))

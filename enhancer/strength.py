@@ -1,0 +1,72 @@
+"""Adaptive enhancement strength: how much of the generator's change to keep, per face.
+
+Why: at the current training budget the student's full output is too strong. Its residual
+over the input points the right way, but its magnitude costs fidelity, most of all on crops
+that were barely degraded: on ``mild`` crops the full output is ~1.4 dB *below* the input.
+A video call must never make a good picture worse, so the pipeline keeps
+``w * (restored - lq)``, with ``w`` falling as the crop's own detail rises.
+
+The detail measure is the variance of the Laplacian of the crop's grey levels (no
+reference needed: heavy blur and low bitrate remove exactly that energy). ``w`` is a clipped
+linear function of its log, fitted by ``benchmarks/fit_strength.py`` to the per-crop best
+blend weight on *training* identities (never the evaluation's), and recorded with the
+model id it was fitted for. Pure functions; the per-track smoothing lives in the pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class StrengthConfig:
+    """``w = clip(intercept + slope * ln(laplacian variance), lo, hi)``; see the module docstring."""
+
+    intercept: float = 0.694
+    slope: float = -0.098
+    lo: float = 0.0
+    hi: float = 1.0
+    fitted_for: str = "student-efb8bb5524db"  # benchmarks/results/strength-*.json
+
+
+DEFAULT_STRENGTH = StrengthConfig()
+
+
+def laplacian_variance(crops: np.ndarray) -> np.ndarray:
+    """(F, S, S, 3) uint8 BGR -> (F,) variance of the grey Laplacian: the crop's fine detail."""
+    out = np.empty(len(crops), dtype=np.float64)
+    for i, c in enumerate(crops):
+        out[i] = cv2.Laplacian(cv2.cvtColor(c, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()
+    return out
+
+
+def strength(crops: np.ndarray, cfg: StrengthConfig) -> np.ndarray:
+    """(F,) weight in [lo, hi] for each crop: high for blurred/blocky crops, low for sharp ones."""
+    detail = np.log(np.maximum(laplacian_variance(crops), 1e-3))
+    return np.clip(cfg.intercept + cfg.slope * detail, cfg.lo, cfg.hi).astype(np.float32)
+
+
+def blend(lq: np.ndarray, restored: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """uint8 crops ``lq + w * (restored - lq)``, ``w`` per crop."""
+    lq32 = lq.astype(np.float32)
+    out = lq32 + w.reshape(-1, 1, 1, 1).astype(np.float32) * (restored.astype(np.float32) - lq32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def parse_strength(text: str) -> StrengthConfig | None:
+    """CLI value -> config: 'auto' (adaptive, the default), 'full' (None: no blend) or a fixed 0-1."""
+    t = text.strip().lower()
+    if t == "auto":
+        return DEFAULT_STRENGTH
+    if t == "full":
+        return None
+    try:
+        w = float(t)
+    except ValueError:
+        raise ValueError(f"strength must be auto, full or a number from 0 to 1, not {text!r}") from None
+    if not 0.0 <= w <= 1.0:
+        raise ValueError(f"strength must be between 0 and 1, not {w:g}")
+    return StrengthConfig(intercept=w, slope=0.0, fitted_for="")
