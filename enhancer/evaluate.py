@@ -30,7 +30,7 @@ from .dataprep import align_one, read_labels
 from .degrade import degrade
 from .detect import face_descriptor
 from .errors import InputError
-from .metrics import landmark_distance, psnr, ssim
+from .metrics import identity_separability, landmark_distance, psnr, ssim
 from .strength import DEFAULT_STRENGTH, blend
 from .strength import strength as strength_weights
 from .weights import load_restorer
@@ -117,6 +117,9 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
     torch.manual_seed(cfg.seed)
     with torch.inference_mode():
         idents = [model.encode(to_tensor(np.stack(r))[None]) for _, r, _ in people]
+        # a second view of each person (their first test photo, alone) for the encoder's own score
+        views = [model.encode(to_tensor(t[0][None])[None]) for _, _, t in people]
+    encoder = identity_separability(torch.cat(idents)[:, 0].numpy(), torch.cat(views)[:, 0].numpy())
     per_method: dict[str, dict[str, list[float]]] = {m: defaultdict(list) for m in METHODS}
     wins_g, wins_w, n_test = 0, 0, 0
     per_identity = []
@@ -163,6 +166,7 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
         "config": {**asdict(cfg), "steps": steps, "identities_mode": mode, "model_id": meta["model_id"]},
         "counts": {"identities": len(people), "test_images": n_test, "skipped": skipped},
         "methods": methods,
+        "encoder_separability": encoder,
         "win_rate": {"personalized_vs_generic": wins_g / n_test, "personalized_vs_wrong_identity": wins_w / n_test},
         "wall_time_s": round(time.perf_counter() - t0, 1),
         "per_identity": per_identity,
@@ -198,6 +202,10 @@ def summary_table(r: dict) -> str:
                  f"vs wrong identity {w['personalized_vs_wrong_identity']:.1%}; "
                  f"{r['counts']['identities']} identities, {r['counts']['test_images']} test photos, "
                  f"{r['wall_time_s']} s")
+    if "encoder_separability" in r:
+        e = r["encoder_separability"]
+        lines.append(f"encoder alone (refs vs one test photo): top-1 {e['top1']:.1%} (chance {e['chance_top1']:.1%}), "
+                     f"AUC {e['auc']:.3f}, spread {e['spread']:.4f}")
     return "\n".join(lines)
 
 

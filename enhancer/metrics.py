@@ -194,3 +194,23 @@ def flicker(
         if valid.any():
             errors.append(float(diff[valid].mean()))
     return float(np.mean(errors)) if errors else math.nan
+
+
+def identity_separability(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """How well two views' identity vectors (row i of ``a`` and ``b``: the same person) pick each
+    other out: top-1 identification and ROC AUC of same- vs different-person cosine, after
+    removing the mean vector (a constant offset says nothing about who anyone is), plus the
+    spread across people relative to the vectors' norm (near 0: a collapsed encoder)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 2 or len(a) < 2:
+        raise ValueError(f"need two (N>=2, D) arrays of the same shape, got {a.shape} and {b.shape}")
+    mu = np.concatenate([a, b]).mean(0)
+    spread = float(np.linalg.norm(a.std(0)) / (np.linalg.norm(a, axis=1).mean() + 1e-12))
+    a, b = a - mu, b - mu
+    a /= np.linalg.norm(a, axis=1, keepdims=True) + 1e-12
+    b /= np.linalg.norm(b, axis=1, keepdims=True) + 1e-12
+    s = a @ b.T
+    same, diff = np.diag(s), s[~np.eye(len(s), dtype=bool)]
+    auc = float((same[:, None] > diff[None, :]).mean() + 0.5 * (same[:, None] == diff[None, :]).mean())
+    return {"top1": float((s.argmax(1) == np.arange(len(s))).mean()), "chance_top1": 1.0 / len(s), "auc": auc,
+            "spread": spread, "people": len(s)}

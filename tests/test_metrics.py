@@ -160,3 +160,21 @@ def test_flicker(shared_data: Path) -> None:
     assert flicker(noisy, reference=frames) > clean + 3.0
     with pytest.raises(ValueError):
         flicker(frames[:1])
+
+
+def test_identity_separability_tells_informative_from_collapsed_vectors() -> None:
+    from enhancer.metrics import identity_separability
+
+    rng = np.random.default_rng(0)
+    people = rng.standard_normal((20, 32))
+    offset = np.full(32, 50.0)  # a large shared offset, as a collapsing encoder has
+    a = offset + people + 0.1 * rng.standard_normal((20, 32))
+    b = offset + people + 0.1 * rng.standard_normal((20, 32))
+    good = identity_separability(a, b)
+    assert good["top1"] == 1.0 and good["auc"] > 0.99 and good["spread"] > 0.01  # ~sqrt(32) / (50 sqrt(32))
+    noise = identity_separability(offset + rng.standard_normal((20, 32)), offset + rng.standard_normal((20, 32)))
+    assert noise["top1"] < 0.5 and 0.3 < noise["auc"] < 0.7
+    same = identity_separability(np.ones((5, 4)), np.ones((5, 4)))  # fully collapsed: chance, no spread
+    assert same["auc"] == 0.5 and same["spread"] == 0.0
+    with pytest.raises(ValueError):
+        identity_separability(a, b[:3])

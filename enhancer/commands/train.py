@@ -33,6 +33,8 @@ def register(sub) -> None:
         t.add_argument("--no-bf16", action="store_true", help="train in fp32")
         if name == "teacher":
             t.add_argument("--init", type=Path, help="start from these weights (fine-tune)")
+            t.add_argument("--id-contrast", type=float, default=0.0,
+                           help="weight of the identity InfoNCE term on the encoder (default 0: off)")
         if name == "distill":
             t.add_argument("--teacher", type=Path, required=True, help="teacher .safetensors")
             t.add_argument("--teacher-steps", type=int, default=8)
@@ -60,7 +62,9 @@ def _teacher(args) -> int:
     _check(args)
     cfg = TeacherConfig(pack=str(args.pack), run_dir=str(args.run_dir), batch=args.batch, steps=args.steps,
                         minutes=args.minutes, device=args.device, seed=args.seed, bf16=not args.no_bf16,
-                        init=str(args.init) if args.init else None)
+                        init=str(args.init) if args.init else None, id_contrast=args.id_contrast)
+    if args.id_contrast < 0:
+        raise InputError("--id-contrast must be >= 0")
     if args.lr:
         cfg = replace(cfg, lr=args.lr)
     print(json.dumps(train_teacher(cfg), indent=2, default=str))

@@ -1,0 +1,34 @@
+"""The identity InfoNCE term used in teacher training: low when each view matches its own
+identity, high when views are swapped, and same-identity rows are not counted as negatives."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from enhancer.training.teacher import identity_contrast
+
+
+def test_matching_views_score_low_and_swapped_views_high() -> None:
+    a = torch.eye(4, 8) * 3 + 0.01 * torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    labels = np.arange(4)
+    good = identity_contrast(a, a.clone(), labels, 0.1).item()
+    bad = identity_contrast(a, a.roll(1, 0), labels, 0.1).item()
+    assert good < 0.01 < math.log(4) < bad
+
+
+def test_collapsed_encoder_scores_chance() -> None:
+    """Every vector the same (what the diffusion loss alone left us with): loss = ln(batch)."""
+    a = torch.ones(6, 16)
+    assert abs(identity_contrast(a, a, np.arange(6), 0.1).item() - math.log(6)) < 1e-4
+
+
+def test_same_identity_rows_are_not_negatives() -> None:
+    a = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    # rows 0 and 1 are the same person with the same vector: masked, so only row 2 competes
+    with_mask = identity_contrast(a, a, np.array([7, 7, 9]), 0.1).item()
+    without = identity_contrast(a, a, np.array([7, 8, 9]), 0.1).item()
+    assert with_mask < 0.01 and without > 0.3
+    assert torch.isfinite(torch.tensor(with_mask))
