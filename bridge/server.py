@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 ROOM_RE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 SESSION_OPEN_TIMEOUT_S = 30.0  # a session whose peer never connects is reaped after this
+WATCH_INTERVAL_S = 0.5  # how often each session's watchdog looks
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,10 @@ class BridgeConfig:
     max_enroll_images: int = 32
     max_sessions: int = 24  # publishers + viewers; each costs an encoder or a pipeline
     loopback_ice: str | None = None  # "only" | "add" | "off"; None: "add" when host is loopback
+    # a connected publisher that sends no video for this long is closed (0: never). Without it a
+    # killed or unplugged sender is noticed only by ICE consent expiry, ~30 s of frozen video for
+    # its viewers; browsers keep sending (black) frames while a camera is muted, so silence is death
+    media_idle_s: float = 8.0
 
     @property
     def loopback(self) -> str:
@@ -101,6 +106,8 @@ def check_config(config: BridgeConfig) -> None:
         raise LikenessError(f"invalid identity name {config.identity!r}")
     if config.token is not None and len(config.token) < 8:
         raise LikenessError("token too short: use at least 8 characters")
+    if config.media_idle_s < 0:
+        raise LikenessError("media_idle_s must be >= 0 (0 turns the idle watch off)")
     if config.loopback not in ("only", "add", "off"):
         raise LikenessError(f"loopback_ice must be 'only', 'add' or 'off', got {config.loopback!r}")
     for url in config.ice_servers:
@@ -204,11 +211,26 @@ class Bridge:
         return pc
 
     def _watchdog(self, session: Session) -> None:
+        """Close a session whose peer never connects, or a publisher that went silent."""
+
         async def reap() -> None:
-            await asyncio.sleep(SESSION_OPEN_TIMEOUT_S)
-            if session.id in self.sessions and session.pc.connectionState in ("new", "connecting"):
-                log.info("session %s never connected; closing", session.id)
-                await self.close_session(session.id)
+            opened = time.monotonic()
+            idle = self.config.media_idle_s
+            while session.id in self.sessions:
+                await asyncio.sleep(WATCH_INTERVAL_S)
+                state = session.pc.connectionState
+                if state in ("new", "connecting"):
+                    if time.monotonic() - opened >= SESSION_OPEN_TIMEOUT_S:
+                        log.info("session %s never connected; closing", session.id)
+                        await self.close_session(session.id)
+                        return
+                    continue
+                if session.track is None or not idle:
+                    return  # connected viewer, or idle watch off: the connection's own events reap it
+                if state == "connected" and session.track.idle_s() > idle:
+                    log.warning("publisher %s sent no video for %.0f s; closing it", session.id, idle)
+                    await self.close_session(session.id)
+                    return
 
         session.watchdog = asyncio.get_running_loop().create_task(reap(), name=f"likeness-watchdog-{session.id}")
 

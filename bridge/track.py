@@ -139,6 +139,7 @@ class EnhancingTrack(MediaStreamTrack):
         self._source_ended = False
         self._interval = 1 / 30
         self._last_arrival: float | None = None
+        self._created = time.monotonic()
         self._last_demand = -1e9
         self._busy = False
         self._jobs: queue.SimpleQueue[tuple[_Job, float | None] | None] = queue.SimpleQueue()
@@ -157,6 +158,11 @@ class EnhancingTrack(MediaStreamTrack):
         self._pump_task = self._loop.create_task(self._pump(), name=f"likeness-pump-{name}")
 
     # ------------------------------------------------------------------ event-loop side
+
+    def idle_s(self) -> float:
+        """Seconds since the last source frame arrived (since creation if none has yet): how a
+        bridge tells a silently dead publisher (killed, unplugged) from a live one."""
+        return time.monotonic() - (self._last_arrival if self._last_arrival is not None else self._created)
 
     def _deadline_s(self) -> float:
         if self._deadline_ms is not None:

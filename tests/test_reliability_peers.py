@@ -188,3 +188,40 @@ def test_publisher_joining_does_not_freeze_other_calls() -> None:
     print(f"\nwhile a publisher joined: event-loop stall {[round(x * 1e3) for x in lags]} ms, call A's longest "
           f"frame gap {[round(x * 1e3) for x in gaps]} ms")
     assert max(lags) < 0.25, lags
+
+
+@pytest.mark.timeout(90)
+def test_killed_publisher_is_reaped_by_the_media_watch() -> None:
+    """A real `likeness call` process killed with SIGKILL sends no goodbye: the bridge closes its
+    session once no video came for ``media_idle_s``, long before ICE consent would expire."""
+    import os
+    import signal
+    import sys
+
+    idle = 2.0
+
+    async def scenario() -> tuple[float, int]:
+        async with serve_bridge(BridgeConfig(port=0, media_idle_s=idle), default_processor_factory) as (base, bridge):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", "from enhancer.cli import main; raise SystemExit(main())",
+                "call", "--whip", f"{base}/whip/killed", "--source", str(CLIP), "--engine", "bicubic",
+                "--stats-every", "0", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            try:
+                def flowing() -> bool:
+                    pubs = bridge.publishers("killed")
+                    return bool(pubs) and pubs[0].track is not None and pubs[0].track.c.frames_in > 30
+                await wait_until(flowing, 45, "the publisher's video to flow")
+                await asyncio.sleep(idle + 1.0)  # a live publisher outlives the idle window
+                assert len(bridge.publishers("killed")) == 1
+                os.kill(proc.pid, signal.SIGKILL)
+                took = await wait_until(lambda: not bridge.sessions, idle + 8.0, "the killed publisher to be reaped")
+                return took, await proc.wait()
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+
+    took, rc = asyncio.run(scenario())
+    print(f"\nkilled publisher reaped {took:.2f} s after SIGKILL (media idle window {idle} s)")
+    assert rc == -signal.SIGKILL  # killed, not exited on its own
+    assert took < SESSION_OPEN_TIMEOUT_S / 3
