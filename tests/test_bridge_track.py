@@ -146,3 +146,56 @@ def test_sdp_candidate_filter_and_ice_urls() -> None:
     assert ice_server("stun:stun.example:3478").urls == "stun:stun.example:3478"
     with pytest.raises(ValueError):
         ice_server("http://nope")
+
+
+class BurstyTrack:
+    """30 fps video (pts every 1/30 s) delivered in bursts of 15 frames every 0.5 s, as a
+    starved or jittery link delivers it. ``with_pts=False`` strips the timestamps."""
+
+    kind = "video"
+
+    def __init__(self, with_pts: bool, frames: int = 75) -> None:
+        self.with_pts, self.left, self.i = with_pts, frames, 0
+
+    async def recv(self):  # type: ignore[no-untyped-def]
+        from fractions import Fraction
+
+        import av
+        from aiortc.mediastreams import MediaStreamError
+
+        if self.left == 0:
+            raise MediaStreamError
+        if self.i % 15 == 0:
+            await asyncio.sleep(0.5)
+        f = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="bgr24")
+        if self.with_pts:
+            f.pts, f.time_base = self.i * 3000, Fraction(1, 90000)
+        self.i += 1
+        self.left -= 1
+        return f
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("with_pts", [True, False])
+def test_deadline_follows_timestamps_not_bursty_arrivals(with_pts: bool) -> None:
+    async def scenario() -> list[float]:
+        track = EnhancingTrack(BurstyTrack(with_pts), FramePipeline(BicubicEngine()), name="bursty")  # type: ignore[arg-type]
+        seen, deadlines = 0, []
+        try:
+            while track.c.frames_in < 75:
+                await asyncio.sleep(0.002)
+                # a burst is pumped without yielding, so this samples each burst's end: where
+                # arrival-time intervals have shrunk the deadline most
+                if track.c.frames_in != seen and track.c.frames_in > 15:
+                    seen = track.c.frames_in
+                    deadlines.append(track.stats()["deadline_ms"])
+        finally:
+            await track.aclose()
+        return deadlines
+
+    d = asyncio.run(scenario())
+    print(f"\nwith_pts={with_pts}: deadline {min(d):.1f}-{max(d):.1f} ms over {len(d)} frames")
+    if with_pts:  # 1.5 frame intervals of the source's own 30 fps, however the frames arrive
+        assert 45 < min(d) and max(d) < 55
+    else:  # arrival times alone shrink it during bursts: what the timestamps prevent
+        assert min(d) < 35
