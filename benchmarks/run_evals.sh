@@ -3,7 +3,7 @@
 set -u
 R=benchmarks/results/eval
 D=${DATA:-../shared/data/celeba}
-run() { name=$1; shift; echo "== $name"; likeness eval --data "$D" --json "$R/$name.json" "$@" 2>&1 | grep -v "it/s\|id/s" | tail -7; }
+run() { name=$1; shift; echo "== $name"; likeness eval --data "$D" --json "$R/$name.json" "$@" 2>&1 | grep -v "it/s\|id/s" | tail -8; }
 run student-severe-refs4 --model student --preset severe --refs 4 --limit-identities 50 --grid $R/student-severe-refs4.png
 run teacher-severe-refs4 --model teacher --preset severe --refs 4 --limit-identities 50 --grid $R/teacher-severe-refs4.png
 run teacher1step-severe-refs4 --model teacher --steps 1 --preset severe --refs 4 --limit-identities 50

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 
 import pytest
@@ -184,7 +185,15 @@ def test_publisher_joining_does_not_freeze_other_calls() -> None:
                 assert await p.leave(http) == 200
         return lags, gaps
 
-    lags, gaps = asyncio.run(scenario())
+    # The objects earlier tests left in this process (a bridge process does not carry them) are
+    # frozen out of the collector: one full collection over them stalled the loop ~0.46 s once in
+    # a full-suite run, which says nothing about how a publisher joins.
+    gc.collect()
+    gc.freeze()
+    try:
+        lags, gaps = asyncio.run(scenario())
+    finally:
+        gc.unfreeze()
     print(f"\nwhile a publisher joined: event-loop stall {[round(x * 1e3) for x in lags]} ms, call A's longest "
           f"frame gap {[round(x * 1e3) for x in gaps]} ms")
     assert max(lags) < 0.25, lags
