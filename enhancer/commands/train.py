@@ -33,8 +33,9 @@ def register(sub) -> None:
         t.add_argument("--no-bf16", action="store_true", help="train in fp32")
         if name == "teacher":
             t.add_argument("--init", type=Path, help="start from these weights (fine-tune)")
-            t.add_argument("--id-contrast", type=float, default=0.0,
-                           help="weight of the identity InfoNCE term on the encoder (default 0: off)")
+            t.add_argument("--id-contrast", type=float, default=0.1,
+                           help="weight of the identity InfoNCE term on the encoder (default 0.1; 0: off, "
+                                "the diffusion loss alone, which left the encoder collapsed)")
         if name == "distill":
             t.add_argument("--teacher", type=Path, required=True, help="teacher .safetensors")
             t.add_argument("--teacher-steps", type=int, default=8)
