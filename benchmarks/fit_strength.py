@@ -25,7 +25,7 @@ from tqdm import tqdm
 from enhancer.degrade import PRESETS, degrade
 from enhancer.evaluate import to_tensor, to_uint8
 from enhancer.metrics import psnr
-from enhancer.strength import StrengthConfig, blend, laplacian_variance, strength
+from enhancer.strength import StrengthConfig, blend, log_detail, strength
 from enhancer.weights import load_restorer
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -43,7 +43,7 @@ def measure(model, rows: list[dict], root: Path, seed: int) -> list[dict]:
             with torch.inference_mode():
                 y = to_uint8(model.sample(to_tensor(lq[None]), model.resolve_identity(None, 1), noise, 1))[0]
             curve = [psnr(gt, blend(lq[None], y[None], np.array([w]))[0]) for w in GRID]
-            out.append({"preset": preset, "log_detail": float(np.log(max(laplacian_variance(lq[None])[0], 1e-3))),
+            out.append({"preset": preset, "log_detail": float(log_detail(lq[None])[0]),
                         "psnr_input": psnr(gt, lq), "psnr_full": psnr(gt, y),
                         "best_w": float(GRID[int(np.argmax(curve))]),
                         "lq": lq, "y": y, "gt": gt})

@@ -43,10 +43,15 @@ def laplacian_variance(crops: np.ndarray) -> np.ndarray:
     return out
 
 
+def log_detail(crops: np.ndarray) -> np.ndarray:
+    """(F,) ln of the Laplacian variance (floored): the quantity the strength is linear in, and
+    the one ``benchmarks/fit_strength.py`` fits against."""
+    return np.log(np.maximum(laplacian_variance(crops), 1e-3))
+
+
 def strength(crops: np.ndarray, cfg: StrengthConfig) -> np.ndarray:
     """(F,) weight in [lo, hi] for each crop: high for blurred/blocky crops, low for sharp ones."""
-    detail = np.log(np.maximum(laplacian_variance(crops), 1e-3))
-    return np.clip(cfg.intercept + cfg.slope * detail, cfg.lo, cfg.hi).astype(np.float32)
+    return np.clip(cfg.intercept + cfg.slope * log_detail(crops), cfg.lo, cfg.hi).astype(np.float32)
 
 
 def blend(lq: np.ndarray, restored: np.ndarray, w: np.ndarray) -> np.ndarray:
