@@ -75,9 +75,13 @@ def to_diffusion_space(x0: torch.Tensor, lq: torch.Tensor, residual_scale: float
     return (x0 - lq) * residual_scale if residual_scale > 0 else x0
 
 
+def from_diffusion_space(z0: torch.Tensor, lq: torch.Tensor, residual_scale: float) -> torch.Tensor:
+    """Inverse of :func:`to_diffusion_space`, clamped to the image range [-1, 1]."""
+    return (lq + z0 / residual_scale).clamp(-1, 1) if residual_scale > 0 else z0.clamp(-1, 1)
+
+
 def restore(model: Denoiser, lq: torch.Tensor, noise: torch.Tensor, steps: int, residual_scale: float) -> torch.Tensor:
     """Sample in diffusion space and map back to an image in [-1, 1]."""
     if residual_scale > 0:
-        r = ddim_sample(model, noise, steps, clip=2.0 * residual_scale)
-        return (lq + r / residual_scale).clamp(-1, 1)
+        return from_diffusion_space(ddim_sample(model, noise, steps, clip=2.0 * residual_scale), lq, residual_scale)
     return ddim_sample(model, noise, steps)

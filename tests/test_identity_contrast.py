@@ -32,3 +32,38 @@ def test_same_identity_rows_are_not_negatives() -> None:
     without = identity_contrast(a, a, np.array([7, 8, 9]), 0.1).item()
     assert with_mask < 0.01 and without > 0.3
     assert torch.isfinite(torch.tensor(with_mask))
+
+
+def test_output_identity_moves_the_image_never_the_encoder() -> None:
+    """The output term must train the generator (gradient reaches the restored image) and leave
+    the encoder alone (no gradient on its weights), or the encoder could game it by collapsing."""
+    from enhancer.models.config import EncoderConfig
+    from enhancer.models.identity import IdentityEncoder
+    from enhancer.training.teacher import output_identity
+
+    torch.manual_seed(0)
+    enc = IdentityEncoder(EncoderConfig(widths=(8, 8, 16, 16), dim=32, tokens=2))
+    restored = torch.rand(4, 3, 128, 128, requires_grad=True)
+    anchor = torch.randn(4, 32, requires_grad=True)
+    loss = output_identity(enc, restored * 2 - 1, anchor, np.arange(4), 0.1)
+    loss.backward()
+    assert torch.isfinite(loss) and loss.item() > 0
+    assert restored.grad is not None and restored.grad.abs().sum() > 0
+    assert anchor.grad is None  # the references' vector is a fixed target too
+    assert all(p.grad is None for p in enc.parameters())
+
+
+def test_output_identity_prefers_the_right_person() -> None:
+    """Restoring each face as itself scores lower than restoring it as the next person."""
+    from enhancer.models.config import EncoderConfig
+    from enhancer.models.identity import IdentityEncoder
+    from enhancer.training.teacher import output_identity
+
+    torch.manual_seed(1)
+    enc = IdentityEncoder(EncoderConfig(widths=(8, 8, 16, 16), dim=32, tokens=2)).eval()
+    faces = torch.rand(4, 3, 128, 128) * 2 - 1
+    with torch.no_grad():
+        anchor = enc(faces[:, None])[:, 0]
+        right = output_identity(enc, faces, anchor, np.arange(4), 0.1).item()
+        wrong = output_identity(enc, faces.roll(1, 0), anchor, np.arange(4), 0.1).item()
+    assert right < wrong

@@ -36,6 +36,9 @@ def register(sub) -> None:
             t.add_argument("--id-contrast", type=float, default=0.1,
                            help="weight of the identity InfoNCE term on the encoder (default 0.1; 0: off, "
                                 "the diffusion loss alone, which left the encoder collapsed)")
+            t.add_argument("--id-output", type=float, default=0.0,
+                           help="weight of the output identity term: the restored face, read by the encoder "
+                                "(held fixed for this term), must match the real photo (default 0: off)")
         if name == "distill":
             t.add_argument("--teacher", type=Path, required=True, help="teacher .safetensors")
             t.add_argument("--teacher-steps", type=int, default=8)
@@ -63,9 +66,10 @@ def _teacher(args) -> int:
     _check(args)
     cfg = TeacherConfig(pack=str(args.pack), run_dir=str(args.run_dir), batch=args.batch, steps=args.steps,
                         minutes=args.minutes, device=args.device, seed=args.seed, bf16=not args.no_bf16,
-                        init=str(args.init) if args.init else None, id_contrast=args.id_contrast)
-    if args.id_contrast < 0:
-        raise InputError("--id-contrast must be >= 0")
+                        init=str(args.init) if args.init else None, id_contrast=args.id_contrast,
+                        id_output=args.id_output)
+    if args.id_contrast < 0 or args.id_output < 0:
+        raise InputError("--id-contrast and --id-output must be >= 0")
     if args.lr:
         cfg = replace(cfg, lr=args.lr)
     print(json.dumps(train_teacher(cfg), indent=2, default=str))
