@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The evaluation runs quoted in the README and model card (validation identities, never trained on).
-# Two streams side by side, one thread each: on the 2-core machine this takes ~10 min instead of
+# Two streams side by side, one thread each: on the 2-core machine this took ~8 min instead of
 # ~16 (single-threaded torch runs use a core more efficiently than one two-threaded run).
 set -u
 R=benchmarks/results/eval

@@ -38,7 +38,8 @@ def register(sub) -> None:
                                 "the diffusion loss alone, which left the encoder collapsed)")
             t.add_argument("--id-output", type=float, default=0.0,
                            help="weight of the output identity term: the restored face, read by the encoder "
-                                "(held fixed for this term), must match the real photo (default 0: off)")
+                                "(held fixed for this term), must pick out its own person's references in "
+                                "the batch (default 0: off)")
         if name == "distill":
             t.add_argument("--teacher", type=Path, required=True, help="teacher .safetensors")
             t.add_argument("--teacher-steps", type=int, default=8)

@@ -13,10 +13,10 @@ varied by 0.6 % of its norm across held-out people), so the generator had nothin
 
 Optionally (``id_output`` > 0) an identity term on the *output*: the generator's one-shot
 estimate of the clean face, read by our own encoder (its weights held fixed for this term),
-must be recognised as its own person (its reference photos) among the batch. Why: the diffusion loss rewards identity
-detail only as far as it lowers pixel MSE, which is little; this rewards it directly. Applied
-to every sample, personalised or generic, so the generic baseline is trained on the same
-objective and stays a fair comparison.
+must be recognised as its own person (its reference photos) among the batch. Why: the
+diffusion loss rewards identity detail only as far as it lowers pixel MSE, which is little;
+this rewards it directly. Applied to every sample, personalised or generic, so the generic
+baseline is trained on the same objective and stays a fair comparison.
 """
 
 from __future__ import annotations
