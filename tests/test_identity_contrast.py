@@ -67,3 +67,42 @@ def test_output_identity_prefers_the_right_person() -> None:
         right = output_identity(enc, faces, anchor, np.arange(4), 0.1).item()
         wrong = output_identity(enc, faces.roll(1, 0), anchor, np.arange(4), 0.1).item()
     assert right < wrong
+
+
+def test_zero_weight_rows_get_no_gradient_and_ones_change_nothing() -> None:
+    """The output term is weighted by degradation preset (mild crops: 0); a zero-weight sample
+    must be left entirely alone, and all-ones weights must equal the unweighted term."""
+    from enhancer.models.config import EncoderConfig
+    from enhancer.models.identity import IdentityEncoder
+    from enhancer.training.teacher import output_identity
+
+    torch.manual_seed(2)
+    enc = IdentityEncoder(EncoderConfig(widths=(8, 8, 16, 16), dim=32, tokens=2))
+    restored = torch.rand(4, 3, 128, 128, requires_grad=True)
+    anchor = torch.randn(4, 32)
+    plain = output_identity(enc, restored, anchor, np.arange(4), 0.1)
+    ones = output_identity(enc, restored, anchor, np.arange(4), 0.1, np.ones(4, np.float32))
+    assert abs(plain.item() - ones.item()) < 1e-5
+    output_identity(enc, restored, anchor, np.arange(4), 0.1, np.array([1, 0, 0.5, 1], np.float32)).backward()
+    g = restored.grad.abs().flatten(1).sum(1)
+    assert g[1] == 0 and (g[[0, 2, 3]] > 0).all()
+
+
+def test_preset_weights_follow_each_samples_variant() -> None:
+    from enhancer.training.teacher import preset_weights
+
+    w = preset_weights(["severe", "severe", "moderate", "mild"], np.array([3, 0, 2, 1]),
+                       (("severe", 1.0), ("mild", 0.0)))
+    assert w.tolist() == [0.0, 1.0, 1.0, 1.0]  # moderate unnamed: 1
+
+
+def test_bad_preset_weights_are_refused() -> None:
+    import pytest
+
+    from enhancer.commands.train import parse_preset_weights
+    from enhancer.errors import InputError
+
+    assert parse_preset_weights("severe=1, mild=0") == (("severe", 1.0), ("mild", 0.0))
+    for bad in ("severe", "blurry=1", "mild=-1", "mild=x", "mild=nan"):
+        with pytest.raises(InputError):
+            parse_preset_weights(bad)

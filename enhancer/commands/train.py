@@ -40,6 +40,9 @@ def register(sub) -> None:
                            help="weight of the output identity term: the restored face, read by the encoder "
                                 "(held fixed for this term), must pick out its own person's references in "
                                 "the batch (default 0: off)")
+            t.add_argument("--id-output-weights", default="severe=1,moderate=0.5,mild=0",
+                           help="per-preset multiplier of the output identity term, PRESET=W,... (default "
+                                "severe=1,moderate=0.5,mild=0: sharp crops need no identity help)")
         if name == "distill":
             t.add_argument("--teacher", type=Path, required=True, help="teacher .safetensors")
             t.add_argument("--teacher-steps", type=int, default=8)
@@ -52,6 +55,24 @@ def _check(args) -> None:
         raise InputError(f"{args.pack}: training pack not found (run `likeness train pack`)")
     if args.steps is None and args.minutes is None:
         raise InputError("give --steps or --minutes")
+
+
+def parse_preset_weights(text: str) -> tuple[tuple[str, float], ...]:
+    """"severe=1,mild=0" -> (("severe", 1.0), ("mild", 0.0)); presets must exist, weights >= 0."""
+    from ..degrade import PRESETS
+
+    out = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            w = float(value)
+        except ValueError:
+            w = -1.0
+        if not sep or name.strip() not in PRESETS or not w >= 0:
+            raise InputError(f"--id-output-weights: bad item {item!r} (want PRESET=W with W >= 0; "
+                             f"presets: {', '.join(PRESETS)})")
+        out.append((name.strip(), w))
+    return tuple(out)
 
 
 def _pack(args) -> int:
@@ -68,7 +89,7 @@ def _teacher(args) -> int:
     cfg = TeacherConfig(pack=str(args.pack), run_dir=str(args.run_dir), batch=args.batch, steps=args.steps,
                         minutes=args.minutes, device=args.device, seed=args.seed, bf16=not args.no_bf16,
                         init=str(args.init) if args.init else None, id_contrast=args.id_contrast,
-                        id_output=args.id_output)
+                        id_output=args.id_output, id_output_weights=parse_preset_weights(args.id_output_weights))
     if args.id_contrast < 0 or args.id_output < 0:
         raise InputError("--id-contrast and --id-output must be >= 0")
     if args.lr:

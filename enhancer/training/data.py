@@ -111,6 +111,7 @@ class Pool:
     lq: list[torch.Tensor]
     labels: np.ndarray
     identities: list[str]
+    presets: list[str]  # degradation preset of each LQ variant (``lq[v]`` came from ``presets[v]``)
 
 
 def _decode_many(data: np.ndarray, off: np.ndarray, idx: list[int]) -> list[np.ndarray]:
@@ -134,7 +135,11 @@ def load_pack(path: Path, device: torch.device, keep: set[str] | None = None) ->
     for v in range(nvar):
         arr = np.stack(lq_imgs[v::nvar])
         lq.append(torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous().to(device))
-    return Pool(torch.from_numpy(hq).permute(0, 3, 1, 2).contiguous().to(device), lq, labels[sel], identities)
+    presets = [str(name).split(":")[0] for name in z["variants"] for _ in range(int(str(name).split(":")[1]))]
+    if len(presets) != nvar:
+        raise InputError(f"{path}: variant names {list(z['variants'])} do not match {nvar} LQ variants")
+    return Pool(torch.from_numpy(hq).permute(0, 3, 1, 2).contiguous().to(device), lq, labels[sel], identities,
+                presets)
 
 
 class RefSampler:

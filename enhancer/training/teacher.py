@@ -15,8 +15,11 @@ Optionally (``id_output`` > 0) an identity term on the *output*: the generator's
 estimate of the clean face, read by our own encoder (its weights held fixed for this term),
 must be recognised as its own person (its reference photos) among the batch. Why: the
 diffusion loss rewards identity detail only as far as it lowers pixel MSE, which is little;
-this rewards it directly. Applied to every sample, personalised or generic, so the generic
-baseline is trained on the same objective and stays a fair comparison.
+this rewards it directly. Applied to personalised and generic samples alike, so the generic
+baseline is trained on the same objective and stays a fair comparison. Weighted by the
+sample's degradation preset (``id_output_weights``): applied uniformly, it made sharp (`mild`)
+restorations drift *away* from the person (a sharp crop needs no identity help, and the term
+then trades fidelity for what our encoder likes), so by default mild crops are left out.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ class TeacherConfig:
     id_contrast: float = 0.1  # weight of the identity InfoNCE term (the packaged teacher's stage 3; 0: off)
     id_temperature: float = 0.1
     id_output: float = 0.0  # weight of the output identity term (0: off)
+    # per-preset multiplier of the output term; presets not named get 1 (stage 4 used 1 everywhere)
+    id_output_weights: tuple[tuple[str, float], ...] = (("severe", 1.0), ("moderate", 0.5), ("mild", 0.0))
 
 
 def identity_dropout(ident: torch.Tensor, null: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
@@ -78,20 +83,30 @@ def identity_dropout(ident: torch.Tensor, null: torch.Tensor, p: float, gen: tor
     return torch.where(drop, null[None].to(ident.dtype).expand_as(ident), ident)
 
 
-def identity_contrast(a: torch.Tensor, b: torch.Tensor, labels: np.ndarray, temperature: float) -> torch.Tensor:
+def identity_contrast(a: torch.Tensor, b: torch.Tensor, labels: np.ndarray, temperature: float,
+                      weights: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE between two views' identity vectors, row i of ``a`` matching row i of ``b``;
-    other rows of the same identity are left out of the negatives (they are not wrong answers)."""
+    other rows of the same identity are left out of the negatives (they are not wrong answers).
+    ``weights`` (per row, optional) scale each row's two cross-entropies; the mean is over rows."""
     a, b = F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1)
     logits = a @ b.T / temperature
     lab = torch.as_tensor(labels, device=a.device)
     same = (lab[:, None] == lab[None, :]) & ~torch.eye(len(lab), dtype=torch.bool, device=a.device)
     logits = logits.masked_fill(same, float("-inf"))
     target = torch.arange(len(lab), device=a.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    per_row = 0.5 * (F.cross_entropy(logits, target, reduction="none")
+                     + F.cross_entropy(logits.T, target, reduction="none"))
+    return per_row.mean() if weights is None else (per_row * weights.to(per_row)).mean()
+
+
+def preset_weights(presets: list[str], variant: np.ndarray, table: tuple[tuple[str, float], ...]) -> np.ndarray:
+    """Per-sample multiplier from each sample's degradation preset (unnamed presets: 1)."""
+    w = dict(table)
+    return np.array([w.get(presets[v], 1.0) for v in variant], np.float32)
 
 
 def output_identity(encoder: torch.nn.Module, restored: torch.Tensor, anchor: torch.Tensor, labels: np.ndarray,
-                    temperature: float) -> torch.Tensor:
+                    temperature: float, weights: np.ndarray | None = None) -> torch.Tensor:
     """InfoNCE between the encoder's global vectors of ``restored`` and ``anchor`` (each sample's
     reference set): each restored face must pick out its own person's *other* photos in the batch.
 
@@ -102,10 +117,19 @@ def output_identity(encoder: torch.nn.Module, restored: torch.Tensor, anchor: to
     of ~0.01 even across people), which a distance would barely see. The encoder runs with
     detached copies of its weights, so this term moves the generator (through ``restored``) and
     never the encoder: otherwise the encoder could satisfy it by forgetting identity, the
-    collapse the contrastive term exists to prevent."""
+    collapse the contrastive term exists to prevent.
+
+    Rows with weight 0 are dropped before the encoder runs (neither queries nor negatives), so
+    they get no gradient from this term at all; the mean stays over the whole batch, so the
+    term's scale per weighted sample does not depend on how many were dropped."""
+    keep = np.arange(len(labels)) if weights is None else np.nonzero(weights > 0)[0]
+    if len(keep) < 2:  # InfoNCE needs a negative
+        return restored.sum() * 0.0
     params = {k: v.detach() for k, v in encoder.named_parameters()}
-    e = torch.func.functional_call(encoder, params, (restored[:, None],))[:, 0]
-    return identity_contrast(e, anchor.detach(), labels, temperature)
+    sel = torch.as_tensor(keep, device=restored.device)
+    e = torch.func.functional_call(encoder, params, (restored[sel][:, None],))[:, 0]
+    w = None if weights is None else torch.as_tensor(weights[keep] * len(keep) / len(labels))
+    return identity_contrast(e, anchor.detach()[sel], labels[keep], temperature, w)
 
 
 def prepare_split(pack: Path, n_val: int, seed: int) -> tuple[list[str], list[str]]:
@@ -183,7 +207,8 @@ def train_teacher(cfg: TeacherConfig) -> dict:
                 loss = loss + cfg.id_contrast * contrast
             if cfg.id_output > 0:
                 restored = from_diffusion_space(x0_from_v(x_t, v.float(), t), lq, cfg.model.residual_scale)
-                out_id = output_identity(model.encoder, restored, refs_vec, pool.labels[draw[0]], cfg.id_temperature)
+                out_id = output_identity(model.encoder, restored, refs_vec, pool.labels[draw[0]], cfg.id_temperature,
+                                         preset_weights(pool.presets, draw[3], cfg.id_output_weights))
                 out_ids.append(out_id.item())
                 loss = loss + cfg.id_output * out_id
         opt.zero_grad(set_to_none=True)
