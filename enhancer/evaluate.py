@@ -52,6 +52,9 @@ class EvalConfig:
     identities: str = "auto"  # auto: the model's validation identities if DIR has them, else all
     size: int = 128
     strength: str = "full"  # or "adaptive": the pipeline's blend (enhancer/strength.py)
+    # photos per identity set aside for references (default: refs). With a fixed pool, runs with
+    # different ``refs`` restore the very same test photos, so a few-shot curve compares like with like.
+    ref_pool: int | None = None
 
 
 def _seed_of(*parts) -> int:
@@ -92,7 +95,8 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
     by_id: dict[str, list[str]] = defaultdict(list)
     for rel, ident in rows:
         by_id[ident].append(rel)
-    need = cfg.refs + 1
+    pool = max(cfg.refs, cfg.ref_pool or cfg.refs)
+    need = pool + 1
     skipped = {"photos": 0, "identities_too_few_photos": 0}
     people: list[tuple[str, list[np.ndarray], list[np.ndarray]]] = []
     for ident in tqdm(chosen, desc="align", unit="id"):
@@ -110,7 +114,7 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
             continue
         order = np.random.default_rng(_seed_of(cfg.seed, ident)).permutation(len(crops))
         crops = [crops[i] for i in order]
-        people.append((ident, crops[: cfg.refs], crops[cfg.refs:][: cfg.max_tests]))
+        people.append((ident, crops[: cfg.refs], crops[pool:][: cfg.max_tests]))
     if len(people) < 2:
         raise InputError(f"{src}: need >= 2 identities with >= {need} alignable photos, found {len(people)}")
 

@@ -20,6 +20,9 @@ def register(sub) -> None:
     p.add_argument("--identities", default="auto", choices=["auto", "val", "all"],
                    help="auto: the model's held-out validation identities if DIR has them, else all")
     p.add_argument("--max-tests", type=int, default=4, help="test photos per identity")
+    p.add_argument("--ref-pool", type=int,
+                   help="set aside this many photos per identity for references (>= --refs), so runs with "
+                        "different --refs share the same test photos (default: --refs)")
     p.add_argument("--strength", default="full", choices=["full", "adaptive"],
                    help="full: the generator's output as is (default); adaptive: blended as the pipeline "
                         "does (enhancer/strength.py)")
@@ -32,10 +35,12 @@ def _run(args) -> int:
 
     if not 1 <= args.refs <= 8:
         raise InputError("--refs must be between 1 and 8")
+    if args.ref_pool is not None and not args.refs <= args.ref_pool <= 8:
+        raise InputError("--ref-pool must be between --refs and 8")
     cfg = EvalConfig(data=str(args.data), refs=args.refs, preset=args.preset, seed=args.seed, steps=args.steps,
                      model=args.model, weights=str(args.weights) if args.weights else None,
                      limit_identities=args.limit_identities, identities=args.identities, max_tests=args.max_tests,
-                     strength=args.strength)
+                     strength=args.strength, ref_pool=args.ref_pool)
     r = evaluate(cfg, args.grid)
     write_json(args.json, r)
     print(summary_table(r))
