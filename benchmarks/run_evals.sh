@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The evaluation runs quoted in the README and model card (validation identities, never trained on).
-# Two streams side by side, one thread each: on the 2-core machine this took ~8 min instead of
-# ~16 (single-threaded torch runs use a core more efficiently than one two-threaded run).
+# Two streams side by side, one thread each: on the 2-core machine this took ~10 min instead of
+# ~20 (single-threaded torch runs use a core more efficiently than one two-threaded run).
 set -u
 R=benchmarks/results/eval
 D=${DATA:-../shared/data/celeba}
@@ -11,8 +11,12 @@ run() { name=$1; shift; out=$(likeness eval --data "$D" --json "$R/$name.json" "
 {
   run student-severe-refs4 --model student --preset severe --refs 4 --limit-identities 50 --grid $R/student-severe-refs4.png
   run teacher-severe-refs4 --model teacher --preset severe --refs 4 --limit-identities 50 --grid $R/teacher-severe-refs4.png
-  run teacher1step-severe-refs4 --model teacher --steps 1 --preset severe --refs 4 --limit-identities 50
-  run student-severe-refs1 --model student --preset severe --refs 1 --limit-identities 50
+  for p in severe moderate mild; do
+    run teacher1step-$p-refs4 --model teacher --steps 1 --preset $p --refs 4 --limit-identities 50
+  done
+  # few-shot curve: 1 and 2 references restore the same test photos as the 4-reference run (--ref-pool 4)
+  run student-severe-refs1-pool4 --model student --preset severe --refs 1 --ref-pool 4 --limit-identities 50
+  run student-severe-refs2-pool4 --model student --preset severe --refs 2 --ref-pool 4 --limit-identities 50
   run student-severe-refs8 --model student --preset severe --refs 8 --limit-identities 50
 } > "${TMPDIR:-/tmp}/likeness-evals-1.log" &
 {
