@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,15 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..diffusion import from_diffusion_space, q_sample, to_diffusion_space, v_target, x0_from_v
 from ..models.config import ModelConfig
 from ..models.restorer import Restorer, count_params, generator_gflops
 from ..weights import export_weights
-from .checkpoint import load_checkpoint, save_checkpoint
 from .data import RefSampler, load_pack, make_batch, split_identities
 from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
+from .run_state import RunState
 
 
 @dataclass(frozen=True)
@@ -158,16 +156,10 @@ def train_teacher(cfg: TeacherConfig) -> dict:
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    ckpt = run / "ckpt.safetensors"
-    step, wall = 0, 0.0
     budget = Budget(cfg.steps, cfg.minutes)
-    if ckpt.exists():
-        meta = load_checkpoint(ckpt, model, ema, opt, device)
-        step, wall = meta["step"], meta["wall_s"]
-        budget.total = cfg.steps or meta["total"]
-        sampler.set_state(meta["sampler"])
-        gen.set_state(torch.tensor(meta["gen_state"], dtype=torch.uint8))
-        log.info("resumed at step %d", step)
+    state = RunState(run / "ckpt.safetensors", model, ema, opt, sampler, gen, budget, cfg.ckpt_minutes)
+    if state.resume(device, cfg.steps):
+        log.info("resumed at step %d", state.step)
     info = {"generator_params": count_params(model.generator), "encoder_params": count_params(model.encoder),
             "generator_gflops": round(generator_gflops(model), 3), "train_images": len(pool.labels),
             "train_identities": len(train_ids), "val_identities": len(val_ids), "device": str(device),
@@ -176,16 +168,12 @@ def train_teacher(cfg: TeacherConfig) -> dict:
     print(f"generator {info['generator_params'] / 1e6:.2f} M params, {info['generator_gflops']:.2f} GFLOP/forward; "
           f"encoder {info['encoder_params'] / 1e6:.2f} M; {len(pool.labels)} images / {len(train_ids)} identities")
     size = cfg.model.generator.size
-    start = step
-    last_ckpt = time.perf_counter()
-    t_start = time.perf_counter() - wall
-    losses: list[float] = []
     contrasts: list[float] = []  # the identity InfoNCE term alone, when on
     out_ids: list[float] = []  # the output identity term alone, when on
-    bar = tqdm(total=budget.total, initial=step, desc="teacher", unit="it", dynamic_ncols=True)
+    state.open_bar("teacher")
     model.train()
     flag = StopFlag()
-    while step < budget.effective_total() and not flag.stop:
+    while state.running(flag):
         draw = sampler.sample(cfg.batch, (cfg.k_min, cfg.k_max))
         x0, lq, refs, mask = make_batch(pool, draw, size, device)
         t = torch.rand(x0.shape[0], generator=gen).to(device)
@@ -193,7 +181,7 @@ def train_teacher(cfg: TeacherConfig) -> dict:
         z0 = to_diffusion_space(x0, lq, cfg.model.residual_scale)
         x_t = q_sample(z0, eps, t)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, budget.effective_total() if budget.total else 10**6, cfg.lr, cfg.warmup)
+            g["lr"] = lr_at(state.step, state.lr_total(), cfg.lr, cfg.warmup)
         with autocast(device, cfg.bf16):
             ident = model.encode(refs, mask)
             refs_vec = ident[:, 0]
@@ -215,29 +203,18 @@ def train_teacher(cfg: TeacherConfig) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        ema_update(ema, model, cfg.ema if step > cfg.warmup else 0.9)
-        step += 1
-        budget.observe(step, start)
-        if budget.total is not None and bar.total != budget.total:
-            bar.total = budget.total
-        losses.append(loss.item())
-        bar.update(1)
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        if step % cfg.log_every == 0:
+        ema_update(ema, model, cfg.ema if state.step > cfg.warmup else 0.9)
+        state.finish_step(loss.item())
+        if state.step % cfg.log_every == 0:
             n = cfg.log_every
-            log.info("step %d loss %.5f id_contrast %.4f id_output %.4f lr %.2e", step, np.mean(losses[-n:]),
+            log.info("step %d loss %.5f id_contrast %.4f id_output %.4f lr %.2e", state.step, state.mean_loss(n),
                      np.mean(contrasts[-n:]) if contrasts else float("nan"),
                      np.mean(out_ids[-n:]) if out_ids else float("nan"), opt.param_groups[0]["lr"])
-        if time.perf_counter() - last_ckpt > cfg.ckpt_minutes * 60:
-            _save(ckpt, model, ema, opt, step, time.perf_counter() - t_start, budget, sampler, gen)
-            last_ckpt = time.perf_counter()
-    bar.close()
-    wall = time.perf_counter() - t_start
-    _save(ckpt, model, ema, opt, step, wall, budget, sampler, gen)
+    wall = state.close()
+    step = state.step
     ema.eval()
-    metrics = {"steps": step, "wall_time_s": round(wall, 1), "final_loss": float(np.mean(losses[-200:])) if losses
-               else None, "final_id_contrast": float(np.mean(contrasts[-200:])) if contrasts else None,
+    metrics = {"steps": step, "wall_time_s": round(wall, 1), "final_loss": state.mean_loss(200),
+               "final_id_contrast": float(np.mean(contrasts[-200:])) if contrasts else None,
                "final_id_output": float(np.mean(out_ids[-200:])) if out_ids else None,
                "samples_seen": step * cfg.batch, **{k: v for k, v in info.items() if k != "config"}}
     model_id = export_weights(ema, run / "teacher.safetensors", "teacher",
@@ -247,7 +224,3 @@ def train_teacher(cfg: TeacherConfig) -> dict:
     log.info("done %s", json.dumps(metrics))
     return metrics
 
-
-def _save(ckpt, model, ema, opt, step, wall, budget, sampler, gen) -> None:
-    save_checkpoint(ckpt, model, ema, opt, {"step": step, "wall_s": wall, "total": budget.total,
-                                              "sampler": sampler.state(), "gen_state": gen.get_state().tolist()})
