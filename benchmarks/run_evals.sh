@@ -11,12 +11,12 @@ run() { name=$1; shift; out=$(likeness eval --data "$D" --json "$R/$name.json" "
 {
   run student-severe-refs4 --model student --preset severe --refs 4 --limit-identities 50 --grid $R/student-severe-refs4.png
   run teacher-severe-refs4 --model teacher --preset severe --refs 4 --limit-identities 50 --grid $R/teacher-severe-refs4.png
-  for p in severe moderate mild; do
-    run teacher1step-$p-refs4 --model teacher --steps 1 --preset $p --refs 4 --limit-identities 50
+  run teacher1step-severe-refs4 --model teacher --steps 1 --preset severe --refs 4 --limit-identities 50
+  # few-shot curve: 1, 2, 4 and 6 references restore the same test photos (--ref-pool 6: identities with
+  # >= 7 alignable photos); 8 references would need 9 photos of one person, more than CelebA has here
+  for k in 1 2 4 6; do
+    run student-severe-refs$k-pool6 --model student --preset severe --refs $k --ref-pool 6 --limit-identities 50
   done
-  # few-shot curve: 1 and 2 references restore the same test photos as the 4-reference run (--ref-pool 4)
-  run student-severe-refs1-pool4 --model student --preset severe --refs 1 --ref-pool 4 --limit-identities 50
-  run student-severe-refs2-pool4 --model student --preset severe --refs 2 --ref-pool 4 --limit-identities 50
   run student-severe-refs8 --model student --preset severe --refs 8 --limit-identities 50
 } > "${TMPDIR:-/tmp}/likeness-evals-1.log" &
 {
@@ -25,6 +25,9 @@ run() { name=$1; shift; out=$(likeness eval --data "$D" --json "$R/$name.json" "
   # the product's adaptive strength (enhancer/strength.py, fitted on training identities by benchmarks/fit_strength.py)
   for p in mild moderate severe; do
     run student-$p-refs4-adaptive --model student --preset $p --refs 4 --limit-identities 50 --strength adaptive
+  done
+  for p in moderate mild; do
+    run teacher1step-$p-refs4 --model teacher --steps 1 --preset $p --refs 4 --limit-identities 50
   done
 } > "${TMPDIR:-/tmp}/likeness-evals-2.log" &
 wait
