@@ -22,6 +22,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,9 @@ class BridgeConfig:
     loopback_ice: str | None = None  # "only" | "add" | "off"; None: "add" when host is loopback
     # a connected publisher that sends no video for this long is closed (0: never). Without it a
     # killed or unplugged sender is noticed only by ICE consent expiry, ~30 s of frozen video for
-    # its viewers; browsers keep sending (black) frames while a camera is muted, so silence is death
+    # its viewers; browsers keep sending (black) frames while a camera is muted, so silence is death.
+    # Viewers likewise: one whose RTCP receiver reports (sent every ~1 s while video arrives) stop
+    # for this long is gone, and closing it stops an encoder that would run for nobody.
     media_idle_s: float = 8.0
 
     @property
@@ -94,6 +97,19 @@ class BridgeConfig:
         if self.loopback_ice is not None:
             return self.loopback_ice
         return "add" if is_loopback_host(self.host) else "off"
+
+
+async def receiver_report_age_s(pc: RTCPeerConnection) -> float | None:
+    """Seconds since the remote peer last sent an RTCP receiver report for any video we send it;
+    None before the first one (nothing sent yet, e.g. an empty room: no reports are due)."""
+    newest = None
+    for sender in pc.getSenders():
+        if sender.track is None:
+            continue
+        for st in (await sender.getStats()).values():
+            if st.type == "remote-inbound-rtp":
+                newest = st.timestamp if newest is None else max(newest, st.timestamp)
+    return None if newest is None else (datetime.now(UTC) - newest).total_seconds()
 
 
 def check_config(config: BridgeConfig) -> None:
@@ -211,7 +227,7 @@ class Bridge:
         return pc
 
     def _watchdog(self, session: Session) -> None:
-        """Close a session whose peer never connects, or a publisher that went silent."""
+        """Close a session whose peer never connects, or a publisher or viewer that went silent."""
 
         async def reap() -> None:
             opened = time.monotonic()
@@ -225,10 +241,17 @@ class Bridge:
                         await self.close_session(session.id)
                         return
                     continue
-                if session.track is None or not idle:
-                    return  # connected viewer, or idle watch off: the connection's own events reap it
-                if state == "connected" and session.track.idle_s() > idle:
+                if not idle:
+                    return  # idle watch off: the connection's own events reap it
+                if state != "connected":
+                    continue
+                if session.track is not None and session.track.idle_s() > idle:
                     log.warning("publisher %s sent no video for %.0f s; closing it", session.id, idle)
+                    await self.close_session(session.id)
+                    return
+                if session.track is None and (age := await receiver_report_age_s(session.pc)) is not None \
+                        and age > idle:
+                    log.warning("viewer %s sent no receiver report for %.0f s; closing it", session.id, age)
                     await self.close_session(session.id)
                     return
 

@@ -55,8 +55,9 @@ def test_browser_page_sends_camera_and_shows_enhanced_stream(tmp_path: Path, mon
     exe = str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium"))
 
     async def scenario() -> dict:
-        async with serve_bridge(BridgeConfig(port=0, codec="vp8"), default_processor_factory) as (base, bridge), \
-                playwright_api.async_playwright() as pw:
+        # a short media idle window: live browser peers (camera publisher, WHEP viewer) must outlive it
+        async with serve_bridge(BridgeConfig(port=0, codec="vp8", media_idle_s=2.0), default_processor_factory) as (
+                base, bridge), playwright_api.async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=exe, headless=True, args=chromium_args(y4m))
             try:
                 page = await browser.new_page(viewport={"width": 1200, "height": 1100})
@@ -87,6 +88,8 @@ def test_browser_page_sends_camera_and_shows_enhanced_stream(tmp_path: Path, mon
                         "[...document.querySelectorAll('#others video')].some(v => v.videoWidth > 0)",
                         timeout=30_000, polling=250)
                     watched = await page.text_content("#room-info")
+                    await asyncio.sleep(4.0)  # twice the idle window: Chromium's receiver reports keep it open
+                    assert [v for v in bridge.room_sessions("browser") if v.role == "viewer"], "live viewer reaped"
                     await page.screenshot(path=str(ARTIFACTS / "bridge_browser_room.png"), full_page=True)
                     await page.click("#unwatch")
                     assert await other.leave(http) == 200

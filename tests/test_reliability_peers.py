@@ -234,3 +234,56 @@ def test_killed_publisher_is_reaped_by_the_media_watch() -> None:
     print(f"\nkilled publisher reaped {took:.2f} s after SIGKILL (media idle window {idle} s)")
     assert rc == -signal.SIGKILL  # killed, not exited on its own
     assert took < SESSION_OPEN_TIMEOUT_S / 3
+
+
+@pytest.mark.timeout(90)
+def test_killed_viewer_is_reaped_by_the_report_watch() -> None:
+    """A real viewer process killed with SIGKILL stops sending RTCP receiver reports: the bridge
+    closes it once none came for ``media_idle_s`` (instead of encoding for nobody until ICE consent
+    expires, ~30 s), and the publisher it watched keeps going; a live viewer outlives the window."""
+    import os
+    import signal
+    import sys
+
+    idle = 2.0
+    viewer_code = (
+        "import asyncio, sys\n"
+        "from bridge.rtc import enable_loopback_candidates\n"
+        "from bridge.testing import http_client, view\n"
+        "enable_loopback_candidates(only=True)\n"
+        "async def main():\n"
+        "    async with http_client() as http:\n"
+        "        await view(http, sys.argv[1])\n"
+        "        await asyncio.sleep(3600)\n"
+        "asyncio.run(main())\n"
+    )
+
+    async def scenario() -> tuple[float, int]:
+        frames, fps = load_clip(CLIP, 60)
+        async with serve_bridge(BridgeConfig(port=0, media_idle_s=idle), default_processor_factory) as (base, bridge), \
+                http_client() as http:
+            pub = await publish(http, f"{base}/whip/watched", ClipTrack(frames, fps))
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", viewer_code, f"{base}/whep/watched",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            try:
+                def viewers() -> list:
+                    return [s for s in bridge.room_sessions("watched") if s.role == "viewer"]
+                await wait_until(lambda: bool(viewers()) and viewers()[0].pc.connectionState == "connected", 45,
+                                 "the viewer to connect")
+                await asyncio.sleep(idle + 2.0)  # a live viewer outlives the idle window
+                assert len(viewers()) == 1
+                os.kill(proc.pid, signal.SIGKILL)
+                took = await wait_until(lambda: not viewers(), idle + 8.0, "the killed viewer to be reaped")
+                assert len(bridge.publishers("watched")) == 1  # the publisher is untouched
+                await pub.leave(http)
+                return took, await proc.wait()
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+
+    took, rc = asyncio.run(scenario())
+    print(f"\nkilled viewer reaped {took:.2f} s after SIGKILL (media idle window {idle} s)")
+    assert rc == -signal.SIGKILL
+    assert took < SESSION_OPEN_TIMEOUT_S / 3
