@@ -5,7 +5,8 @@ at thousands of samples per second. So ``build_pack`` degrades every aligned cro
 with the real presets (H.264/VP8 through PyAV, seeded) and stores HQ crops and small LQ
 images as WebP bytes in one ``.npz`` (plain arrays: loads without pickle). Training decodes
 the pack once into uint8 tensors on the training device and samples from that pool, adding
-fresh flips each step. On the CPU, ``on_the_fly=True`` degrades a new variant per sample.
+fresh flips each step. The pack records which preset made each LQ variant (``Pool.presets``),
+so a loss can be weighted by degradation.
 """
 
 from __future__ import annotations
