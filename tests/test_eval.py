@@ -4,11 +4,10 @@ keeping the test photos fixed while the number of references changes (a fair few
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from test_cli_foundation import assert_one_line_error, run_cli
 
 from enhancer.evaluate import METHODS, EvalConfig, evaluate
 
@@ -48,10 +47,7 @@ def test_ref_pool_keeps_the_same_test_photos(runs: dict[str, dict]) -> None:
 
 
 def test_bad_ref_pool_is_a_one_line_error(shared_data: Path, tmp_path: Path) -> None:
-    script = Path(sys.executable).parent / "likeness"
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "enhancer.cli"]
-    r = subprocess.run([*cmd, "eval", "--data", str(shared_data / "celeba"), "--json", str(tmp_path / "x.json"),
-                        "--refs", "4", "--ref-pool", "2"], capture_output=True, text=True, timeout=60)
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert r.returncode != 0 and "Traceback" not in r.stderr and len(lines) == 1 and "--ref-pool" in lines[0]
+    r = run_cli("eval", "--data", shared_data / "celeba", "--json", tmp_path / "x.json", "--refs", "4",
+                "--ref-pool", "2")
+    assert_one_line_error(r, "--ref-pool")
     assert not (tmp_path / "x.json").exists()

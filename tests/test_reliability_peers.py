@@ -43,6 +43,29 @@ async def wait_until(cond, timeout: float, what: str) -> float:  # type: ignore[
     return time.monotonic() - t0
 
 
+@contextlib.asynccontextmanager
+async def child(*args: str):  # type: ignore[no-untyped-def]
+    """A real peer in its own process (output discarded), never left running after the test."""
+    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def sigkill_and_time(proc, gone, timeout: float, what: str) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+    """SIGKILL ``proc`` (no goodbye); seconds until ``gone()`` holds, and the exit status."""
+    import os
+    import signal
+
+    os.kill(proc.pid, signal.SIGKILL)
+    took = await wait_until(gone, timeout, what)
+    return took, await proc.wait()
+
+
 @pytest.mark.timeout(90)
 def test_abrupt_closes_and_publisher_rejoins_same_room() -> None:
     async def scenario() -> None:
@@ -203,32 +226,25 @@ def test_publisher_joining_does_not_freeze_other_calls() -> None:
 def test_killed_publisher_is_reaped_by_the_media_watch() -> None:
     """A real `likeness call` process killed with SIGKILL sends no goodbye: the bridge closes its
     session once no video came for ``media_idle_s``, long before ICE consent would expire."""
-    import os
     import signal
     import sys
 
     idle = 2.0
 
     async def scenario() -> tuple[float, int]:
-        async with serve_bridge(BridgeConfig(port=0, media_idle_s=idle), default_processor_factory) as (base, bridge):
-            proc = await asyncio.create_subprocess_exec(
+        async with serve_bridge(BridgeConfig(port=0, media_idle_s=idle), default_processor_factory) as (
+                base, bridge), child(
                 sys.executable, "-c", "from enhancer.cli import main; raise SystemExit(main())",
                 "call", "--whip", f"{base}/whip/killed", "--source", str(CLIP), "--engine", "bicubic",
-                "--stats-every", "0", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-            try:
-                def flowing() -> bool:
-                    pubs = bridge.publishers("killed")
-                    return bool(pubs) and pubs[0].track is not None and pubs[0].track.c.frames_in > 30
-                await wait_until(flowing, 45, "the publisher's video to flow")
-                await asyncio.sleep(idle + 1.0)  # a live publisher outlives the idle window
-                assert len(bridge.publishers("killed")) == 1
-                os.kill(proc.pid, signal.SIGKILL)
-                took = await wait_until(lambda: not bridge.sessions, idle + 8.0, "the killed publisher to be reaped")
-                return took, await proc.wait()
-            finally:
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
+                "--stats-every", "0") as proc:
+            def flowing() -> bool:
+                pubs = bridge.publishers("killed")
+                return bool(pubs) and pubs[0].track is not None and pubs[0].track.c.frames_in > 30
+            await wait_until(flowing, 45, "the publisher's video to flow")
+            await asyncio.sleep(idle + 1.0)  # a live publisher outlives the idle window
+            assert len(bridge.publishers("killed")) == 1
+            return await sigkill_and_time(proc, lambda: not bridge.sessions, idle + 8.0,
+                                          "the killed publisher to be reaped")
 
     took, rc = asyncio.run(scenario())
     print(f"\nkilled publisher reaped {took:.2f} s after SIGKILL (media idle window {idle} s)")
@@ -241,7 +257,6 @@ def test_killed_viewer_is_reaped_by_the_report_watch() -> None:
     """A real viewer process killed with SIGKILL stops sending RTCP receiver reports: the bridge
     closes it once none came for ``media_idle_s`` (instead of encoding for nobody until ICE consent
     expires, ~30 s), and the publisher it watched keeps going; a live viewer outlives the window."""
-    import os
     import signal
     import sys
 
@@ -263,25 +278,18 @@ def test_killed_viewer_is_reaped_by_the_report_watch() -> None:
         async with serve_bridge(BridgeConfig(port=0, media_idle_s=idle), default_processor_factory) as (base, bridge), \
                 http_client() as http:
             pub = await publish(http, f"{base}/whip/watched", ClipTrack(frames, fps))
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", viewer_code, f"{base}/whep/watched",
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-            try:
+            async with child(sys.executable, "-c", viewer_code, f"{base}/whep/watched") as proc:
                 def viewers() -> list:
                     return [s for s in bridge.room_sessions("watched") if s.role == "viewer"]
                 await wait_until(lambda: bool(viewers()) and viewers()[0].pc.connectionState == "connected", 45,
                                  "the viewer to connect")
                 await asyncio.sleep(idle + 2.0)  # a live viewer outlives the idle window
                 assert len(viewers()) == 1
-                os.kill(proc.pid, signal.SIGKILL)
-                took = await wait_until(lambda: not viewers(), idle + 8.0, "the killed viewer to be reaped")
-                assert len(bridge.publishers("watched")) == 1  # the publisher is untouched
-                await pub.leave(http)
-                return took, await proc.wait()
-            finally:
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
+                took, rc = await sigkill_and_time(proc, lambda: not viewers(), idle + 8.0,
+                                                  "the killed viewer to be reaped")
+            assert len(bridge.publishers("watched")) == 1  # the publisher is untouched
+            await pub.leave(http)
+            return took, rc
 
     took, rc = asyncio.run(scenario())
     print(f"\nkilled viewer reaped {took:.2f} s after SIGKILL (media idle window {idle} s)")

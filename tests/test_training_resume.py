@@ -32,7 +32,8 @@ def pack(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         by_id.setdefault(r["identity"], []).append(r["path"])
     chosen = [i for i in sorted(by_id) if len(by_id[i]) >= 6][:6]
     src = d / "src"
-    with (src.mkdir() or (src / "labels.csv").open("w", newline="")) as fh:
+    src.mkdir()
+    with (src / "labels.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "identity"])
         for ident in chosen:
