@@ -93,13 +93,19 @@ def test_distill_resumes_exactly(pack: Path, tmp_path: Path, monkeypatch: pytest
                                                     batch=4, steps=2, n_val=1))
     assert t["steps"] == 2
 
-    def cfg(run: str) -> distill.DistillConfig:
+    def cfg(run: str, **terms: float) -> distill.DistillConfig:
         return distill.DistillConfig(pack=str(pack), teacher=str(tmp_path / "t" / "teacher.safetensors"),
                                      run_dir=str(tmp_path / run), teacher_steps=2, batch=4, steps=6, warmup=2,
-                                     n_val=1, log_every=1, ckpt_minutes=60)
+                                     n_val=1, log_every=1, ckpt_minutes=60, **terms)
 
     whole = distill.train_distill(cfg("whole"))
     resumed = _interrupted(monkeypatch, distill, distill.train_distill, cfg("resumed"), 2)
     assert whole["steps"] == resumed["steps"] == 6
     _same_checkpoints(tmp_path / "whole" / "ckpt.safetensors", tmp_path / "resumed" / "ckpt.safetensors")
     assert whole["model_id"] == resumed["model_id"]
+    # the optional ground-truth and output-identity terms: still exact on resume, and they do act
+    terms = {"gt_weight": 1.0, "id_output": 0.5}
+    t_whole = distill.train_distill(cfg("terms-whole", **terms))
+    t_resumed = _interrupted(monkeypatch, distill, distill.train_distill, cfg("terms-resumed", **terms), 3)
+    _same_checkpoints(tmp_path / "terms-whole" / "ckpt.safetensors", tmp_path / "terms-resumed" / "ckpt.safetensors")
+    assert t_whole["model_id"] == t_resumed["model_id"] != whole["model_id"]

@@ -36,17 +36,20 @@ def register(sub) -> None:
             t.add_argument("--id-contrast", type=float, default=0.1,
                            help="weight of the identity InfoNCE term on the encoder (default 0.1; 0: off, "
                                 "the diffusion loss alone, which left the encoder collapsed)")
-            t.add_argument("--id-output", type=float, default=0.0,
-                           help="weight of the output identity term: the restored face, read by the encoder "
-                                "(held fixed for this term), must pick out its own person's references in "
-                                "the batch (default 0: off)")
-            t.add_argument("--id-output-weights", default="severe=1,moderate=0.5,mild=0",
-                           help="per-preset multiplier of the output identity term, PRESET=W,... (default "
-                                "severe=1,moderate=0.5,mild=0: sharp crops need no identity help)")
         if name == "distill":
             t.add_argument("--teacher", type=Path, required=True, help="teacher .safetensors")
             t.add_argument("--teacher-steps", type=int, default=8)
             t.add_argument("--student-steps", type=int, default=1, choices=[1, 2])
+            t.add_argument("--gt-weight", type=float, default=0.0,
+                           help="weight of an MSE to the ground truth beside the teacher match (default 0: "
+                                "pure distillation)")
+        t.add_argument("--id-output", type=float, default=0.0,
+                       help="weight of the output identity term: the restored face, read by the encoder "
+                            "(held fixed for this term), must pick out its own person's references in "
+                            "the batch (default 0: off)")
+        t.add_argument("--id-output-weights", default="severe=1,moderate=0.5,mild=0",
+                       help="per-preset multiplier of the output identity term, PRESET=W,... (default "
+                            "severe=1,moderate=0.5,mild=0: sharp crops need no identity help)")
         t.set_defaults(func=_teacher if name == "teacher" else _distill)
 
 
@@ -101,13 +104,17 @@ def _teacher(args) -> int:
 def _distill(args) -> int:
     from ..training.distill import DistillConfig, train_distill
 
+    if args.gt_weight < 0 or args.id_output < 0:
+        raise InputError("--gt-weight and --id-output must be >= 0")
+    weights = parse_preset_weights(args.id_output_weights)
     _check(args)
     if not args.teacher.is_file():
         raise InputError(f"{args.teacher}: teacher weights not found")
     cfg = DistillConfig(pack=str(args.pack), teacher=str(args.teacher), run_dir=str(args.run_dir),
                         batch=args.batch, steps=args.steps, minutes=args.minutes, device=args.device,
                         seed=args.seed, bf16=not args.no_bf16, teacher_steps=args.teacher_steps,
-                        student_steps=args.student_steps)
+                        student_steps=args.student_steps, gt_weight=args.gt_weight, id_output=args.id_output,
+                        id_output_weights=weights)
     if args.lr:
         cfg = replace(cfg, lr=args.lr)
     print(json.dumps(train_distill(cfg), indent=2, default=str))
