@@ -18,6 +18,8 @@ run() { name=$1; shift; out=$(likeness eval --data "$D" --json "$R/$name.json" "
     run student-severe-refs$k-pool6 --model student --preset severe --refs $k --ref-pool 6 --limit-identities 50
   done
   run student-severe-refs8 --model student --preset severe --refs 8 --limit-identities 50
+  # ... so 1 / 4 / 8 references also on the talking-head clips: enrol on one stretch, restore another
+  python -m benchmarks.video_fewshot 2>&1 | grep -v "it/s\|id/s\|s/it" | tail -4
 } > "${TMPDIR:-/tmp}/likeness-evals-1.log" &
 {
   run student-moderate-refs4 --model student --preset moderate --refs 4 --limit-identities 50

@@ -55,6 +55,9 @@ class EvalConfig:
     # photos per identity set aside for references (default: refs). With a fixed pool, runs with
     # different ``refs`` restore the very same test photos, so a few-shot curve compares like with like.
     ref_pool: int | None = None
+    # references = the first ``ref_pool`` photos by file name, tests = the next ones (no shuffle):
+    # for folders whose names encode an enrol/test split, e.g. enrol on one clip, test on another.
+    ordered: bool = False
 
 
 def _seed_of(*parts) -> int:
@@ -112,8 +115,9 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
         if len(crops) < need:
             skipped["identities_too_few_photos"] += 1
             continue
-        order = np.random.default_rng(_seed_of(cfg.seed, ident)).permutation(len(crops))
-        crops = [crops[i] for i in order]
+        if not cfg.ordered:
+            order = np.random.default_rng(_seed_of(cfg.seed, ident)).permutation(len(crops))
+            crops = [crops[i] for i in order]
         people.append((ident, crops[: cfg.refs], crops[pool:][: cfg.max_tests]))
     if len(people) < 2:
         raise InputError(f"{src}: need >= 2 identities with >= {need} alignable photos, found {len(people)}")

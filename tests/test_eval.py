@@ -1,5 +1,6 @@
 """`likeness eval` on real held-out photos: the JSON keys others build on, and ``--ref-pool``
-keeping the test photos fixed while the number of references changes (a fair few-shot curve)."""
+keeping the test photos fixed while the number of references changes (a fair few-shot curve),
+and ``ordered`` taking references and tests by file name (enrol on one clip, test on another)."""
 
 from __future__ import annotations
 
@@ -51,3 +52,40 @@ def test_bad_ref_pool_is_a_one_line_error(shared_data: Path, tmp_path: Path) -> 
                 "--ref-pool", "2")
     assert_one_line_error(r, "--ref-pool")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_ordered_split_tests_the_photos_named_after_the_references(shared_data: Path, tmp_path: Path) -> None:
+    """``ordered``: references are the first photos by name and the test photo the next one, so the
+    bicubic PSNR must be exactly that photo's (a seeded shuffle would pick others)."""
+    import csv
+    import shutil
+
+    import numpy as np
+
+    from enhancer.dataprep import align_one
+    from enhancer.degrade import degrade
+    from enhancer.evaluate import _seed_of
+    from enhancer.metrics import psnr
+
+    with (shared_data / "celeba" / "labels.csv").open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["kind"] == "crops"]
+    by_id: dict[str, list[str]] = {}
+    for r in rows:
+        by_id.setdefault(r["identity"], []).append(r["path"])
+    expected, lines = [], []
+    for ident in [i for i in sorted(by_id) if len(by_id[i]) >= 6][:3]:
+        crops = [(p, align_one(shared_data / "celeba" / p, 128, 20.0)[0]) for p in by_id[ident]]
+        good = [(p, c) for p, c in crops if c is not None][:3]
+        for k, (p, _) in enumerate(good):  # names order them: refs z_0, z_1 first, test z_2
+            dst = tmp_path / ident / f"z_{k}{Path(p).suffix}"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(shared_data / "celeba" / p, dst)
+            lines.append((f"{ident}/{dst.name}", ident))
+        test = good[2][1]
+        expected.append(psnr(test, degrade(test, "severe", _seed_of(0, ident, 0))))
+    with (tmp_path / "labels.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows([("path", "identity"), *lines])
+    r = evaluate(EvalConfig(data=str(tmp_path), model="student", refs=1, ref_pool=2, ordered=True, max_tests=1,
+                            identities="all"))
+    assert r["counts"]["test_images"] == 3
+    assert r["methods"]["bicubic"]["psnr"] == pytest.approx(float(np.mean(expected)), abs=1e-9)

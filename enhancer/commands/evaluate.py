@@ -23,6 +23,9 @@ def register(sub) -> None:
     p.add_argument("--ref-pool", type=int,
                    help="set aside this many photos per identity for references (>= --refs), so runs with "
                         "different --refs share the same test photos (default: --refs)")
+    p.add_argument("--ordered", action="store_true",
+                   help="references are each identity's first photos by file name and tests the ones after "
+                        "them (e.g. enrol on one clip, test on another), instead of a seeded shuffle")
     p.add_argument("--strength", default="full", choices=["full", "adaptive"],
                    help="full: the generator's output as is (default); adaptive: blended as the pipeline "
                         "does (enhancer/strength.py)")
@@ -40,7 +43,8 @@ def _run(args) -> int:
     cfg = EvalConfig(data=str(args.data), refs=args.refs, preset=args.preset, seed=args.seed, steps=args.steps,
                      model=args.model, weights=str(args.weights) if args.weights else None,
                      limit_identities=args.limit_identities, identities=args.identities, max_tests=args.max_tests,
-                     strength=args.strength, ref_pool=args.ref_pool)
+                     strength=args.strength, ref_pool=args.ref_pool,
+                     ordered=args.ordered)
     r = evaluate(cfg, args.grid)
     write_json(args.json, r)
     print(summary_table(r))
