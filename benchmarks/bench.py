@@ -1160,11 +1160,12 @@ def format_report(rep: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def output_paths(json_path: Path | None, out_dir: Path | None) -> tuple[Path, Path]:
-    """(JSON file, folder for plots): default benchmarks/results/<date>/bench-<date>.json."""
+def output_paths(json_path: Path | None, out_dir: Path | None, quick: bool = False) -> tuple[Path, Path]:
+    """(JSON file, folder for plots): default benchmarks/results/<date>/bench-<date>[-quick].json
+    (a quick check must not overwrite the day's full run, which the README quotes)."""
     date = dt.date.today().isoformat()
     folder = out_dir or (json_path.parent if json_path else RESULTS / date)
-    return (json_path or folder / f"bench-{date}.json"), folder
+    return (json_path or folder / f"bench-{date}{'-quick' if quick else ''}.json"), folder
 
 
 def write_outputs(report: dict[str, Any], samples: dict[str, list[float]], json_path: Path, folder: Path,
@@ -1188,7 +1189,7 @@ def write_outputs(report: dict[str, Any], samples: dict[str, list[float]], json_
 
 def bench(cfg: BenchConfig, json_path: Path | None = None, out_dir: Path | None = None) -> dict[str, Any]:
     """Run, print the table, write JSON + plots; returns the report."""
-    jp, folder = output_paths(json_path, out_dir)
+    jp, folder = output_paths(json_path, out_dir, cfg.quick)
     report, samples = run(cfg)
     files = write_outputs(report, samples, jp, folder, cfg.plots)
     print(format_report(report))

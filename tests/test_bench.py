@@ -18,6 +18,7 @@ from benchmarks.bench import (
     default_int8,
     gpu_section,
     iter_numbers,
+    output_paths,
     resolve_engines,
     synthetic_frames,
     targets_section,
@@ -134,3 +135,13 @@ def test_default_int8_is_timed_where_a_call_runs_and_ratios_stay_like_for_like()
     specs = [EngineSpec("torch"), EngineSpec("onnxruntime"), int8]
     assert wide_engine(specs, micro, BenchConfig.make(), 1) == EngineSpec("onnxruntime")
     assert wide_engine(specs, micro, BenchConfig.make(engines=("torch", "onnxruntime", "onnxruntime:int8")), 1) == int8
+
+
+def test_a_quick_run_never_overwrites_the_days_full_run(tmp_path: Path) -> None:
+    """The README quotes the day's full run; a later ``--quick`` check on the same day must land
+    beside it, not on it."""
+    full, _ = output_paths(None, tmp_path)
+    quick, folder = output_paths(None, tmp_path, quick=True)
+    assert folder == tmp_path and full.parent == quick.parent == tmp_path
+    assert full != quick and quick.stem.endswith("-quick")
+    assert output_paths(tmp_path / "x.json", None, quick=True)[0] == tmp_path / "x.json"  # explicit --json wins
