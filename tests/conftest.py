@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -28,3 +29,13 @@ def shared_data() -> Path:
     if root is None:
         pytest.skip("real data not found: set LIKENESS_DATA or place shared/data beside the repo")
     return root
+
+
+def celeba_by_identity(root: Path, kind: str = "crops") -> dict[str, list[str]]:
+    """CelebA photo paths (relative to ``root/celeba``) of one ``kind`` per identity, in labels.csv order."""
+    by_id: dict[str, list[str]] = {}
+    with (root / "celeba" / "labels.csv").open(newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r["kind"] == kind:
+                by_id.setdefault(r["identity"], []).append(r["path"])
+    return by_id

@@ -4,13 +4,20 @@ and ``ordered`` taking references and tests by file name (enrol on one clip, tes
 
 from __future__ import annotations
 
+import csv
 import math
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from conftest import celeba_by_identity
 from test_cli_foundation import assert_one_line_error, run_cli
 
-from enhancer.evaluate import METHODS, EvalConfig, evaluate
+from enhancer.dataprep import align_one
+from enhancer.degrade import degrade
+from enhancer.evaluate import METHODS, EvalConfig, _seed_of, evaluate
+from enhancer.metrics import psnr
 
 
 def _run(shared_data: Path, **kw) -> dict:
@@ -57,21 +64,7 @@ def test_bad_ref_pool_is_a_one_line_error(shared_data: Path, tmp_path: Path) -> 
 def test_ordered_split_tests_the_photos_named_after_the_references(shared_data: Path, tmp_path: Path) -> None:
     """``ordered``: references are the first photos by name and the test photo the next one, so the
     bicubic PSNR must be exactly that photo's (a seeded shuffle would pick others)."""
-    import csv
-    import shutil
-
-    import numpy as np
-
-    from enhancer.dataprep import align_one
-    from enhancer.degrade import degrade
-    from enhancer.evaluate import _seed_of
-    from enhancer.metrics import psnr
-
-    with (shared_data / "celeba" / "labels.csv").open(newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["kind"] == "crops"]
-    by_id: dict[str, list[str]] = {}
-    for r in rows:
-        by_id.setdefault(r["identity"], []).append(r["path"])
+    by_id = celeba_by_identity(shared_data)
     expected, lines = [], []
     for ident in [i for i in sorted(by_id) if len(by_id[i]) >= 6][:3]:
         crops = [(p, align_one(shared_data / "celeba" / p, 128, 20.0)[0]) for p in by_id[ident]]

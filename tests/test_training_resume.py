@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import celeba_by_identity
 from safetensors.torch import load_file
 
 from enhancer.dataprep import PrepareConfig, prepare
@@ -25,11 +26,7 @@ TINY = ModelConfig(generator=GeneratorConfig(widths=(8, 8, 8, 8), emb_dim=16, gr
 def pack(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """6 identities x 5 real CelebA crops, prepared and packed like the real training data."""
     d = tmp_path_factory.mktemp("pack")
-    with (shared_data / "celeba" / "labels.csv").open(newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["kind"] == "crops"]
-    by_id: dict[str, list[str]] = {}
-    for r in rows:
-        by_id.setdefault(r["identity"], []).append(r["path"])
+    by_id = celeba_by_identity(shared_data)
     chosen = [i for i in sorted(by_id) if len(by_id[i]) >= 6][:6]
     src = d / "src"
     src.mkdir()

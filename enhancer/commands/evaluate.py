@@ -43,8 +43,7 @@ def _run(args) -> int:
     cfg = EvalConfig(data=str(args.data), refs=args.refs, preset=args.preset, seed=args.seed, steps=args.steps,
                      model=args.model, weights=str(args.weights) if args.weights else None,
                      limit_identities=args.limit_identities, identities=args.identities, max_tests=args.max_tests,
-                     strength=args.strength, ref_pool=args.ref_pool,
-                     ordered=args.ordered)
+                     strength=args.strength, ref_pool=args.ref_pool, ordered=args.ordered)
     r = evaluate(cfg, args.grid)
     write_json(args.json, r)
     print(summary_table(r))

@@ -32,7 +32,7 @@ from ..weights import export_weights, load_restorer
 from .data import RefSampler, load_pack, make_batch
 from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
 from .run_state import RunState
-from .teacher import identity_dropout, output_identity, prepare_split, preset_weights
+from .teacher import ID_OUTPUT_WEIGHTS, identity_dropout, output_identity, prepare_split, preset_weights
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class DistillConfig:
     gt_weight: float = 0.0  # weight of an MSE to the ground truth beside the teacher match (0: off)
     id_output: float = 0.0  # weight of the output identity term on the student's output (0: off)
     id_temperature: float = 0.1
-    id_output_weights: tuple[tuple[str, float], ...] = (("severe", 1.0), ("moderate", 0.5), ("mild", 0.0))
+    id_output_weights: tuple[tuple[str, float], ...] = ID_OUTPUT_WEIGHTS
 
 
 def train_distill(cfg: DistillConfig) -> dict:
@@ -98,13 +98,13 @@ def train_distill(cfg: DistillConfig) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr_at(state.step, state.lr_total(), cfg.lr, cfg.warmup)
         with autocast(device, cfg.bf16):
-            out = student.restore(lq, ident.detach(), noise, cfg.student_steps)
-            loss = F.mse_loss(out.float(), target)
+            out = student.restore(lq, ident.detach(), noise, cfg.student_steps).float()
+            loss = F.mse_loss(out, target)
             if cfg.gt_weight > 0:
-                loss = loss + cfg.gt_weight * F.mse_loss(out.float(), x0)
+                loss = loss + cfg.gt_weight * F.mse_loss(out, x0)
             if cfg.id_output > 0:
                 loss = loss + cfg.id_output * output_identity(
-                    student.encoder, out.float(), anchor, pool.labels[draw[0]], cfg.id_temperature,
+                    student.encoder, out, anchor, pool.labels[draw[0]], cfg.id_temperature,
                     preset_weights(pool.presets, draw[3], cfg.id_output_weights))
         opt.zero_grad(set_to_none=True)
         loss.backward()

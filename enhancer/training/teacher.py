@@ -42,6 +42,9 @@ from .data import RefSampler, load_pack, make_batch, split_identities
 from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
 from .run_state import RunState
 
+# default per-preset multiplier of the output identity term (stage 5): sharp crops need no identity help
+ID_OUTPUT_WEIGHTS: tuple[tuple[str, float], ...] = (("severe", 1.0), ("moderate", 0.5), ("mild", 0.0))
+
 
 @dataclass(frozen=True)
 class TeacherConfig:
@@ -72,7 +75,7 @@ class TeacherConfig:
     id_temperature: float = 0.1
     id_output: float = 0.0  # weight of the output identity term (0: off)
     # per-preset multiplier of the output term; presets not named get 1 (stage 4 used 1 everywhere)
-    id_output_weights: tuple[tuple[str, float], ...] = (("severe", 1.0), ("moderate", 0.5), ("mild", 0.0))
+    id_output_weights: tuple[tuple[str, float], ...] = ID_OUTPUT_WEIGHTS
 
 
 def identity_dropout(ident: torch.Tensor, null: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
