@@ -89,7 +89,7 @@ def test_zero_weight_rows_get_no_gradient_and_ones_change_nothing() -> None:
 
 
 def test_preset_weights_follow_each_samples_variant() -> None:
-    from enhancer.training.teacher import preset_weights
+    from enhancer.training.preset_weights import preset_weights
 
     w = preset_weights(["severe", "severe", "moderate", "mild"], np.array([3, 0, 2, 1]),
                        (("severe", 1.0), ("mild", 0.0)))
@@ -106,3 +106,15 @@ def test_bad_preset_weights_are_refused() -> None:
     for bad in ("severe", "blurry=1", "mild=-1", "mild=x", "mild=nan"):
         with pytest.raises(InputError):
             parse_preset_weights(bad)
+
+
+def test_cli_default_output_weights_are_the_training_default() -> None:
+    """The CLI spells its default from the constant the configs use, so the two cannot drift."""
+    from enhancer.commands.train import parse_preset_weights
+    from enhancer.training.distill import DistillConfig
+    from enhancer.training.preset_weights import ID_OUTPUT_WEIGHTS, format_preset_weights
+    from enhancer.training.teacher import TeacherConfig
+
+    assert parse_preset_weights(format_preset_weights(ID_OUTPUT_WEIGHTS)) == ID_OUTPUT_WEIGHTS
+    assert TeacherConfig(pack="p").id_output_weights == DistillConfig(pack="p", teacher="t").id_output_weights \
+        == ID_OUTPUT_WEIGHTS

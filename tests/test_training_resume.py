@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from enhancer.dataprep import PrepareConfig, prepare
 from enhancer.models.config import EncoderConfig, GeneratorConfig, ModelConfig
 from enhancer.training import distill, teacher
-from enhancer.training.data import build_pack
+from enhancer.training.data import build_pack, load_pack
 
 TINY = ModelConfig(generator=GeneratorConfig(widths=(8, 8, 8, 8), emb_dim=16, groups=4, heads=1),
                    encoder=EncoderConfig(widths=(8, 8, 8, 8), dim=16, tokens=2), residual_scale=4.0)
@@ -106,3 +106,23 @@ def test_distill_resumes_exactly(pack: Path, tmp_path: Path, monkeypatch: pytest
     t_resumed = _interrupted(monkeypatch, distill, distill.train_distill, cfg("terms-resumed", **terms), 3)
     _same_checkpoints(tmp_path / "terms-whole" / "ckpt.safetensors", tmp_path / "terms-resumed" / "ckpt.safetensors")
     assert t_whole["model_id"] == t_resumed["model_id"] != whole["model_id"]
+
+
+def test_pack_variants_option(pack: Path, tmp_path: Path) -> None:
+    """`train pack --variants` stores that many distinct degradations per photo, named by preset;
+    a bad count is a one-line error and writes no pack."""
+    from test_cli_foundation import assert_one_line_error, run_cli
+
+    out = tmp_path / "p.npz"
+    r = run_cli("train", "pack", "--data", pack.parent / "prepared", "--out", out, "--workers", "1",
+                "--variants", "severe=1,mild=2")
+    assert r.returncode == 0, r.stderr
+    pool = load_pack(out, torch.device("cpu"))
+    assert pool.presets == ["severe", "mild", "mild"]
+    assert pool.lq[0].shape[-1] < pool.lq[1].shape[-1]  # severe is smaller than mild
+    assert not torch.equal(pool.lq[1], pool.lq[2])  # two mild copies are two different draws
+    for bad in ("severe=0", "severe=1.5", "blurry=2"):
+        r = run_cli("train", "pack", "--data", pack.parent / "prepared", "--out", tmp_path / "bad.npz",
+                    "--variants", bad)
+        assert_one_line_error(r, "--variants", bad)
+        assert not (tmp_path / "bad.npz").exists()

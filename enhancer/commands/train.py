@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError
+from ..training.preset_weights import ID_OUTPUT_WEIGHTS, format_preset_weights
 
 
 def register(sub) -> None:
@@ -18,6 +19,9 @@ def register(sub) -> None:
     pk.add_argument("--out", type=Path, required=True, help="pack file (.npz)")
     pk.add_argument("--seed", type=int, default=0)
     pk.add_argument("--workers", type=int, default=2)
+    pk.add_argument("--variants", default="severe=2,moderate=1,mild=1",
+                    help="degraded copies per photo and preset, PRESET=N,... (default severe=2,moderate=1,mild=1; "
+                         "more copies: more distinct codec artefacts per photo for long runs)")
     pk.set_defaults(func=_pack)
 
     for name in ("teacher", "distill"):
@@ -47,9 +51,9 @@ def register(sub) -> None:
                        help="weight of the output identity term: the restored face, read by the encoder "
                             "(held fixed for this term), must pick out its own person's references in "
                             "the batch (default 0: off)")
-        t.add_argument("--id-output-weights", default="severe=1,moderate=0.5,mild=0",
+        t.add_argument("--id-output-weights", default=format_preset_weights(ID_OUTPUT_WEIGHTS),
                        help="per-preset multiplier of the output identity term, PRESET=W,... (default "
-                            "severe=1,moderate=0.5,mild=0: sharp crops need no identity help)")
+                            "%(default)s: sharp crops need no identity help)")
         t.set_defaults(func=_teacher if name == "teacher" else _distill)
 
 
@@ -60,7 +64,7 @@ def _check(args) -> None:
         raise InputError("give --steps or --minutes")
 
 
-def parse_preset_weights(text: str) -> tuple[tuple[str, float], ...]:
+def parse_preset_weights(text: str, option: str = "--id-output-weights") -> tuple[tuple[str, float], ...]:
     """"severe=1,mild=0" -> (("severe", 1.0), ("mild", 0.0)); presets must exist, weights >= 0."""
     from ..degrade import PRESETS
 
@@ -72,7 +76,7 @@ def parse_preset_weights(text: str) -> tuple[tuple[str, float], ...]:
         except ValueError:
             w = -1.0
         if not sep or name.strip() not in PRESETS or not w >= 0:
-            raise InputError(f"--id-output-weights: bad item {item!r} (want PRESET=W with W >= 0; "
+            raise InputError(f"{option}: bad item {item!r} (want PRESET=W with W >= 0; "
                              f"presets: {', '.join(PRESETS)})")
         out.append((name.strip(), w))
     return tuple(out)
@@ -81,7 +85,11 @@ def parse_preset_weights(text: str) -> tuple[tuple[str, float], ...]:
 def _pack(args) -> int:
     from ..training.data import build_pack
 
-    print(json.dumps(build_pack(args.data, args.out, args.seed, args.workers), indent=2))
+    counts = parse_preset_weights(args.variants, "--variants")
+    if any(n < 1 or n != int(n) for _, n in counts):
+        raise InputError(f"--variants {args.variants!r}: want PRESET=N with a whole N >= 1")
+    variants = tuple((p, int(n)) for p, n in counts)
+    print(json.dumps(build_pack(args.data, args.out, args.seed, args.workers, variants), indent=2))
     return 0
 
 

@@ -63,12 +63,12 @@ def _encode(img: np.ndarray, lossless: bool) -> bytes:
 def _pack_one(args) -> tuple[bytes, list[bytes]]:
     from ..degrade import degrade_small  # PyAV is only needed to build packs, not to train
 
-    path, seed = args
+    path, seed, variants = args
     img = cv2.imread(path)
     hq = _encode(img, lossless=False)
     lqs = []
     rng = np.random.default_rng(seed)
-    for preset, n in POOL_VARIANTS:
+    for preset, n in variants:
         for _ in range(n):
             lqs.append(_encode(degrade_small(img, preset, rng), lossless=False))
     return hq, lqs
@@ -80,25 +80,30 @@ def _concat(blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(blobs), np.uint8), offsets
 
 
-def build_pack(prepared: Path, out: Path, seed: int = 0, workers: int = 2) -> dict:
+def build_pack(prepared: Path, out: Path, seed: int = 0, workers: int = 2,
+               variants: tuple[tuple[str, int], ...] = POOL_VARIANTS) -> dict:
+    """More variants per image mean more distinct degradations of each photo over a long run (the
+    generator otherwise sees the same few codec artefacts of a photo dozens of times)."""
     from ..degrade import PRESETS
 
+    if not variants or any(p not in PRESETS or n < 1 for p, n in variants):
+        raise InputError(f"pack variants {variants}: want PRESET=N with N >= 1 (presets: {', '.join(PRESETS)})")
     rows = load_prepared(prepared)
     ids = sorted({r[1] for r in rows})
     id_index = {i: n for n, i in enumerate(ids)}
-    args = [(p, seed * 1_000_003 + n) for n, (p, _) in enumerate(rows)]
+    args = [(p, seed * 1_000_003 + n, variants) for n, (p, _) in enumerate(rows)]
     with ProcessPoolExecutor(workers) as ex:
         res = list(tqdm(ex.map(_pack_one, args, chunksize=32), total=len(args), desc="pack", unit="img"))
     hq_data, hq_off = _concat([r[0] for r in res])
     lq_blobs = [b for r in res for b in r[1]]
     lq_data, lq_off = _concat(lq_blobs)
-    names = [f"{p}:{n}" for p, n in POOL_VARIANTS]
+    names = [f"{p}:{n}" for p, n in variants]
     np.savez(
         out,
         hq_data=hq_data, hq_off=hq_off, lq_data=lq_data, lq_off=lq_off,
         labels=np.array([id_index[r[1]] for r in rows], np.int32),
         identities=np.array(ids), variants=np.array(names),
-        scales=np.array([PRESETS[p].scale for p, n in POOL_VARIANTS for _ in range(n)], np.float32),
+        scales=np.array([PRESETS[p].scale for p, n in variants for _ in range(n)], np.float32),
     )
     return {"images": len(rows), "identities": len(ids), "variants_per_image": len(lq_blobs) // len(rows),
             "bytes": int(Path(out).stat().st_size)}

@@ -31,8 +31,9 @@ import torch.nn.functional as F
 from ..weights import export_weights, load_restorer
 from .data import RefSampler, load_pack, make_batch
 from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
+from .preset_weights import ID_OUTPUT_WEIGHTS, preset_weights
 from .run_state import RunState
-from .teacher import ID_OUTPUT_WEIGHTS, identity_dropout, output_identity, prepare_split, preset_weights
+from .teacher import identity_dropout, output_identity, prepare_split
 
 
 @dataclass(frozen=True)

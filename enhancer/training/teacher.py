@@ -40,10 +40,8 @@ from ..models.restorer import Restorer, count_params, generator_gflops
 from ..weights import export_weights
 from .data import RefSampler, load_pack, make_batch, split_identities
 from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
+from .preset_weights import ID_OUTPUT_WEIGHTS, preset_weights
 from .run_state import RunState
-
-# default per-preset multiplier of the output identity term (stage 5): sharp crops need no identity help
-ID_OUTPUT_WEIGHTS: tuple[tuple[str, float], ...] = (("severe", 1.0), ("moderate", 0.5), ("mild", 0.0))
 
 
 @dataclass(frozen=True)
@@ -98,12 +96,6 @@ def identity_contrast(a: torch.Tensor, b: torch.Tensor, labels: np.ndarray, temp
     per_row = 0.5 * (F.cross_entropy(logits, target, reduction="none")
                      + F.cross_entropy(logits.T, target, reduction="none"))
     return per_row.mean() if weights is None else (per_row * weights.to(per_row)).mean()
-
-
-def preset_weights(presets: list[str], variant: np.ndarray, table: tuple[tuple[str, float], ...]) -> np.ndarray:
-    """Per-sample multiplier from each sample's degradation preset (unnamed presets: 1)."""
-    w = dict(table)
-    return np.array([w.get(presets[v], 1.0) for v in variant], np.float32)
 
 
 def output_identity(encoder: torch.nn.Module, restored: torch.Tensor, anchor: torch.Tensor, labels: np.ndarray,

@@ -1,0 +1,20 @@
+"""Per-preset weights of the output identity term, kept free of torch so the CLI can show the
+default without importing the training stack."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# default per-preset multiplier of the output identity term (stage 5): sharp crops need no identity help
+ID_OUTPUT_WEIGHTS: tuple[tuple[str, float], ...] = (("severe", 1.0), ("moderate", 0.5), ("mild", 0.0))
+
+
+def format_preset_weights(table: tuple[tuple[str, float], ...]) -> str:
+    """(("severe", 1.0), ("mild", 0.0)) -> "severe=1,mild=0" (the CLI's spelling)."""
+    return ",".join(f"{name}={w:g}" for name, w in table)
+
+
+def preset_weights(presets: list[str], variant: np.ndarray, table: tuple[tuple[str, float], ...]) -> np.ndarray:
+    """Per-sample multiplier from each sample's degradation preset (unnamed presets: 1)."""
+    w = dict(table)
+    return np.array([w.get(presets[v], 1.0) for v in variant], np.float32)
