@@ -6,13 +6,13 @@ architecture, barely trained: enough to test the plumbing, not identity quality)
 
 from __future__ import annotations
 
-import csv
 import stat
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import celeba_by_identity
 from safetensors.numpy import load_file
 
 from enhancer.cli import main
@@ -42,13 +42,9 @@ def model_ids(weights: Path) -> dict:
 @pytest.fixture(scope="module")
 def person(shared_data: Path) -> list[Path]:
     """The in-the-wild photos of the first CelebA identity with the most of them (6)."""
-    with (shared_data / "celeba" / "labels.csv").open(newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["kind"] == "wild"]
-    by_id: dict[str, list[Path]] = {}
-    for r in rows:
-        by_id.setdefault(r["identity"], []).append(shared_data / "celeba" / r["path"])
+    by_id = celeba_by_identity(shared_data, kind="wild")
     best = max(sorted(by_id), key=lambda i: len(by_id[i]))
-    return sorted(by_id[best])
+    return sorted(shared_data / "celeba" / p for p in by_id[best])
 
 
 @pytest.fixture(scope="module")

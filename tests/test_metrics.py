@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import math
-from collections import defaultdict
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
 import pytest
+from conftest import celeba_by_identity
 from numpy.lib.stride_tricks import sliding_window_view
 
 from enhancer.align import alignment_matrix, warp_crops
@@ -24,11 +23,7 @@ def aligned_faces(
     root: Path, identities: int, per_identity: int, size: int = 128
 ) -> dict[str, list[np.ndarray]]:
     """Aligned crops of the first ``identities`` CelebA identities that yield ``per_identity`` faces."""
-    by_id: dict[str, list[str]] = defaultdict(list)
-    with (root / "celeba" / "labels.csv").open(newline="") as fh:
-        for r in csv.DictReader(fh):
-            if r["kind"] == "crops":
-                by_id[r["identity"]].append(r["path"])
+    by_id = celeba_by_identity(root)
     out: dict[str, list[np.ndarray]] = {}
     for ident in sorted(by_id):
         crops = []
