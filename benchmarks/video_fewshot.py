@@ -105,16 +105,21 @@ def main() -> None:
     ap.add_argument("--model", default="student", choices=["student", "teacher"])
     ap.add_argument("--preset", default="severe")
     ap.add_argument("--refs", default="1,4,8")
+    ap.add_argument("--weights", type=Path, help="other weights than the packaged ones (e.g. a candidate run)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON (default: the quoted results)")
     args = ap.parse_args()
+    if args.weights is not None and args.out == RESULTS:
+        ap.error("--weights needs --out: the default folder holds the packaged model's quoted results")
     with tempfile.TemporaryDirectory() as tmp:
         kept = build(args.videos, Path(tmp))
         print(f"{len(kept)} identities with {N_REFS} aligned enrolment frames: {', '.join(kept)}")
         for k in map(int, args.refs.split(",")):
             cfg = EvalConfig(data=tmp, refs=k, ref_pool=N_REFS, ordered=True, preset=args.preset, model=args.model,
-                             identities="all", max_tests=N_TESTS)
+                             identities="all", max_tests=N_TESTS,
+                             weights=str(args.weights) if args.weights else None)
             r = evaluate(cfg)
             r["config"]["data"] = f"{args.videos} (frames, see benchmarks/video_fewshot.py)"
-            path = RESULTS / f"video-{args.model}-{args.preset}-refs{k}.json"
+            path = args.out / f"video-{args.model}-{args.preset}-refs{k}.json"
             write_json(path, r)
             print(json.dumps({"refs": k, "win_rate": r["win_rate"], "counts": r["counts"],
                               "id_distance": {m: r["methods"][m]["id_distance"] for m in r["methods"]}}))
