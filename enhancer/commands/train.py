@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError
-from ..training.preset_weights import ID_OUTPUT_WEIGHTS, format_preset_weights
+from ..training.preset_weights import ID_OUTPUT_WEIGHTS, POOL_VARIANTS, format_preset_weights
 
 
 def register(sub) -> None:
@@ -19,8 +19,8 @@ def register(sub) -> None:
     pk.add_argument("--out", type=Path, required=True, help="pack file (.npz)")
     pk.add_argument("--seed", type=int, default=0)
     pk.add_argument("--workers", type=int, default=2)
-    pk.add_argument("--variants", default="severe=2,moderate=1,mild=1",
-                    help="degraded copies per photo and preset, PRESET=N,... (default severe=2,moderate=1,mild=1; "
+    pk.add_argument("--variants", default=format_preset_weights(POOL_VARIANTS),
+                    help="degraded copies per photo and preset, PRESET=N,... (default %(default)s; "
                          "more copies: more distinct codec artefacts per photo for long runs)")
     pk.set_defaults(func=_pack)
 

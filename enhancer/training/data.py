@@ -25,9 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..errors import InputError
-
-# (preset, variants) stored per image; severe is the product's hard case, so it gets two.
-POOL_VARIANTS: tuple[tuple[str, int], ...] = (("severe", 2), ("moderate", 1), ("mild", 1))
+from .preset_weights import POOL_VARIANTS
 
 
 def load_prepared(prepared: Path) -> list[tuple[str, str]]:

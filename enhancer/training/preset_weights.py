@@ -1,5 +1,5 @@
-"""Per-preset weights of the output identity term, kept free of torch so the CLI can show the
-default without importing the training stack."""
+"""Per-preset tables of training (output-term weights, degraded copies per photo in a pack),
+kept free of torch so the CLI can show their defaults without importing the training stack."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import numpy as np
 # default per-preset multiplier of the output identity term (stage 5): sharp crops need no identity help
 ID_OUTPUT_WEIGHTS: tuple[tuple[str, float], ...] = (("severe", 1.0), ("moderate", 0.5), ("mild", 0.0))
 
+# (preset, degraded copies) stored per photo in a pack; severe is the product's hard case, so it gets two.
+POOL_VARIANTS: tuple[tuple[str, int], ...] = (("severe", 2), ("moderate", 1), ("mild", 1))
 
-def format_preset_weights(table: tuple[tuple[str, float], ...]) -> str:
+
+def format_preset_weights(table: tuple[tuple[str, float], ...] | tuple[tuple[str, int], ...]) -> str:
     """(("severe", 1.0), ("mild", 0.0)) -> "severe=1,mild=0" (the CLI's spelling)."""
     return ",".join(f"{name}={w:g}" for name, w in table)
 
