@@ -49,7 +49,9 @@ class EvalConfig:
     weights: str | None = None
     limit_identities: int | None = None
     max_tests: int = 4  # test photos per identity
-    identities: str = "auto"  # auto: the model's validation identities if DIR has them, else all
+    # auto: the model's validation identities if DIR has them, else all; "trained": the ones it
+    # did not hold out (on its own training data: the people it learnt from)
+    identities: str = "auto"
     size: int = 128
     strength: str = "full"  # or "adaptive": the pipeline's blend (enhancer/strength.py)
     # photos per identity set aside for references (default: refs). With a fixed pool, runs with
@@ -81,8 +83,15 @@ def _select_identities(rows: list[tuple[str, str]], cfg: EvalConfig, val_ids: li
     mode = cfg.identities
     if mode == "auto":
         mode = "val" if set(val_ids) & set(present) else "all"
-    chosen = [i for i in present if i in set(val_ids)] if mode == "val" else present
-    return chosen, mode
+    if mode == "trained" and not val_ids:
+        raise InputError("--identities trained: these weights record no held-out identities, so which ones "
+                         "they trained on is unknown")
+    held_out = set(val_ids)
+    if mode == "val":
+        return [i for i in present if i in held_out], mode
+    if mode == "trained":  # the people the model learnt from: is a shortfall generalisation or fitting?
+        return [i for i in present if i not in held_out], mode
+    return present, mode
 
 
 def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:

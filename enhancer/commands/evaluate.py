@@ -17,8 +17,10 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's own)")
     p.add_argument("--model", default="teacher", choices=["teacher", "student"])
     p.add_argument("--weights", type=Path, help="weights file (default: the packaged --model)")
-    p.add_argument("--identities", default="auto", choices=["auto", "val", "all"],
-                   help="auto: the model's held-out validation identities if DIR has them, else all")
+    p.add_argument("--identities", default="auto", choices=["auto", "val", "all", "trained"],
+                   help="auto: the model's held-out validation identities if DIR has them, else all; "
+                        "trained: the identities it was NOT held out from (on its training data: the people "
+                        "it trained on, to tell a generalisation gap from a fitting limit)")
     p.add_argument("--max-tests", type=int, default=4, help="test photos per identity")
     p.add_argument("--ref-pool", type=int,
                    help="set aside this many photos per identity for references (>= --refs), so runs with "
