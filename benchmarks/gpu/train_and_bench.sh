@@ -2,6 +2,9 @@
 # One prepared GPU burst (device tool): teacher training, distillation, GPU latency benchmark.
 # Each stage has its own time limit; outputs are copied to $OUT as soon as a stage finishes so
 # a later failure never loses an earlier result. Needs only torch/numpy/opencv/safetensors/tqdm.
+# By default it continues the shipped teacher with the shipped recipe (output identity term 0.1,
+# weighted severe 1 / moderate 0.5 / mild 0; InfoNCE 0.1) and distils 2 teacher steps into 1, as
+# the CPU stages did: INIT= (empty) trains from scratch instead.
 # Usage: PACK=.devcarry/pack128.npz TEACHER_MIN=5.3 DISTILL_MIN=2.3 bash benchmarks/gpu/train_and_bench.sh
 set -u -o pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
@@ -11,15 +14,18 @@ PACK=${PACK:-.devcarry/pack128.npz}
 PY=${PY:-python3}
 DEVICE=${DEVICE:-auto}
 BATCH=${BATCH:-256}
+INIT=${INIT-enhancer/weights/teacher.safetensors}
+LR=${LR:-2e-4}
+ID_OUTPUT=${ID_OUTPUT:-0.1}
+INIT_ARGS=(); [ -n "$INIT" ] && INIT_ARGS=(--init "$INIT")
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true) | tee "$OUT/run.log"
 $PY -c "import torch;print('torch',torch.__version__,'cuda',torch.cuda.is_available())" 2>&1 | tee -a "$OUT/run.log"
 timeout $(( ${TEACHER_MIN%.*} * 60 + 150 )) $PY benchmarks/gpu/train_entry.py train teacher --pack "$PACK" --run-dir "$RUN/teacher" \
-  --batch "$BATCH" --lr 5e-4 --minutes "$TEACHER_MIN" --device "$DEVICE" 2>&1 | tr '\r' '\n' | grep -v '^teacher:.*it/s' | tail -40 | tee -a "$OUT/run.log"
+  --batch "$BATCH" --lr "$LR" --minutes "$TEACHER_MIN" --device "$DEVICE" --id-output "$ID_OUTPUT" "${INIT_ARGS[@]}" 2>&1 | tr '\r' '\n' | grep -v '^teacher:.*it/s' | tail -40 | tee -a "$OUT/run.log"
 cp "$RUN/teacher/teacher.safetensors" "$RUN/teacher/metrics.json" "$OUT/" 2>/dev/null && cp "$RUN/teacher/train.log" "$OUT/teacher_train.log"
-[ -n "${CPU_ONLY_TIMING:-}" ] || sleep 0
 if [ -f "$RUN/teacher/teacher.safetensors" ]; then
   timeout $(( ${DISTILL_MIN%.*} * 60 + 150 )) $PY benchmarks/gpu/train_entry.py train distill --pack "$PACK" --teacher "$RUN/teacher/teacher.safetensors" \
-    --run-dir "$RUN/distill" --batch "$BATCH" --minutes "$DISTILL_MIN" --device "$DEVICE" --teacher-steps "${TEACHER_STEPS:-8}" \
+    --run-dir "$RUN/distill" --batch "$BATCH" --minutes "$DISTILL_MIN" --device "$DEVICE" --teacher-steps "${TEACHER_STEPS:-2}" \
     --student-steps "${STUDENT_STEPS:-1}" 2>&1 | tr '\r' '\n' | grep -v '^distill.*it/s' | tail -30 | tee -a "$OUT/run.log"
   cp "$RUN/distill/student.safetensors" "$OUT/" 2>/dev/null
   cp "$RUN/distill/metrics.json" "$OUT/distill_metrics.json" 2>/dev/null
