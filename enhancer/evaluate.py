@@ -94,16 +94,10 @@ def _select_identities(rows: list[tuple[str, str]], cfg: EvalConfig, val_ids: li
     return present, mode
 
 
-def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
-    t0 = time.perf_counter()
-    src = Path(cfg.data)
-    rows = read_labels(src)
-    model, meta = load_restorer(Path(cfg.weights) if cfg.weights else None, kind=cfg.model)
-    from engines.base import default_steps
-
-    steps = cfg.steps or default_steps(meta.get("kind", "student"), meta["extra"])
-    val_ids = [str(v) for v in meta["extra"].get("val_identities", [])]
-    chosen, mode = _select_identities(rows, cfg, val_ids)
+def collect_people(cfg: EvalConfig, src: Path, rows: list[tuple[str, str]],
+                   chosen: list[str]) -> tuple[list[tuple[str, list[np.ndarray], list[np.ndarray]]], dict]:
+    """Align each chosen identity's photos and split them into references and test photos (seeded
+    shuffle, or by file name with ``ordered``); identities with too few usable photos are skipped."""
     by_id: dict[str, list[str]] = defaultdict(list)
     for rel, ident in rows:
         by_id[ident].append(rel)
@@ -130,6 +124,20 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
         people.append((ident, crops[: cfg.refs], crops[pool:][: cfg.max_tests]))
     if len(people) < 2:
         raise InputError(f"{src}: need >= 2 identities with >= {need} alignable photos, found {len(people)}")
+    return people, skipped
+
+
+def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
+    t0 = time.perf_counter()
+    src = Path(cfg.data)
+    rows = read_labels(src)
+    model, meta = load_restorer(Path(cfg.weights) if cfg.weights else None, kind=cfg.model)
+    from engines.base import default_steps
+
+    steps = cfg.steps or default_steps(meta.get("kind", "student"), meta["extra"])
+    val_ids = [str(v) for v in meta["extra"].get("val_identities", [])]
+    chosen, mode = _select_identities(rows, cfg, val_ids)
+    people, skipped = collect_people(cfg, src, rows, chosen)
 
     torch.manual_seed(cfg.seed)
     with torch.inference_mode():

@@ -37,6 +37,9 @@ def register(sub) -> None:
         t.add_argument("--no-bf16", action="store_true", help="train in fp32")
         if name == "teacher":
             t.add_argument("--init", type=Path, help="start from these weights (fine-tune)")
+            t.add_argument("--attn-min-level", type=int, choices=[0, 1, 2, 3],
+                           help="identity cross-attention from this generator level up (0: 64x64 ... 3: 8x8; "
+                                "default: the model's, 2); with --init, added layers start at zero")
             t.add_argument("--id-contrast", type=float, default=0.1,
                            help="weight of the identity InfoNCE term on the encoder (default 0.1; 0: off, "
                                 "the diffusion loss alone, which left the encoder collapsed)")
@@ -100,7 +103,8 @@ def _teacher(args) -> int:
     cfg = TeacherConfig(pack=str(args.pack), run_dir=str(args.run_dir), batch=args.batch, steps=args.steps,
                         minutes=args.minutes, device=args.device, seed=args.seed, bf16=not args.no_bf16,
                         init=str(args.init) if args.init else None, id_contrast=args.id_contrast,
-                        id_output=args.id_output, id_output_weights=parse_preset_weights(args.id_output_weights))
+                        id_output=args.id_output, id_output_weights=parse_preset_weights(args.id_output_weights),
+                        attn_min_level=args.attn_min_level)
     if args.id_contrast < 0 or args.id_output < 0:
         raise InputError("--id-contrast and --id-output must be >= 0")
     if args.lr:

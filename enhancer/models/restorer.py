@@ -63,3 +63,21 @@ def generator_gflops(model: Restorer, size: int | None = None) -> float:
     with FlopCounterMode(display=False) as fc, torch.no_grad():
         model.generator(x, x, torch.zeros(1, device=dev), ident)
     return fc.get_total_flops() / 1e9
+
+
+def load_grown(model: Restorer, src: Restorer) -> list[str]:
+    """Load ``src``'s weights into ``model``, which may have layers ``src`` lacks (e.g. identity
+    cross-attention at more levels); returns their names. Why: a wider identity pathway can
+    start from trained weights. New cross-attention layers have zero-initialised outputs, so the
+    grown model computes exactly what ``src`` did until training moves them. Every ``src`` weight
+    must land somewhere with the same shape: a model that would silently drop or reshape trained
+    weights is refused."""
+    from ..errors import ModelError
+
+    dst, s = model.state_dict(), src.state_dict()
+    lost = [k for k in s if k not in dst or dst[k].shape != s[k].shape]
+    if lost:
+        raise ModelError(f"cannot grow these weights into the new model: {', '.join(lost[:4])}"
+                         f"{' ...' if len(lost) > 4 else ''} have no place of the same shape")
+    model.load_state_dict(s, strict=False)
+    return sorted(set(dst) - set(s))

@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ..diffusion import from_diffusion_space, q_sample, to_diffusion_space, v_target, x0_from_v
 from ..models.config import ModelConfig
-from ..models.restorer import Restorer, count_params, generator_gflops
+from ..models.restorer import Restorer, count_params, generator_gflops, load_grown
 from ..weights import export_weights
 from .data import RefSampler, load_pack, make_batch, split_identities
 from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
@@ -74,6 +74,9 @@ class TeacherConfig:
     id_output: float = 0.0  # weight of the output identity term (0: off)
     # per-preset multiplier of the output term; presets not named get 1 (stage 4 used 1 everywhere)
     id_output_weights: tuple[tuple[str, float], ...] = ID_OUTPUT_WEIGHTS
+    # identity cross-attention from this generator level up (0: 64x64, 1: 32x32, 2: 16x16 as
+    # shipped); None keeps ``model``'s. With ``init``, the added layers start at zero (load_grown).
+    attn_min_level: int | None = None
 
 
 def identity_dropout(ident: torch.Tensor, null: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
@@ -141,13 +144,16 @@ def train_teacher(cfg: TeacherConfig) -> dict:
     write_json(run / "split.json", {"train": train_ids, "val": val_ids, "seed": cfg.split_seed})
     pool = load_pack(Path(cfg.pack), device, keep=set(train_ids))
     sampler = RefSampler(pool, cfg.k_max, cfg.seed)
-    model = Restorer(cfg.model).to(device)
+    mcfg = cfg.model
+    if cfg.attn_min_level is not None:
+        mcfg = replace(mcfg, generator=replace(mcfg.generator, attn_min_level=cfg.attn_min_level))
+    model = Restorer(mcfg).to(device)
     if cfg.init:
         from ..weights import load_restorer
 
         init, _ = load_restorer(Path(cfg.init))
-        model.load_state_dict(init.state_dict())
-        log.info("initialised from %s", cfg.init)
+        added = load_grown(model, init)
+        log.info("initialised from %s%s", cfg.init, f" (new layers: {len(added)} tensors)" if added else "")
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(cfg.seed + 1)

@@ -1,0 +1,114 @@
+"""How much identity can the generator put into a restoration, given the best possible reference?
+
+Why: the personalisation margin is below target, and the two candidate causes need different
+fixes. If the identity encoder summarises other photos of a person poorly, a better encoder or
+more identities would help; if the generator cannot turn identity into detail the judge sees,
+only the generator (capacity, training) can. This restores each test photo of `likeness eval`
+(same people, photos, degradation seeds and noise) four ways and compares the dlib identity
+distance to the truth:
+
+- ``generic``: the null identity;
+- ``personalized``: the person's K reference photos (what `likeness eval` reports);
+- ``oracle_self``: the *clean test photo itself* as the only reference, the best reference there
+  can be (an upper bound for what an identity representation of this size conveys);
+- ``oracle_refs_and_self``: the K references plus the clean test photo.
+
+    python -m benchmarks.identity_headroom [--data ../shared/data/celeba] [--model student]
+        [--identities val|trained] [--out benchmarks/results/eval/ablation/headroom-....json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from enhancer.dataprep import read_labels
+from enhancer.degrade import degrade
+from enhancer.evaluate import (
+    EvalConfig,
+    _descriptor,
+    _seed_of,
+    _select_identities,
+    collect_people,
+    to_tensor,
+    to_uint8,
+    write_json,
+)
+from enhancer.weights import load_restorer
+
+RESULTS = Path(__file__).resolve().parent / "results" / "eval" / "ablation"
+METHODS = ("generic", "personalized", "oracle_self", "oracle_refs_and_self")
+
+
+def headroom(cfg: EvalConfig) -> dict:
+    t0 = time.perf_counter()
+    src = Path(cfg.data)
+    rows = read_labels(src)
+    model, meta = load_restorer(Path(cfg.weights) if cfg.weights else None, kind=cfg.model)
+    from engines.base import default_steps
+
+    steps = cfg.steps or default_steps(meta.get("kind", "student"), meta["extra"])
+    chosen, mode = _select_identities(rows, cfg, [str(v) for v in meta["extra"].get("val_identities", [])])
+    people, _ = collect_people(cfg, src, rows, chosen)
+    noise_all = torch.randn(cfg.max_tests, 3, cfg.size, cfg.size, generator=torch.Generator().manual_seed(cfg.seed))
+    dist: dict[str, list[float]] = {m: [] for m in ("bicubic", *METHODS)}
+    for ident, refs, tests in tqdm(people, desc="headroom", unit="id"):
+        lq = np.stack([degrade(c, cfg.preset, _seed_of(cfg.seed, ident, k)) for k, c in enumerate(tests)])
+        b = len(tests)
+        with torch.inference_mode():
+            own = model.encode(to_tensor(np.stack(refs))[None])
+            idents = [model.resolve_identity(None, b), own.expand(b, -1, -1),
+                      torch.cat([model.encode(to_tensor(t[None])[None]) for t in tests]),
+                      torch.cat([model.encode(to_tensor(np.stack([*refs, t]))[None]) for t in tests])]
+            x = to_tensor(lq)
+            out = model.sample(x.repeat(len(METHODS), 1, 1, 1), torch.cat(idents),
+                               noise_all[:b].repeat(len(METHODS), 1, 1, 1), steps)
+        gt_desc = [_descriptor(t) for t in tests]
+        outs = {"bicubic": lq, **{m: to_uint8(out[k * b:(k + 1) * b]) for k, m in enumerate(METHODS)}}
+        for m, imgs in outs.items():
+            dist[m] += [float(np.linalg.norm(_descriptor(o) - d)) for o, d in zip(imgs, gt_desc, strict=True)]
+    gen = np.array(dist["generic"])
+    return {
+        "config": {"data": cfg.data, "model": cfg.model, "model_id": meta["model_id"], "steps": steps,
+                   "refs": cfg.refs, "preset": cfg.preset, "identities_mode": mode, "seed": cfg.seed},
+        "counts": {"identities": len(people), "test_images": len(gen)},
+        "id_distance": {m: float(np.mean(v)) for m, v in dist.items()},
+        "gap_vs_generic": {m: float(np.mean(np.array(dist[m]) - gen)) for m in METHODS[1:]},
+        "win_rate_vs_generic": {m: float(np.mean(np.array(dist[m]) < gen)) for m in METHODS[1:]},
+        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "wall_time_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="../shared/data/celeba")
+    ap.add_argument("--model", default="student", choices=["student", "teacher"])
+    ap.add_argument("--weights")
+    ap.add_argument("--refs", type=int, default=4)
+    ap.add_argument("--preset", default="severe")
+    ap.add_argument("--identities", default="val", choices=["val", "trained"])
+    ap.add_argument("--limit-identities", type=int, default=50)
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args()
+    cfg = EvalConfig(data=a.data, refs=a.refs, preset=a.preset, model=a.model, weights=a.weights,
+                     limit_identities=a.limit_identities, identities=a.identities)
+    r = headroom(cfg)
+    out = a.out or RESULTS / f"headroom-{a.model}-{a.preset}-refs{a.refs}-{a.identities}.json"
+    write_json(out, r)
+    for m in METHODS:
+        g = r["gap_vs_generic"].get(m)
+        print(f"{m:22s} id distance {r['id_distance'][m]:.3f}"
+              + (f"  vs generic {g:+.3f}, win {r['win_rate_vs_generic'][m]:.1%}" if g is not None else ""))
+    print(f"bicubic                id distance {r['id_distance']['bicubic']:.3f}; "
+          f"{r['counts']['identities']} identities, {r['counts']['test_images']} photos; wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
