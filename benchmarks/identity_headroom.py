@@ -91,13 +91,14 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data/celeba")
     ap.add_argument("--model", default="student", choices=["student", "teacher"])
     ap.add_argument("--weights")
+    ap.add_argument("--steps", type=int, help="sampler steps (default: the model's own)")
     ap.add_argument("--refs", type=int, default=4)
     ap.add_argument("--preset", default="severe")
     ap.add_argument("--identities", default="val", choices=["val", "trained"])
     ap.add_argument("--limit-identities", type=int, default=50)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
-    cfg = EvalConfig(data=a.data, refs=a.refs, preset=a.preset, model=a.model, weights=a.weights,
+    cfg = EvalConfig(data=a.data, refs=a.refs, preset=a.preset, model=a.model, weights=a.weights, steps=a.steps,
                      limit_identities=a.limit_identities, identities=a.identities)
     r = headroom(cfg)
     out = a.out or RESULTS / f"headroom-{a.model}-{a.preset}-refs{a.refs}-{a.identities}.json"
