@@ -20,6 +20,9 @@ run() { name=$1; shift; out=$(likeness eval --data "$D" --json "$R/$name.json" "
   run student-severe-refs8 --model student --preset severe --refs 8 --limit-identities 50
   # ... so 1 / 4 / 8 references also on the talking-head clips: enrol on one stretch, restore another
   python -m benchmarks.video_fewshot 2>&1 | grep -v "it/s\|id/s\|s/it" | tail -4
+  # where the limit is: the clean test photo itself as the reference (an upper bound for the pathway)
+  printf '== headroom\n'
+  python -m benchmarks.identity_headroom --out $R/headroom-student-severe-refs4.json 2>&1 | grep -v "id/s" | tail -5
 } > "${TMPDIR:-/tmp}/likeness-evals-1.log" &
 {
   run student-moderate-refs4 --model student --preset moderate --refs 4 --limit-identities 50
@@ -31,6 +34,9 @@ run() { name=$1; shift; out=$(likeness eval --data "$D" --json "$R/$name.json" "
   for p in moderate mild; do
     run teacher1step-$p-refs4 --model teacher --steps 1 --preset $p --refs 4 --limit-identities 50
   done
+  # ... and people it trained on (their own training photos): a generalisation gap or a fitting limit?
+  run student-severe-refs4-trained-identities --model student --preset severe --refs 4 --limit-identities 50 \
+    --identities trained
 } > "${TMPDIR:-/tmp}/likeness-evals-2.log" &
 wait
 cat "${TMPDIR:-/tmp}/likeness-evals-1.log" "${TMPDIR:-/tmp}/likeness-evals-2.log"
