@@ -12,7 +12,7 @@ import torch
 from enhancer.errors import ModelError
 from enhancer.models.generator import CrossAttention
 from enhancer.models.restorer import Restorer, load_grown
-from enhancer.weights import load_restorer
+from enhancer.weights import WEIGHTS_DIR, load_restorer
 
 
 def _with_level(model: Restorer, level: int) -> Restorer:
@@ -43,3 +43,13 @@ def test_weights_that_would_be_dropped_are_refused() -> None:
     src, _ = load_restorer(None, kind="teacher")
     with pytest.raises(ModelError, match="no place"):
         load_grown(_with_level(src, 3), src)  # level 3 has no 16x16 attention for src's weights
+
+
+def test_cli_refuses_a_shrinking_init_in_one_line_before_reading_the_pack(tmp_path) -> None:
+    from test_cli_foundation import assert_one_line_error, run_cli
+
+    pack = tmp_path / "not-a-pack.npz"
+    pack.write_bytes(b"never read: the model is built before the pack")
+    r = run_cli("train", "teacher", "--pack", pack, "--steps", "1", "--run-dir", tmp_path / "run",
+                "--init", WEIGHTS_DIR / "teacher.safetensors", "--attn-min-level", "3")
+    assert_one_line_error(r, "no place")

@@ -140,11 +140,7 @@ def train_teacher(cfg: TeacherConfig) -> dict:
     log = setup_logging(run, "train")
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    train_ids, val_ids = prepare_split(Path(cfg.pack), cfg.n_val, cfg.split_seed)
-    write_json(run / "split.json", {"train": train_ids, "val": val_ids, "seed": cfg.split_seed})
-    pool = load_pack(Path(cfg.pack), device, keep=set(train_ids))
-    sampler = RefSampler(pool, cfg.k_max, cfg.seed)
-    mcfg = cfg.model
+    mcfg = cfg.model  # built first: a bad --init fails before the pack is decoded
     if cfg.attn_min_level is not None:
         mcfg = replace(mcfg, generator=replace(mcfg.generator, attn_min_level=cfg.attn_min_level))
     model = Restorer(mcfg).to(device)
@@ -154,6 +150,10 @@ def train_teacher(cfg: TeacherConfig) -> dict:
         init, _ = load_restorer(Path(cfg.init))
         added = load_grown(model, init)
         log.info("initialised from %s%s", cfg.init, f" (new layers: {len(added)} tensors)" if added else "")
+    train_ids, val_ids = prepare_split(Path(cfg.pack), cfg.n_val, cfg.split_seed)
+    write_json(run / "split.json", {"train": train_ids, "val": val_ids, "seed": cfg.split_seed})
+    pool = load_pack(Path(cfg.pack), device, keep=set(train_ids))
+    sampler = RefSampler(pool, cfg.k_max, cfg.seed)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
