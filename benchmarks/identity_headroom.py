@@ -28,19 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from enhancer.dataprep import read_labels
-from enhancer.degrade import degrade
-from enhancer.evaluate import (
-    EvalConfig,
-    _descriptor,
-    _seed_of,
-    _select_identities,
-    collect_people,
-    to_tensor,
-    to_uint8,
-    write_json,
-)
-from enhancer.weights import load_restorer
+from enhancer.evaluate import EvalConfig, _descriptor, degraded_tests, prepare, to_tensor, to_uint8, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "eval" / "ablation"
 METHODS = ("generic", "personalized", "oracle_self", "oracle_refs_and_self")
@@ -48,18 +36,11 @@ METHODS = ("generic", "personalized", "oracle_self", "oracle_refs_and_self")
 
 def headroom(cfg: EvalConfig) -> dict:
     t0 = time.perf_counter()
-    src = Path(cfg.data)
-    rows = read_labels(src)
-    model, meta = load_restorer(Path(cfg.weights) if cfg.weights else None, kind=cfg.model)
-    from engines.base import default_steps
-
-    steps = cfg.steps or default_steps(meta.get("kind", "student"), meta["extra"])
-    chosen, mode = _select_identities(rows, cfg, [str(v) for v in meta["extra"].get("val_identities", [])])
-    people, _ = collect_people(cfg, src, rows, chosen)
-    noise_all = torch.randn(cfg.max_tests, 3, cfg.size, cfg.size, generator=torch.Generator().manual_seed(cfg.seed))
+    setup = prepare(cfg)  # the eval's own people, photos, steps and noise
+    model, people = setup.model, setup.people
     dist: dict[str, list[float]] = {m: [] for m in ("bicubic", *METHODS)}
     for ident, refs, tests in tqdm(people, desc="headroom", unit="id"):
-        lq = np.stack([degrade(c, cfg.preset, _seed_of(cfg.seed, ident, k)) for k, c in enumerate(tests)])
+        lq = degraded_tests(cfg, ident, tests)
         b = len(tests)
         with torch.inference_mode():
             own = model.encode(to_tensor(np.stack(refs))[None])
@@ -68,15 +49,15 @@ def headroom(cfg: EvalConfig) -> dict:
                       torch.cat([model.encode(to_tensor(np.stack([*refs, t]))[None]) for t in tests])]
             x = to_tensor(lq)
             out = model.sample(x.repeat(len(METHODS), 1, 1, 1), torch.cat(idents),
-                               noise_all[:b].repeat(len(METHODS), 1, 1, 1), steps)
+                               setup.noise[:b].repeat(len(METHODS), 1, 1, 1), setup.steps)
         gt_desc = [_descriptor(t) for t in tests]
         outs = {"bicubic": lq, **{m: to_uint8(out[k * b:(k + 1) * b]) for k, m in enumerate(METHODS)}}
         for m, imgs in outs.items():
             dist[m] += [float(np.linalg.norm(_descriptor(o) - d)) for o, d in zip(imgs, gt_desc, strict=True)]
     gen = np.array(dist["generic"])
     return {
-        "config": {"data": cfg.data, "model": cfg.model, "model_id": meta["model_id"], "steps": steps,
-                   "refs": cfg.refs, "preset": cfg.preset, "identities_mode": mode, "seed": cfg.seed},
+        "config": {"data": cfg.data, "model": cfg.model, "model_id": setup.meta["model_id"], "steps": setup.steps,
+                   "refs": cfg.refs, "preset": cfg.preset, "identities_mode": setup.mode, "seed": cfg.seed},
         "counts": {"identities": len(people), "test_images": len(gen)},
         "id_distance": {m: float(np.mean(v)) for m, v in dist.items()},
         "gap_vs_generic": {m: float(np.mean(np.array(dist[m]) - gen)) for m in METHODS[1:]},

@@ -127,8 +127,21 @@ def collect_people(cfg: EvalConfig, src: Path, rows: list[tuple[str, str]],
     return people, skipped
 
 
-def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
-    t0 = time.perf_counter()
+@dataclass
+class EvalSetup:
+    """What every restoration of an eval run shares; one place builds it, so a diagnostic that
+    restores "the eval's photos" another way (benchmarks/identity_headroom.py) gets the very same."""
+
+    model: torch.nn.Module
+    meta: dict
+    steps: int
+    mode: str  # the identities mode actually used ("auto" resolved)
+    people: list[tuple[str, list[np.ndarray], list[np.ndarray]]]  # (identity, references, test photos)
+    skipped: dict
+    noise: torch.Tensor  # (max_tests, 3, S, S): the fixed sampler noise, test photo k uses row k
+
+
+def prepare(cfg: EvalConfig) -> EvalSetup:
     src = Path(cfg.data)
     rows = read_labels(src)
     model, meta = load_restorer(Path(cfg.weights) if cfg.weights else None, kind=cfg.model)
@@ -138,6 +151,20 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
     val_ids = [str(v) for v in meta["extra"].get("val_identities", [])]
     chosen, mode = _select_identities(rows, cfg, val_ids)
     people, skipped = collect_people(cfg, src, rows, chosen)
+    noise = torch.randn(cfg.max_tests, 3, cfg.size, cfg.size, generator=torch.Generator().manual_seed(cfg.seed))
+    return EvalSetup(model, meta, steps, mode, people, skipped, noise)
+
+
+def degraded_tests(cfg: EvalConfig, ident: str, tests: list[np.ndarray]) -> np.ndarray:
+    """The person's test photos degraded with the preset, each with its own fixed seed."""
+    return np.stack([degrade(c, cfg.preset, _seed_of(cfg.seed, ident, k)) for k, c in enumerate(tests)])
+
+
+def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
+    t0 = time.perf_counter()
+    setup = prepare(cfg)
+    model, meta, steps, mode, people, skipped = (setup.model, setup.meta, setup.steps, setup.mode, setup.people,
+                                                 setup.skipped)
 
     torch.manual_seed(cfg.seed)
     with torch.inference_mode():
@@ -149,13 +176,12 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
     wins_g, wins_w, n_test = 0, 0, 0
     per_identity = []
     grid_rows = []
-    noise_all = torch.randn(cfg.max_tests, 3, cfg.size, cfg.size, generator=torch.Generator().manual_seed(cfg.seed))
     for n, (ident, _, tests) in enumerate(tqdm(people, desc=f"eval {cfg.preset}", unit="id")):
         gt = np.stack(tests)
-        lq = np.stack([degrade(c, cfg.preset, _seed_of(cfg.seed, ident, k)) for k, c in enumerate(tests)])
+        lq = degraded_tests(cfg, ident, tests)
         b = len(tests)
         x = to_tensor(lq)
-        noise = noise_all[:b]
+        noise = setup.noise[:b]
         own = idents[n].expand(b, -1, -1)
         other = idents[(n + 1) % len(people)].expand(b, -1, -1)
         with torch.inference_mode():

@@ -88,7 +88,6 @@ def test_ordered_split_tests_the_photos_named_after_the_references(shared_data: 
     assert r["methods"]["bicubic"]["psnr"] == pytest.approx(float(np.mean(expected)), abs=1e-9)
 
 
-
 def test_trained_identities_are_exactly_the_ones_not_held_out(shared_data: Path) -> None:
     """``trained`` (is a shortfall a generalisation gap or a fitting limit?) must pick every person
     in DIR the weights did not hold out and none they did; ``val`` the reverse."""
