@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-import av
 import cv2
 import numpy as np
 
@@ -55,7 +54,11 @@ def codec_roundtrip(img_bgr: np.ndarray, codec: str, q: int, shift: tuple[int, i
     """Encode a shifted copy and then the image as a 2-frame stream; decode the second frame.
 
     The image is padded to even dimensions (>= 16) for 4:2:0 chroma and cropped back.
+    PyAV is imported here, not at module level, so the presets (and training from a pack) work
+    on a machine without it, such as a bare GPU box.
     """
+    import av
+
     h, w = img_bgr.shape[:2]
     H, W = _even(h), _even(w)
     pad = cv2.copyMakeBorder(img_bgr, 0, H - h, 0, W - w, cv2.BORDER_REPLICATE)
