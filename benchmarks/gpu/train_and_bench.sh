@@ -20,18 +20,21 @@ INIT=${INIT-enhancer/weights/teacher.safetensors}
 LR=${LR:-2e-4}
 ID_OUTPUT=${ID_OUTPUT:-0.1}
 INIT_ARGS=(); [ -n "$INIT" ] && INIT_ARGS=(--init "$INIT")
+# A burst is a few hundred steps of 256: the CPU defaults (warm-up 300, EMA 0.999 / 0.995, set for
+# thousands of steps of 16) would leave the export mostly the starting weights.
+T_OPTS=(--warmup "${T_WARMUP:-30}" --ema "${T_EMA:-0.99}"); D_OPTS=(--warmup "${D_WARMUP:-10}" --ema "${D_EMA:-0.95}")
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true) | tee "$OUT/run.log"
 $PY -c "import torch;print('torch',torch.__version__,'cuda',torch.cuda.is_available())" 2>&1 | tee -a "$OUT/run.log"
 if [ "$DEVICE" = cuda ]; then  # fail in seconds, not after a CPU-speed "burst"
   $PY -c "import torch,sys;sys.exit(0 if torch.cuda.is_available() else 'no CUDA device')" || exit 3
 fi
 timeout $(( ${TEACHER_MIN%.*} * 60 + 150 )) $PY benchmarks/gpu/train_entry.py train teacher --pack "$PACK" --run-dir "$RUN/teacher" \
-  --batch "$BATCH" --lr "$LR" --minutes "$TEACHER_MIN" --device "$DEVICE" --id-output "$ID_OUTPUT" "${INIT_ARGS[@]}" 2>&1 | tr '\r' '\n' | grep -v '^teacher:.*it/s' | tail -40 | tee -a "$OUT/run.log"
+  --batch "$BATCH" --lr "$LR" --minutes "$TEACHER_MIN" --device "$DEVICE" --id-output "$ID_OUTPUT" "${INIT_ARGS[@]}" "${T_OPTS[@]}" 2>&1 | tr '\r' '\n' | grep -v '^teacher:.*it/s' | tail -40 | tee -a "$OUT/run.log"
 cp "$RUN/teacher/teacher.safetensors" "$RUN/teacher/metrics.json" "$OUT/" 2>/dev/null && cp "$RUN/teacher/train.log" "$OUT/teacher_train.log"
 if [ -f "$RUN/teacher/teacher.safetensors" ]; then
   timeout $(( ${DISTILL_MIN%.*} * 60 + 150 )) $PY benchmarks/gpu/train_entry.py train distill --pack "$PACK" --teacher "$RUN/teacher/teacher.safetensors" \
     --run-dir "$RUN/distill" --batch "$BATCH" --minutes "$DISTILL_MIN" --device "$DEVICE" --teacher-steps "${TEACHER_STEPS:-2}" \
-    --student-steps "${STUDENT_STEPS:-1}" 2>&1 | tr '\r' '\n' | grep -v '^distill.*it/s' | tail -30 | tee -a "$OUT/run.log"
+    --student-steps "${STUDENT_STEPS:-1}" "${D_OPTS[@]}" 2>&1 | tr '\r' '\n' | grep -v '^distill.*it/s' | tail -30 | tee -a "$OUT/run.log"
   cp "$RUN/distill/student.safetensors" "$OUT/" 2>/dev/null
   cp "$RUN/distill/metrics.json" "$OUT/distill_metrics.json" 2>/dev/null
 fi

@@ -30,6 +30,11 @@ def register(sub) -> None:
         t.add_argument("--run-dir", type=Path, default=Path(f"runs/{name}"), help="checkpoints and logs (resumes)")
         t.add_argument("--batch", type=int, default=16)
         t.add_argument("--lr", type=float)
+        t.add_argument("--warmup", type=int, help="LR warm-up steps (default: the config's; fewer for short "
+                                                  "large-batch fine-tunes)")
+        t.add_argument("--ema", type=float, help="EMA decay per step (default: the config's; lower it for "
+                                                 "runs of a few hundred large batches, or the export is "
+                                                 "mostly the starting weights)")
         t.add_argument("--steps", type=int, help="total optimisation steps")
         t.add_argument("--minutes", type=float, help="wall-clock budget; steps derived after a speed probe")
         t.add_argument("--device", default="auto")
@@ -96,6 +101,17 @@ def _pack(args) -> int:
     return 0
 
 
+def _common_overrides(cfg, args):
+    if args.warmup is not None and args.warmup < 0:
+        raise InputError("--warmup must be >= 0")
+    if args.ema is not None and not 0 <= args.ema < 1:
+        raise InputError("--ema must be in [0, 1)")
+    for name in ("lr", "warmup", "ema"):
+        if getattr(args, name) is not None:
+            cfg = replace(cfg, **{name: getattr(args, name)})
+    return cfg
+
+
 def _teacher(args) -> int:
     from ..training.teacher import TeacherConfig, train_teacher
 
@@ -107,8 +123,7 @@ def _teacher(args) -> int:
                         attn_min_level=args.attn_min_level)
     if args.id_contrast < 0 or args.id_output < 0:
         raise InputError("--id-contrast and --id-output must be >= 0")
-    if args.lr:
-        cfg = replace(cfg, lr=args.lr)
+    cfg = _common_overrides(cfg, args)
     print(json.dumps(train_teacher(cfg), indent=2, default=str))
     return 0
 
@@ -127,7 +142,6 @@ def _distill(args) -> int:
                         seed=args.seed, bf16=not args.no_bf16, teacher_steps=args.teacher_steps,
                         student_steps=args.student_steps, gt_weight=args.gt_weight, id_output=args.id_output,
                         id_output_weights=weights)
-    if args.lr:
-        cfg = replace(cfg, lr=args.lr)
+    cfg = _common_overrides(cfg, args)
     print(json.dumps(train_distill(cfg), indent=2, default=str))
     return 0
