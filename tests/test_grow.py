@@ -53,3 +53,47 @@ def test_cli_refuses_a_shrinking_init_in_one_line_before_reading_the_pack(tmp_pa
     r = run_cli("train", "teacher", "--pack", pack, "--steps", "1", "--run-dir", tmp_path / "run",
                 "--init", WEIGHTS_DIR / "teacher.safetensors", "--attn-min-level", "3")
     assert_one_line_error(r, "no place")
+
+
+def _with_spatial(model: Restorer, side: int) -> Restorer:
+    cfg = model.cfg
+    return Restorer(replace(cfg, encoder=replace(cfg.encoder, spatial=side)))
+
+
+def test_spatial_identity_map_grows_in_unchanged_and_is_used_in_place() -> None:
+    src, _ = load_restorer(None, kind="teacher")
+    grown = _with_spatial(src, 16).eval()
+    added = load_grown(grown, src)
+    assert any(k.startswith("encoder.spatial_proj") for k in added)
+    assert grown.identity_shape() == (1 + src.cfg.encoder.tokens + 256, src.cfg.encoder.dim)
+    assert torch.equal(grown.null_identity[:5], src.null_identity) and not grown.null_identity[5:].any()
+    g = torch.Generator().manual_seed(1)
+    refs = torch.rand(2, 3, 3, 128, 128, generator=g) * 2 - 1
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    x, lq = torch.randn(2, 3, 128, 128, generator=g), torch.rand(2, 3, 128, 128, generator=g) * 2 - 1
+    t = torch.tensor([0.2, 0.7])
+    with torch.no_grad():
+        ident_src, ident = src.encode(refs, mask), grown.encode(refs, mask)
+        assert ident.shape == (2, *grown.identity_shape())
+        assert torch.allclose(ident[:, :5], ident_src, atol=1e-5)  # the old rows are the old identity
+        assert torch.allclose(grown(x, lq, t, ident), src(x, lq, t, ident_src), atol=1e-5)
+        # padding references never leak into the map: a masked-out slot may hold anything
+        refs2 = refs.clone()
+        refs2[0, 2] = 5.0
+        assert torch.allclose(grown.encode(refs2, mask), ident, atol=1e-6)
+        # once the in-place convolutions are trained, the map changes the output, and changes it
+        # where it changed: perturbing the map's top-left corner moves the top of the face most
+        for conv in [*grown.generator.spatial_down, *grown.generator.spatial_up]:
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.weight.normal_(0, 0.05, generator=g)
+        base = grown(x, lq, t, ident)
+        moved = ident.clone()
+        moved[:, 5:5 + 16 * 4] += 1.0  # first 4 rows of the 16x16 map
+        d = (grown(x, lq, t, moved) - base).abs().mean(dim=(0, 1))
+        assert d[:32].mean() > 3 * d[-32:].mean()
+
+
+def test_spatial_side_must_match_an_encoder_level() -> None:
+    src, _ = load_restorer(None, kind="teacher")
+    with pytest.raises(ValueError, match="sides"):
+        _with_spatial(src, 12)

@@ -45,6 +45,10 @@ def register(sub) -> None:
             t.add_argument("--attn-min-level", type=int, choices=[0, 1, 2, 3],
                            help="identity cross-attention from this generator level up (0: 64x64 ... 3: 8x8; "
                                 "default: the model's, 2); with --init, added layers start at zero")
+            t.add_argument("--spatial-identity", type=int, choices=[0, 8, 16, 32],
+                           help="also a spatial identity map of this side (the references' encoder "
+                                "features, averaged in place), added by the generator at 32x32 and below "
+                                "(default: the model's, 0: off); with --init, added layers start at zero")
             t.add_argument("--id-contrast", type=float, default=0.1,
                            help="weight of the identity InfoNCE term on the encoder (default 0.1; 0: off, "
                                 "the diffusion loss alone, which left the encoder collapsed)")
@@ -120,7 +124,7 @@ def _teacher(args) -> int:
                         minutes=args.minutes, device=args.device, seed=args.seed, bf16=not args.no_bf16,
                         init=str(args.init) if args.init else None, id_contrast=args.id_contrast,
                         id_output=args.id_output, id_output_weights=parse_preset_weights(args.id_output_weights),
-                        attn_min_level=args.attn_min_level)
+                        attn_min_level=args.attn_min_level, spatial_identity=args.spatial_identity)
     if args.id_contrast < 0 or args.id_output < 0:
         raise InputError("--id-contrast and --id-output must be >= 0")
     cfg = _common_overrides(cfg, args)

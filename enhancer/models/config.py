@@ -24,6 +24,9 @@ class EncoderConfig:
     widths: tuple[int, ...] = (32, 64, 128, 192)  # at /4, /8, /16, /32 (after a stride-2 stem)
     dim: int = 256  # identity vector / token width
     tokens: int = 4  # identity tokens besides the global vector
+    # > 0: also a spatial identity map, side x side tokens (16: the encoder's 16x16 features averaged
+    # over the references), which the generator adds in place at 32x32 and below; 0: off
+    spatial: int = 0
     max_refs: int = 8
 
 

@@ -4,6 +4,13 @@ Per the seed paper (Su et al., 2023) per-image encodings are averaged into a glo
 in addition a few learned queries attend over the spatial features of *all* references
 (attention pooling over the set, also order-invariant) to give identity tokens. A mask lets
 one batch hold sets of different sizes (1-8 references).
+
+Optionally (``spatial`` > 0) a spatial identity map: the encoder's features at that side,
+averaged over the references position by position, appended as side x side tokens. Why: the
+pooled vector and tokens keep *what* the person looks like but not *where*; measured, the
+generator then conveyed only ~0.03 of identity distance even when handed the clean photo as its
+reference. Crops are aligned to one template, so features at the same position of different
+photos describe the same part of the face, and the generator can add them in place.
 """
 
 from __future__ import annotations
@@ -47,18 +54,39 @@ class IdentityEncoder(nn.Module):
         self.attn = nn.MultiheadAttention(cfg.dim, 4, batch_first=True)
         self.tok_norm = nn.LayerNorm(cfg.dim)
         self.out_norm = nn.LayerNorm(cfg.dim)
+        self.tap = self.spatial_tap(cfg)
+        if self.tap is not None:
+            self.spatial_proj = nn.Linear(cfg.widths[self.tap], cfg.dim)
+            self.spatial_norm = nn.LayerNorm(cfg.dim)
+
+    @staticmethod
+    def spatial_tap(cfg: EncoderConfig) -> int | None:
+        """Index of the block whose output has side ``cfg.spatial`` (block i: size / 2**(i+2))."""
+        if cfg.spatial <= 0:
+            return None
+        sides = [cfg.size // 2 ** (i + 2) for i in range(len(cfg.widths))]
+        if cfg.spatial not in sides:
+            raise ValueError(f"spatial identity side {cfg.spatial}: the encoder's features have sides {sides}")
+        return sides.index(cfg.spatial)
 
     def forward(self, refs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """refs: (B, K, 3, S, S) in [-1,1]; mask: (B, K) bool, True = real reference.
 
-        Returns (B, 1 + tokens, dim): the global vector then the identity tokens.
+        Returns (B, 1 + tokens [+ spatial**2], dim): the global vector, the identity tokens, then
+        (if configured) the spatial map row by row.
         """
         b, k = refs.shape[:2]
         if mask is None:
             mask = torch.ones(b, k, dtype=torch.bool, device=refs.device)
         flat_mask = mask.reshape(-1)
         x = F.pixel_unshuffle(refs.flatten(0, 1)[flat_mask], 2)  # padding slots never run the CNN
-        real = self.proj(self.blocks(self.stem(x)).flatten(2).transpose(1, 2))  # (N_real, HW, D)
+        h = self.stem(x)
+        tap = None
+        for i, blk in enumerate(self.blocks):
+            h = blk(h)
+            if i == self.tap:
+                tap = h
+        real = self.proj(h.flatten(2).transpose(1, 2))  # (N_real, HW, D)
         hw = real.shape[1]
         feat = real.new_zeros(b * k, hw, real.shape[2])
         feat[flat_mask] = real
@@ -71,4 +99,11 @@ class IdentityEncoder(nn.Module):
         key_pad = ~mask[:, :, None].expand(b, k, hw).reshape(b, k * hw)
         q = self.queries[None].expand(b, -1, -1)
         tok, _ = self.attn(q, tokens_kv, tokens_kv, key_padding_mask=key_pad, need_weights=False)
-        return self.out_norm(torch.cat([glob[:, None], tok + q], dim=1))
+        out = self.out_norm(torch.cat([glob[:, None], tok + q], dim=1))
+        if tap is None:
+            return out
+        full = tap.new_zeros(b * k, *tap.shape[1:])
+        full[flat_mask] = tap
+        smap = (full.reshape(b, k, -1) * m).sum(1) / m.sum(1).clamp(min=1)  # mean over references
+        smap = smap.reshape(b, tap.shape[1], -1).transpose(1, 2)  # (B, side*side, C)
+        return torch.cat([out, self.spatial_norm(self.spatial_proj(smap))], dim=1)

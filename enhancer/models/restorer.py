@@ -21,11 +21,12 @@ class Restorer(nn.Module):
         self.cfg = cfg
         e = cfg.encoder
         self.encoder = IdentityEncoder(e)
-        self.generator = Generator(cfg.generator, e.dim)
-        self.null_identity = nn.Parameter(torch.zeros(1 + e.tokens, e.dim))
+        self.generator = Generator(cfg.generator, e.dim, 1 + e.tokens, e.spatial)
+        self.null_identity = nn.Parameter(torch.zeros(1 + e.tokens + e.spatial ** 2, e.dim))
 
     def identity_shape(self) -> tuple[int, int]:
-        return (1 + self.cfg.encoder.tokens, self.cfg.encoder.dim)
+        e = self.cfg.encoder
+        return (1 + e.tokens + e.spatial ** 2, e.dim)
 
     def encode(self, refs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.encoder(refs, mask)
@@ -71,10 +72,16 @@ def load_grown(model: Restorer, src: Restorer) -> list[str]:
     start from trained weights. New cross-attention layers have zero-initialised outputs, so the
     grown model computes exactly what ``src`` did until training moves them. Every ``src`` weight
     must land somewhere with the same shape: a model that would silently drop or reshape trained
-    weights is refused."""
+    weights is refused. The one exception is the null identity, which grows by the spatial map's
+    rows (kept at zero: the generic mode adds nothing in place, as before)."""
     from ..errors import ModelError
 
-    dst, s = model.state_dict(), src.state_dict()
+    dst, s = model.state_dict(), dict(src.state_dict())
+    n_old, n_new = s["null_identity"].shape[0], dst["null_identity"].shape[0]
+    if n_new > n_old and s["null_identity"].shape[1:] == dst["null_identity"].shape[1:]:
+        grown = dst["null_identity"].clone().zero_()
+        grown[:n_old] = s["null_identity"]
+        s["null_identity"] = grown
     lost = [k for k in s if k not in dst or dst[k].shape != s[k].shape]
     if lost:
         raise ModelError(f"cannot grow these weights into the new model: {', '.join(lost[:4])}"

@@ -77,6 +77,9 @@ class TeacherConfig:
     # identity cross-attention from this generator level up (0: 64x64, 1: 32x32, 2: 16x16 as
     # shipped); None keeps ``model``'s. With ``init``, the added layers start at zero (load_grown).
     attn_min_level: int | None = None
+    # spatial identity map side (EncoderConfig.spatial); None keeps ``model``'s. With ``init``,
+    # the added layers start at zero (load_grown), so training starts from the init's outputs.
+    spatial_identity: int | None = None
 
 
 def identity_dropout(ident: torch.Tensor, null: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
@@ -143,6 +146,8 @@ def train_teacher(cfg: TeacherConfig) -> dict:
     mcfg = cfg.model  # built first: a bad --init fails before the pack is decoded
     if cfg.attn_min_level is not None:
         mcfg = replace(mcfg, generator=replace(mcfg.generator, attn_min_level=cfg.attn_min_level))
+    if cfg.spatial_identity is not None:
+        mcfg = replace(mcfg, encoder=replace(mcfg.encoder, spatial=cfg.spatial_identity))
     model = Restorer(mcfg).to(device)
     if cfg.init:
         from ..weights import load_restorer
