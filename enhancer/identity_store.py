@@ -6,7 +6,8 @@ anywhere by this module. Files are safetensors (never pickle), so loading one ca
 
 File layout (format version 1):
 
-- tensor ``identity``: (5, 256) float32, the encoder's global vector and 4 identity tokens;
+- tensor ``identity``: (5, 256) float32, the encoder's global vector and 4 identity tokens, then
+  for an encoder with a spatial identity map its side x side rows ((5 + side**2, 256));
 - tensor ``refs`` (only with ``--keep-photos``): (K, 256, 256, 3) uint8 aligned BGR crops, so
   the person can be re-enrolled for a future encoder without new photos;
 - metadata: ``format``, ``version``, ``name``, ``encoder_id``, ``model_id``, ``created``
@@ -37,10 +38,11 @@ from .errors import InputError, ModelError
 FORMAT = "likeness-identity"
 FORMAT_VERSION = "1"
 SUFFIX = ".safetensors"
-IDENTITY_SHAPE = (5, 256)
+IDENTITY_SHAPE = (5, 256)  # without a spatial map
+SPATIAL_SIDES = (0, 8, 16)  # spatial identity map sides a stored identity may carry (EncoderConfig.spatial)
 KEEP_SIZE = 256  # side of the aligned crops stored with --keep-photos
 MAX_KEPT_REFS = 8
-MAX_FILE_BYTES = 1_000_000  # an identity alone is ~5 kB; anything near 1 MB is not ours
+MAX_FILE_BYTES = 1_000_000  # an identity alone is ~5 kB (~270 kB with a 16x16 map); 1 MB is not ours
 MAX_FILE_BYTES_WITH_REFS = MAX_FILE_BYTES + MAX_KEPT_REFS * KEEP_SIZE * KEEP_SIZE * 3
 NAME_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}$")
 REQUIRED_META = ("format", "version", "name", "encoder_id", "model_id", "created", "n_refs")
@@ -105,6 +107,11 @@ def _parse_header(data: bytes, path: Path) -> dict:
     return header
 
 
+def valid_identity_shape(shape: tuple[int, ...]) -> bool:
+    rows, dim = IDENTITY_SHAPE
+    return len(shape) == 2 and shape[1] == dim and any(shape[0] == rows + s * s for s in SPATIAL_SIDES)
+
+
 def _validate(path: Path, data: bytes) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     """Metadata and tensors of an identity file, or ``ModelError`` naming what is wrong."""
     header = _parse_header(data, path)
@@ -130,9 +137,9 @@ def _validate(path: Path, data: bytes) -> tuple[dict[str, str], dict[str, np.nda
     except Exception as e:  # safetensors raises several types for inconsistent offsets
         raise ModelError(f"{path}: corrupt identity file ({str(e).splitlines()[0][:200]})") from None
     ident = tensors["identity"]
-    if ident.dtype != np.float32 or ident.shape != IDENTITY_SHAPE:
+    if ident.dtype != np.float32 or not valid_identity_shape(ident.shape):
         raise ModelError(f"{path}: corrupt identity file (identity is {ident.dtype} {tuple(ident.shape)}, "
-                         f"expected float32 {IDENTITY_SHAPE})")
+                         f"expected float32 {IDENTITY_SHAPE} or with a spatial map's rows)")
     if not np.isfinite(ident).all():
         raise ModelError(f"{path}: corrupt identity file (identity holds NaN or infinite values)")
     refs = tensors.get("refs")
@@ -182,7 +189,7 @@ class IdentityStore:
         """
         path = self.path(name)
         ident = np.ascontiguousarray(identity, dtype=np.float32)
-        if ident.shape != IDENTITY_SHAPE or not np.isfinite(ident).all():
+        if not valid_identity_shape(ident.shape) or not np.isfinite(ident).all():
             raise ModelError(f"refusing to store identity {name!r}: shape {ident.shape} or non-finite values")
         if not force and path.exists():
             raise InputError(f"identity {name!r} already exists ({path}); use --force to replace it")
@@ -240,7 +247,7 @@ class IdentityStore:
         return StoredIdentity(name, path, tensors["identity"], meta, tensors.get("refs"))
 
     def load(self, name: str, expected_encoder_id: str) -> np.ndarray:
-        """The (5, 256) float32 identity, refused unless ``expected_encoder_id`` made it."""
+        """The float32 identity, refused unless ``expected_encoder_id`` made it (which fixes its shape)."""
         stored = self.read(name)
         made_by = stored.metadata["encoder_id"]
         if made_by != expected_encoder_id:

@@ -135,6 +135,8 @@ def _corrupt(kind: str, path: Path) -> None:
         path.write_bytes(b"")
     elif kind == "wrong shape":
         _rewrite(path, {"identity": np.zeros((4, 256), np.float32)})
+    elif kind == "rows of no spatial map":
+        _rewrite(path, {"identity": np.zeros((5 + 15, 256), np.float32)})
     elif kind == "wrong dtype":
         _rewrite(path, {"identity": np.zeros(IDENTITY_SHAPE, np.float64)})
     elif kind == "nan":
@@ -162,7 +164,8 @@ def _corrupt(kind: str, path: Path) -> None:
         raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["random bytes", "truncated", "header only", "empty", "wrong shape", "wrong dtype",
+@pytest.mark.parametrize("kind", ["random bytes", "truncated", "header only", "empty", "wrong shape",
+                                  "rows of no spatial map", "wrong dtype",
                                   "nan", "inf", "extra tensor", "oversized", "huge", "not an identity", "pickle"])
 def test_corrupt_files_refused(store: IdentityStore, kind: str) -> None:
     path = _saved(store)
@@ -248,3 +251,12 @@ def test_store_does_not_touch_env_home(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert not (tmp_path / "env").exists()
     assert json.loads(json.dumps(s.show("alice")))["name"] == "alice"
     assert os.listdir(tmp_path / "explicit" / "identities") == ["alice.safetensors"]
+
+
+def test_identity_with_a_spatial_map_roundtrips(store: IdentityStore) -> None:
+    """An encoder with a 16x16 spatial identity map makes (5 + 256, 256) identities."""
+    ident = np.random.default_rng(3).standard_normal((5 + 16 * 16, 256)).astype(np.float32)
+    store.save("spatial", ident, encoder_id="enc-sp", model_id="m", n_refs=4)
+    assert np.array_equal(store.load("spatial", "enc-sp"), ident)
+    with pytest.raises(ModelError, match="re-enroll"):
+        store.load("spatial", "enc-other")
