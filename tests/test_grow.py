@@ -31,7 +31,8 @@ def test_grown_teacher_computes_the_same_and_has_the_new_layers() -> None:
     t = torch.tensor([0.3, 0.9])
     ident = src.encode(lq[:, None])
     with torch.no_grad():
-        assert torch.equal(grown.eval()(x, lq, t, ident), src(x, lq, t, ident))
+        # same up to float summation order (oneDNN may pick other kernels for the grown graph)
+        assert torch.allclose(grown.eval()(x, lq, t, ident), src(x, lq, t, ident), atol=1e-5)
         # and the new layers do take part once they are no longer zero
         for m in grown.modules():
             if isinstance(m, CrossAttention) and m.out.weight.abs().sum() == 0:
@@ -60,8 +61,19 @@ def _with_spatial(model: Restorer, side: int) -> Restorer:
     return Restorer(replace(cfg, encoder=replace(cfg.encoder, spatial=side)))
 
 
+def _without_spatial(model: Restorer) -> Restorer:
+    """The shipped model minus its spatial map: a trained model of the kind the map grows from."""
+    cfg = model.cfg
+    out = Restorer(replace(cfg, encoder=replace(cfg.encoder, spatial=0)))
+    state = {k: v for k, v in model.state_dict().items() if "spatial" not in k}
+    state["null_identity"] = state["null_identity"][: out.null_identity.shape[0]]
+    out.load_state_dict(state)
+    return out.eval()
+
+
 def test_spatial_identity_map_grows_in_unchanged_and_is_used_in_place() -> None:
-    src, _ = load_restorer(None, kind="teacher")
+    shipped, _ = load_restorer(None, kind="teacher")
+    src = _without_spatial(shipped)
     grown = _with_spatial(src, 16).eval()
     added = load_grown(grown, src)
     assert any(k.startswith("encoder.spatial_proj") for k in added)
