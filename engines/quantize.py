@@ -27,7 +27,7 @@ from .onnxruntime_engine import session_options
 from .realdata import degraded_crops
 
 MIN_PSNR_DB = 40.0  # vs the fp32 graph's uint8 output, worst crop
-QUANT_VERSION = "1"
+QUANT_VERSION = "2"  # 2: convolutions fed by the spatial identity map stay fp32
 
 
 class _Reader(CalibrationDataReader):
@@ -69,6 +69,11 @@ def quantize_int8(fp32: Path | str, out: Path | str, calib: np.ndarray, check: n
     """Write a static int8 (QDQ, per-channel conv weights) copy of ``fp32``; refuse it if quality drops."""
     fp32, out = Path(fp32), Path(out)
     info = info_from_onnx(fp32)
+    # Calibration runs the generic mode (null identity), where the spatial identity map is all
+    # zeros: its convolutions would get a zero activation range and quantise every person's map
+    # away. They are tiny (1x1), so they stay fp32.
+    graph = onnx.load(str(fp32), load_external_data=False).graph
+    keep_fp32 = [n.name for n in graph.node if n.op_type == "Conv" and "/spatial_" in n.name]
     tmp_pre = out.with_name(out.name + f".pre{os.getpid()}")
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     try:
@@ -76,7 +81,8 @@ def quantize_int8(fp32: Path | str, out: Path | str, calib: np.ndarray, check: n
             quant_pre_process(str(fp32), str(tmp_pre), skip_symbolic_shape=True)
             quantize_static(str(tmp_pre), str(tmp), _Reader(calib, info.null_identity), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            op_types_to_quantize=["Conv"], calibrate_method=CalibrationMethod.Percentile)
+                            op_types_to_quantize=["Conv"], nodes_to_exclude=keep_fp32,
+                            calibrate_method=CalibrationMethod.Percentile)
         report = quality_vs_fp32(fp32, tmp, check)
         if report["psnr_min_db"] < min_psnr:
             raise EngineError(f"int8 quantisation loses quality ({report['psnr_min_db']:.1f} dB < {min_psnr} dB "

@@ -291,6 +291,16 @@ def test_int8_is_quality_gated(onnx_path: Path, shared_data: Path, tmp_path: Pat
     report = quantize_int8(onnx_path, tmp_path / "q.onnx", faces[:8], faces[8:], min_psnr=0)
     print(f"\nint8 vs fp32: {report}")
     assert OnnxRuntimeEngine(tmp_path / "q.onnx").precision == "int8"
+    # calibration runs the null identity, whose spatial map is zero: the convolutions reading the
+    # map must stay fp32 (weights not behind a DequantizeLinear), or a person's map is quantised away
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    spatial = [n for n in graph.node if n.op_type == "Conv" and "/spatial_" in n.name]
+    others = [n for n in graph.node if n.op_type == "Conv" and "/spatial_" not in n.name]
+    assert spatial and all(n.input[1] not in dq_outputs for n in spatial)
+    assert sum(n.input[1] in dq_outputs for n in others) > len(others) // 2  # the rest is int8
     with pytest.raises(EngineError, match="loses quality"):
         quantize_int8(onnx_path, tmp_path / "q2.onnx", faces[:8], faces[8:], min_psnr=report["psnr_min_db"] + 1)
     assert not (tmp_path / "q2.onnx").exists()
