@@ -20,6 +20,8 @@ INIT=${INIT-enhancer/weights/teacher.safetensors}
 LR=${LR:-2e-4}
 ID_OUTPUT=${ID_OUTPUT:-0.1}
 INIT_ARGS=(); [ -n "$INIT" ] && INIT_ARGS=(--init "$INIT")
+# the model is built from this, not from the init's config: the shipped teacher has the 16x16 map
+INIT_ARGS+=(--spatial-identity "${SPATIAL:-16}")
 # A burst is a few hundred steps of 256: the CPU defaults (warm-up 300, EMA 0.999 / 0.995, set for
 # thousands of steps of 16) would leave the export mostly the starting weights.
 T_OPTS=(--warmup "${T_WARMUP:-30}" --ema "${T_EMA:-0.99}"); D_OPTS=(--warmup "${D_WARMUP:-10}" --ema "${D_EMA:-0.95}")
