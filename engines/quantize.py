@@ -72,8 +72,8 @@ def quantize_int8(fp32: Path | str, out: Path | str, calib: np.ndarray, check: n
     # Calibration runs the generic mode (null identity), where the spatial identity map is all
     # zeros: its convolutions would get a zero activation range and quantise every person's map
     # away. They are tiny (1x1), so they stay fp32.
-    graph = onnx.load(str(fp32), load_external_data=False).graph
-    keep_fp32 = [n.name for n in graph.node if n.op_type == "Conv" and "/spatial_" in n.name]
+    fp32_proto = onnx.load(str(fp32), load_external_data=False)
+    keep_fp32 = [n.name for n in fp32_proto.graph.node if n.op_type == "Conv" and "/spatial_" in n.name]
     tmp_pre = out.with_name(out.name + f".pre{os.getpid()}")
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     try:
@@ -88,7 +88,7 @@ def quantize_int8(fp32: Path | str, out: Path | str, calib: np.ndarray, check: n
             raise EngineError(f"int8 quantisation loses quality ({report['psnr_min_db']:.1f} dB < {min_psnr} dB "
                               "vs fp32 on real crops); use fp32")
         proto = onnx.load(str(tmp))
-        props = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
+        props = {p.key: p.value for p in fp32_proto.metadata_props}
         props.update(precision="int8", quality=json.dumps(report))
         onnx.helper.set_model_props(proto, props)
         onnx.save_model(proto, str(tmp))

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError
+from ..identity_store import SPATIAL_SIDES
 from ..training.preset_weights import ID_OUTPUT_WEIGHTS, POOL_VARIANTS, format_preset_weights
 
 
@@ -45,7 +46,7 @@ def register(sub) -> None:
             t.add_argument("--attn-min-level", type=int, choices=[0, 1, 2, 3],
                            help="identity cross-attention from this generator level up (0: 64x64 ... 3: 8x8; "
                                 "default: the model's, 2); with --init, added layers start at zero")
-            t.add_argument("--spatial-identity", type=int, choices=[0, 8, 16],
+            t.add_argument("--spatial-identity", type=int, choices=SPATIAL_SIDES,
                            help="also a spatial identity map of this side (the references' encoder "
                                 "features, averaged in place), added by the generator at 32x32 and below "
                                 "(default: the model's, 0: off); with --init, added layers start at zero")

@@ -19,11 +19,10 @@ from .config import GeneratorConfig
 
 
 class Generator(nn.Module):
-    def __init__(self, cfg: GeneratorConfig, ctx_dim: int, n_ctx: int | None = None, spatial: int = 0) -> None:
+    def __init__(self, cfg: GeneratorConfig, ctx_dim: int, spatial: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
-        self.n_ctx = n_ctx  # identity rows used as attention context; the rest is the spatial map
-        self.spatial = spatial
+        self.spatial = spatial  # side of the spatial identity map: the identity's last spatial**2 rows
         f = cfg.stem_factor
         e = cfg.emb_dim
         self.time_mlp = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, e))
@@ -64,30 +63,33 @@ class Generator(nn.Module):
             self.up.append(blocks)
             self.up_attn.append(attns)
         self.out_norm = nn.GroupNorm(min(cfg.groups, ch), ch)
-        self.spatial_down = nn.ModuleList()
-        self.spatial_up = nn.ModuleList()
-        if spatial > 0:
-            for lst, widths in ((self.spatial_down, cfg.widths), (self.spatial_up, cfg.widths[::-1])):
-                for lvl, w in enumerate(widths):
-                    side = cfg.size // cfg.stem_factor // 2 ** (lvl if lst is self.spatial_down
-                                                                else len(widths) - 1 - lvl)
-                    conv = nn.Conv2d(ctx_dim, w, 1) if side <= 32 else nn.Identity()
-                    if isinstance(conv, nn.Conv2d):
-                        nn.init.zeros_(conv.weight)
-                        nn.init.zeros_(conv.bias)
-                    lst.append(conv)
+        levels = range(len(cfg.widths))  # one entry per level either way (Identity: no map there)
+        self.spatial_down = nn.ModuleList(self._spatial_conv(ctx_dim, cfg, lvl, spatial) for lvl in levels)
+        self.spatial_up = nn.ModuleList(self._spatial_conv(ctx_dim, cfg, lvl, spatial) for lvl in reversed(levels))
         self.out = nn.Conv2d(ch, 3 * f * f, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+    @staticmethod
+    def _spatial_conv(ctx_dim: int, cfg: GeneratorConfig, lvl: int, spatial: int) -> nn.Module:
+        """Zero-initialised 1x1 conv adding the map at level ``lvl`` if there is a map and the
+        level's side is <= 32."""
+        if spatial <= 0 or cfg.size // cfg.stem_factor // 2 ** lvl > 32:
+            return nn.Identity()
+        conv = nn.Conv2d(ctx_dim, cfg.widths[lvl], 1)
+        nn.init.zeros_(conv.weight)
+        nn.init.zeros_(conv.bias)
+        return conv
+
     def forward(self, x_t: torch.Tensor, lq: torch.Tensor, t: torch.Tensor, ident: torch.Tensor) -> torch.Tensor:
         """x_t, lq: (B,3,S,S) in [-1,1]; t: (B,) in [0,1]; ident: (B, 1+T, D) -> v-prediction."""
         f = self.cfg.stem_factor
-        smap = None
+        maps: dict[int, torch.Tensor] = {}  # the spatial map resized per side, once per forward
         if self.spatial > 0:
-            sp = ident[:, self.n_ctx:]
-            smap = sp.transpose(1, 2).reshape(sp.shape[0], sp.shape[2], self.spatial, self.spatial)
-            ident = ident[:, :self.n_ctx]
+            s = self.spatial
+            sp = ident[:, -s * s:]
+            maps[s] = sp.transpose(1, 2).reshape(sp.shape[0], sp.shape[2], s, s)
+            ident = ident[:, :-s * s]
         temb = timestep_embedding(t, self.cfg.emb_dim).to(self.stem.weight.dtype)
         emb = self.time_mlp(temb) + self.id_proj(ident[:, 0])
         emb = F.silu(emb)
@@ -97,7 +99,7 @@ class Generator(nn.Module):
             for blk, att in zip(blocks, attns, strict=True):
                 h = blk(h, emb)
                 h = att(h, ident) if isinstance(att, CrossAttention) else h
-            h = self._add_spatial(h, smap, self.spatial_down, lvl)
+            h = self._add_spatial(h, maps, self.spatial_down[lvl])
             skips.append(h)
             h = ds(h)
         h = self.mid_attn(self.mid(h, emb), ident)
@@ -108,14 +110,16 @@ class Generator(nn.Module):
             for i, (blk, att) in enumerate(zip(blocks, attns, strict=True)):
                 h = blk(torch.cat([h, skip], dim=1) if i == 0 else h, emb)
                 h = att(h, ident) if isinstance(att, CrossAttention) else h
-            h = self._add_spatial(h, smap, self.spatial_up, lvl)
+            h = self._add_spatial(h, maps, self.spatial_up[lvl])
         h = self.out(F.silu(self.out_norm(h)))
         return F.pixel_shuffle(h, f)
 
     @staticmethod
-    def _add_spatial(h: torch.Tensor, smap: torch.Tensor | None, convs: nn.ModuleList, lvl: int) -> torch.Tensor:
-        if smap is None or not isinstance(convs[lvl], nn.Conv2d):
+    def _add_spatial(h: torch.Tensor, maps: dict[int, torch.Tensor], conv: nn.Module) -> torch.Tensor:
+        if not maps or not isinstance(conv, nn.Conv2d):
             return h
-        if smap.shape[-1] != h.shape[-1]:
-            smap = F.interpolate(smap, size=h.shape[-2:], mode="bilinear", align_corners=False)
-        return h + convs[lvl](smap.to(h.dtype))
+        side = h.shape[-1]
+        if side not in maps:  # down and up pass share each resize
+            src = next(iter(maps.values()))
+            maps[side] = F.interpolate(src, size=h.shape[-2:], mode="bilinear", align_corners=False)
+        return h + conv(maps[side].to(h.dtype))

@@ -88,12 +88,10 @@ class IdentityEncoder(nn.Module):
                 tap = h
         real = self.proj(h.flatten(2).transpose(1, 2))  # (N_real, HW, D)
         hw = real.shape[1]
-        feat = real.new_zeros(b * k, hw, real.shape[2])
-        feat[flat_mask] = real
-        feat = feat.reshape(b, k, hw, -1)
+        feat = _pad(real, flat_mask, b, k)  # (B, K, HW, D)
         m = mask.float()[:, :, None]
         per_img = feat.mean(2)  # (B, K, D)
-        glob = (per_img * m).sum(1) / m.sum(1).clamp(min=1)
+        glob = _set_mean(per_img, m)
         glob = self.global_mlp(glob)
         tokens_kv = self.tok_norm(feat.reshape(b, k * hw, -1))
         key_pad = ~mask[:, :, None].expand(b, k, hw).reshape(b, k * hw)
@@ -102,8 +100,18 @@ class IdentityEncoder(nn.Module):
         out = self.out_norm(torch.cat([glob[:, None], tok + q], dim=1))
         if tap is None:
             return out
-        full = tap.new_zeros(b * k, *tap.shape[1:])
-        full[flat_mask] = tap
-        smap = (full.reshape(b, k, -1) * m).sum(1) / m.sum(1).clamp(min=1)  # mean over references
+        smap = _set_mean(_pad(tap, flat_mask, b, k).reshape(b, k, -1), m)  # position by position
         smap = smap.reshape(b, tap.shape[1], -1).transpose(1, 2)  # (B, side*side, C)
         return torch.cat([out, self.spatial_norm(self.spatial_proj(smap))], dim=1)
+
+
+def _pad(real: torch.Tensor, flat_mask: torch.Tensor, b: int, k: int) -> torch.Tensor:
+    """Per-reference results of the real slots (N_real, ...) back into (B, K, ...), zeros for padding."""
+    out = real.new_zeros(b * k, *real.shape[1:])
+    out[flat_mask] = real
+    return out.reshape(b, k, *real.shape[1:])
+
+
+def _set_mean(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Mean over the reference axis of (B, K, N), counting only real references (``m``: (B, K, 1))."""
+    return (x * m).sum(1) / m.sum(1).clamp(min=1)

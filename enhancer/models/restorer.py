@@ -21,7 +21,7 @@ class Restorer(nn.Module):
         self.cfg = cfg
         e = cfg.encoder
         self.encoder = IdentityEncoder(e)
-        self.generator = Generator(cfg.generator, e.dim, 1 + e.tokens, e.spatial)
+        self.generator = Generator(cfg.generator, e.dim, e.spatial)
         self.null_identity = nn.Parameter(torch.zeros(1 + e.tokens + e.spatial ** 2, e.dim))
 
     def identity_shape(self) -> tuple[int, int]:
@@ -76,7 +76,7 @@ def load_grown(model: Restorer, src: Restorer) -> list[str]:
     rows (kept at zero: the generic mode adds nothing in place, as before)."""
     from ..errors import ModelError
 
-    dst, s = model.state_dict(), dict(src.state_dict())
+    dst, s = model.state_dict(), src.state_dict()
     n_old, n_new = s["null_identity"].shape[0], dst["null_identity"].shape[0]
     if n_new > n_old and s["null_identity"].shape[1:] == dst["null_identity"].shape[1:]:
         grown = dst["null_identity"].clone().zero_()
