@@ -106,7 +106,7 @@ def build_variants(weights: Path, steps: int, want_int8: bool, notes: list[str])
         from engines.quantize import cached_int8
 
         try:
-            v["onnxruntime-int8"] = OnnxRuntimeEngine(cached_int8(onnx_path), device="cpu")
+            v["onnxruntime-int8"] = OnnxRuntimeEngine(cached_int8(onnx_path, weights), device="cpu")
         except EngineError as e:
             notes.append(f"{weights.name} {steps} steps: int8 not kept: {e}")
     status = engine_status()

@@ -94,7 +94,7 @@ def create_engine(name: str = "auto", weights: Path | str | None = None, steps: 
         if precision == "int8":
             from .quantize import cached_int8
 
-            onnx_path = cached_int8(onnx_path)
+            onnx_path = cached_int8(onnx_path, None if is_onnx else weights)
         elif precision != "fp32":
             raise EngineError(f"onnxruntime precision must be fp32 or int8, not {precision!r}")
         return OnnxRuntimeEngine(onnx_path, device=device, **options)

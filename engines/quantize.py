@@ -16,28 +16,47 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import torch
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from enhancer.metrics import psnr
+from enhancer.weights import WEIGHTS_DIR
 
 from .base import EngineError, cache_dir, crops_to_float, file_sha256, float_to_crops
 from .onnx_export import INPUTS, OUTPUT, info_from_onnx, quiet
 from .onnxruntime_engine import session_options
-from .realdata import degraded_crops
+from .realdata import personal_crops
+from .torch_engine import load_model
 
-MIN_PSNR_DB = 40.0  # vs the fp32 graph's uint8 output, worst crop
-QUANT_VERSION = "2"  # 2: convolutions fed by the spatial identity map stay fp32
+MIN_PSNR_DB = 40.0  # vs the fp32 graph's uint8 output, worst crop of either mode
+# 2: convolutions fed by the spatial identity map stay fp32; 3: calibrated and checked on real
+# identities as well as the null one
+QUANT_VERSION = "3"
+
+
+def _feeds(crops: np.ndarray, identities: np.ndarray, seed: int) -> list[dict[str, np.ndarray]]:
+    """One sampler feed per crop: the crop, its identity (F, R, D), fixed noise."""
+    noise = np.random.default_rng(seed).standard_normal((len(crops), 3, *crops.shape[1:3])).astype(np.float32)
+    return [dict(zip(INPUTS, (crops_to_float(c[None]), i[None].astype(np.float32), n[None]), strict=True))
+            for c, i, n in zip(crops, identities, noise, strict=True)]
+
+
+def _modes(crops: np.ndarray, null_identity: np.ndarray, identities: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The identities each mode runs: generic (the null identity) and, when known, personalised."""
+    modes = {"generic": np.repeat(null_identity[None], len(crops), 0)}
+    if identities is not None:
+        if identities.shape != modes["generic"].shape:
+            raise EngineError(f"identities {identities.shape} do not fit this sampler ({modes['generic'].shape})")
+        modes["personalized"] = identities
+    return modes
 
 
 class _Reader(CalibrationDataReader):
-    """Feeds one face at a time: real degraded crop, the null identity, fixed noise."""
+    """Feeds one face at a time, in every mode the product runs: real degraded crops, fixed noise."""
 
-    def __init__(self, crops: np.ndarray, null_identity: np.ndarray, seed: int = 0) -> None:
-        rng = np.random.default_rng(seed)
-        self._items = [dict(zip(INPUTS, (crops_to_float(c[None]), null_identity[None].copy(),
-                                        rng.standard_normal((1, 3, *c.shape[:2])).astype(np.float32)), strict=True))
-                       for c in crops]
+    def __init__(self, crops: np.ndarray, modes: dict[str, np.ndarray], seed: int = 0) -> None:
+        self._items = [f for ids in modes.values() for f in _feeds(crops, ids, seed)]
         self._i = 0
 
     def get_next(self) -> dict | None:
@@ -47,46 +66,60 @@ class _Reader(CalibrationDataReader):
         return self._items[self._i - 1]
 
 
-def _outputs(path: Path, crops: np.ndarray, ident: np.ndarray, noise: np.ndarray) -> np.ndarray:
+def _outputs(path: Path, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
     sess = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
-    out = [sess.run([OUTPUT], dict(zip(INPUTS, (crops_to_float(c[None]), ident[None], n[None]), strict=True)))[0]
-           for c, n in zip(crops, noise, strict=True)]
-    return float_to_crops(np.concatenate(out))
+    return float_to_crops(np.concatenate([sess.run([OUTPUT], f)[0] for f in feeds]))
 
 
-def quality_vs_fp32(fp32: Path, variant: Path, crops: np.ndarray, seed: int = 1) -> dict:
-    """PSNR (dB) of the variant's uint8 output against the fp32 graph's, per crop."""
-    info = info_from_onnx(fp32)
-    noise = np.random.default_rng(seed).standard_normal((len(crops), 3, info.size, info.size)).astype(np.float32)
-    a = _outputs(fp32, crops, info.null_identity, noise)
-    b = _outputs(variant, crops, info.null_identity, noise)
-    ps = [psnr(x, y) for x, y in zip(a, b, strict=True)]
-    return {"psnr_min_db": float(min(ps)), "psnr_mean_db": float(np.mean(ps)), "crops": len(crops)}
+def quality_vs_fp32(fp32: Path, variant: Path, crops: np.ndarray, identities: np.ndarray | None = None,
+                    seed: int = 1) -> dict:
+    """PSNR (dB) of the variant's uint8 output against the fp32 graph's, per crop and mode.
+
+    ``identities`` (F, R, D): the crops' own people, encoded from their references; without them
+    only the generic mode is checked (and the report says so).
+    """
+    report: dict = {"crops": len(crops)}
+    worst: list[float] = []
+    for mode, ids in _modes(crops, info_from_onnx(fp32).null_identity, identities).items():
+        feeds = _feeds(crops, ids, seed)
+        ps = [psnr(x, y) for x, y in zip(_outputs(fp32, feeds), _outputs(variant, feeds), strict=True)]
+        report[f"{mode}_min_db"] = float(min(ps))
+        report[f"{mode}_mean_db"] = float(np.mean(ps))
+        worst.append(min(ps))
+    report["psnr_min_db"] = float(min(worst))
+    report["modes"] = [m for m in ("generic", "personalized") if f"{m}_min_db" in report]
+    return report
 
 
 def quantize_int8(fp32: Path | str, out: Path | str, calib: np.ndarray, check: np.ndarray,
-                  min_psnr: float = MIN_PSNR_DB) -> dict:
-    """Write a static int8 (QDQ, per-channel conv weights) copy of ``fp32``; refuse it if quality drops."""
+                  min_psnr: float = MIN_PSNR_DB, calib_identities: np.ndarray | None = None,
+                  check_identities: np.ndarray | None = None) -> dict:
+    """Write a static int8 (QDQ, per-channel conv weights) copy of ``fp32``; refuse it if quality drops.
+
+    Identities (F, R, D) of the crops' own people add the personalised mode to calibration and
+    to the check; the generic mode (null identity) always runs.
+    """
     fp32, out = Path(fp32), Path(out)
     info = info_from_onnx(fp32)
-    # Calibration runs the generic mode (null identity), where the spatial identity map is all
-    # zeros: its convolutions would get a zero activation range and quantise every person's map
-    # away. They are tiny (1x1), so they stay fp32.
+    # The null identity's spatial map is all zeros: calibrated on it alone, the map's convolutions
+    # would get a zero activation range and quantise every person's map away. They are tiny (1x1),
+    # so they stay fp32 whatever the calibration set.
     fp32_proto = onnx.load(str(fp32), load_external_data=False)
     keep_fp32 = [n.name for n in fp32_proto.graph.node if n.op_type == "Conv" and "/spatial_" in n.name]
     tmp_pre = out.with_name(out.name + f".pre{os.getpid()}")
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     try:
+        reader = _Reader(calib, _modes(calib, info.null_identity, calib_identities))
         with quiet():  # the quantiser prints progress to stdout
             quant_pre_process(str(fp32), str(tmp_pre), skip_symbolic_shape=True)
-            quantize_static(str(tmp_pre), str(tmp), _Reader(calib, info.null_identity), quant_format=QuantFormat.QDQ,
+            quantize_static(str(tmp_pre), str(tmp), reader, quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             op_types_to_quantize=["Conv"], nodes_to_exclude=keep_fp32,
                             calibrate_method=CalibrationMethod.Percentile)
-        report = quality_vs_fp32(fp32, tmp, check)
+        report = quality_vs_fp32(fp32, tmp, check, check_identities)
         if report["psnr_min_db"] < min_psnr:
             raise EngineError(f"int8 quantisation loses quality ({report['psnr_min_db']:.1f} dB < {min_psnr} dB "
-                              "vs fp32 on real crops); use fp32")
+                              f"vs fp32 on real crops, {'/'.join(report['modes'])}); use fp32")
         proto = onnx.load(str(tmp))
         props = {p.key: p.value for p in fp32_proto.metadata_props}
         props.update(precision="int8", quality=json.dumps(report))
@@ -99,12 +132,35 @@ def quantize_int8(fp32: Path | str, out: Path | str, calib: np.ndarray, check: n
             p.unlink(missing_ok=True)
 
 
-def cached_int8(fp32: Path | str, n_calib: int = 32, n_check: int = 8) -> Path:
-    """The quality-checked int8 variant of an exported sampler, made once from real crops."""
+def encode_references(fp32: Path | str, refs: np.ndarray, weights: Path | str | None = None) -> np.ndarray | None:
+    """Identities (F, R, D) of reference sets (F, K, S, S, 3), by the encoder this export was made
+    with: ``weights`` if given, else a packaged model with the same encoder id. None if no weight
+    file at hand has that encoder (an .onnx from elsewhere): then only the generic mode is checked.
+    """
+    want = info_from_onnx(fp32).encoder_id
+    candidates = [Path(weights)] if weights else [WEIGHTS_DIR / f"{k}.safetensors" for k in ("student", "teacher")]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        model, meta = load_model(path)
+        if meta["encoder_id"] != want:
+            continue
+        with torch.inference_mode():
+            return model.encode(torch.from_numpy(crops_to_float(refs.reshape(-1, *refs.shape[2:])))
+                                .reshape(*refs.shape[:2], 3, *refs.shape[2:4])).numpy()
+    return None
+
+
+def cached_int8(fp32: Path | str, weights: Path | str | None = None, n_calib: int = 32, n_check: int = 8) -> Path:
+    """The quality-checked int8 variant of an exported sampler, made once from real crops and
+    real identities (``weights``: the file the export came from, default the packaged ones)."""
     fp32 = Path(fp32)
     path = cache_dir("engines") / f"{fp32.stem}-int8-{file_sha256(fp32)[:12]}-q{QUANT_VERSION}.onnx"
     if not path.is_file():
         size = info_from_onnx(fp32).size
-        crops = degraded_crops(n_calib + n_check, size=size)
-        quantize_int8(fp32, path, crops[:n_calib], crops[n_calib:])
+        crops, refs = personal_crops(n_calib + n_check, size=size)
+        ids = encode_references(fp32, refs, weights)
+        quantize_int8(fp32, path, crops[:n_calib], crops[n_calib:],
+                      calib_identities=None if ids is None else ids[:n_calib],
+                      check_identities=None if ids is None else ids[n_calib:])
     return path

@@ -21,7 +21,7 @@ from engines import EngineError, available_engines, create_engine, engine_status
 from engines.base import TEACHER_STEPS, crops_to_float, float_to_crops
 from engines.onnx_export import DEFAULT_EXPORTER, OPSET, cached_onnx, info_from_onnx, op_summary, read_metadata
 from engines.onnxruntime_engine import OnnxRuntimeEngine
-from engines.realdata import degraded_crops
+from engines.realdata import degraded_crops, personal_crops
 from engines.torch_engine import TorchEngine, load_model
 from enhancer.metrics import psnr
 from enhancer.models.config import ModelConfig
@@ -283,16 +283,22 @@ def test_cli_list_and_tensorrt_build() -> None:
 # --- int8 -----------------------------------------------------------------------------------
 
 
-def test_int8_is_quality_gated(onnx_path: Path, shared_data: Path, tmp_path: Path) -> None:
-    """int8 is kept only above 40 dB vs fp32 on real crops; how much it loses depends on the weights."""
-    from engines.quantize import MIN_PSNR_DB, quantize_int8
+def test_int8_is_quality_gated(onnx_path: Path, weights: Path, shared_data: Path, tmp_path: Path) -> None:
+    """int8 is kept only above 40 dB vs fp32 on real crops, generic and personalised; how much it
+    loses depends on the weights."""
+    from engines.quantize import MIN_PSNR_DB, encode_references, quantize_int8
 
-    faces = degraded_crops(12, root=shared_data, skip=10)
-    report = quantize_int8(onnx_path, tmp_path / "q.onnx", faces[:8], faces[8:], min_psnr=0)
+    faces, refs = personal_crops(12, refs=2, root=shared_data, skip=10)
+    ids = encode_references(onnx_path, refs, weights)
+    assert ids is not None and ids.shape[0] == 12
+    report = quantize_int8(onnx_path, tmp_path / "q.onnx", faces[:8], faces[8:], min_psnr=0,
+                           calib_identities=ids[:8], check_identities=ids[8:])
     print(f"\nint8 vs fp32: {report}")
+    assert report["modes"] == ["generic", "personalized"]
+    assert report["psnr_min_db"] == min(report["generic_min_db"], report["personalized_min_db"])
     assert OnnxRuntimeEngine(tmp_path / "q.onnx").precision == "int8"
-    # calibration runs the null identity, whose spatial map is zero: the convolutions reading the
-    # map must stay fp32 (weights not behind a DequantizeLinear), or a person's map is quantised away
+    # the null identity's spatial map is zero: the convolutions reading the map must stay fp32
+    # (weights not behind a DequantizeLinear), or calibration can quantise a person's map away
     import onnx
 
     graph = onnx.load(str(tmp_path / "q.onnx")).graph
@@ -302,8 +308,26 @@ def test_int8_is_quality_gated(onnx_path: Path, shared_data: Path, tmp_path: Pat
     assert spatial and all(n.input[1] not in dq_outputs for n in spatial)
     assert sum(n.input[1] in dq_outputs for n in others) > len(others) // 2  # the rest is int8
     with pytest.raises(EngineError, match="loses quality"):
-        quantize_int8(onnx_path, tmp_path / "q2.onnx", faces[:8], faces[8:], min_psnr=report["psnr_min_db"] + 1)
+        quantize_int8(onnx_path, tmp_path / "q2.onnx", faces[:8], faces[8:], min_psnr=report["psnr_min_db"] + 1,
+                      calib_identities=ids[:8], check_identities=ids[8:])
     assert not (tmp_path / "q2.onnx").exists()
     if report["psnr_min_db"] < MIN_PSNR_DB:
         with pytest.raises(EngineError, match="loses quality"):
-            quantize_int8(onnx_path, tmp_path / "q3.onnx", faces[:8], faces[8:])
+            quantize_int8(onnx_path, tmp_path / "q3.onnx", faces[:8], faces[8:],
+                          calib_identities=ids[:8], check_identities=ids[8:])
+
+
+def test_int8_check_without_the_exports_encoder_is_generic_only(onnx_path: Path, shared_data: Path,
+                                                                 tmp_path: Path) -> None:
+    """An export whose encoder no weight file at hand has cannot be checked personalised; the
+    report says which modes were checked rather than claiming both."""
+    from engines.quantize import encode_references, quality_vs_fp32
+
+    other = tmp_path / "other.safetensors"
+    export_weights(_random_restorer(seed=3), other, "student", {"student_steps": 1})
+    faces, refs = personal_crops(2, refs=1, root=shared_data, skip=10)
+    assert encode_references(onnx_path, refs, other) is None
+    report = quality_vs_fp32(onnx_path, onnx_path, faces)
+    assert report["modes"] == ["generic"] and "personalized_min_db" not in report
+    with pytest.raises(EngineError, match="do not fit"):
+        quality_vs_fp32(onnx_path, onnx_path, faces, np.zeros((2, 5, 256), np.float32))
