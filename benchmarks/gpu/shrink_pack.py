@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from enhancer.training.data import _concat, load_prepared
+from enhancer.training.data import concat_blobs, load_prepared
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
         blobs.append(buf.tobytes())
         if n % 25 == 0:
             err.append(float(((cv2.imdecode(buf, cv2.IMREAD_COLOR).astype(np.float32) - img) ** 2).mean()))
-    z["hq_data"], z["hq_off"] = _concat(blobs)
+    z["hq_data"], z["hq_off"] = concat_blobs(blobs)
     np.savez(a.out, **z)
     print(f"{a.out}: {a.out.stat().st_size / 2**20:.1f} MiB; HQ {z['hq_data'].nbytes / 2**20:.1f} MiB, "
           f"PSNR of re-encoded HQ vs source {10 * np.log10(255**2 / np.mean(err)):.1f} dB")

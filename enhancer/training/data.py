@@ -72,7 +72,8 @@ def _pack_one(args) -> tuple[bytes, list[bytes]]:
     return hq, lqs
 
 
-def _concat(blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+def concat_blobs(blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Encoded images end to end plus offsets: a pack is plain arrays, loadable without pickle."""
     offsets = np.zeros(len(blobs) + 1, np.int64)
     offsets[1:] = np.cumsum([len(b) for b in blobs])
     return np.frombuffer(b"".join(blobs), np.uint8), offsets
@@ -92,9 +93,9 @@ def build_pack(prepared: Path, out: Path, seed: int = 0, workers: int = 2,
     args = [(p, seed * 1_000_003 + n, variants) for n, (p, _) in enumerate(rows)]
     with ProcessPoolExecutor(workers) as ex:
         res = list(tqdm(ex.map(_pack_one, args, chunksize=32), total=len(args), desc="pack", unit="img"))
-    hq_data, hq_off = _concat([r[0] for r in res])
+    hq_data, hq_off = concat_blobs([r[0] for r in res])
     lq_blobs = [b for r in res for b in r[1]]
-    lq_data, lq_off = _concat(lq_blobs)
+    lq_data, lq_off = concat_blobs(lq_blobs)
     names = [f"{p}:{n}" for p, n in variants]
     np.savez(
         out,
