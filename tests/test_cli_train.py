@@ -11,6 +11,7 @@ from test_cli_foundation import assert_one_line_error, run_cli
 @pytest.mark.parametrize(("extra", "words"), [
     (["--gt-weight", "-1"], ["--gt-weight", ">= 0"]),
     (["--id-output", "-0.5"], ["--id-output", ">= 0"]),
+    (["--id-margin", "-1"], ["--id-margin", ">= 0"]),
     (["--id-output-weights", "severe=x"], ["--id-output-weights", "severe=x"]),
     ([], ["training pack not found"]),
 ])

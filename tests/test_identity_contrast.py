@@ -118,3 +118,33 @@ def test_cli_default_output_weights_are_the_training_default() -> None:
     assert parse_preset_weights(format_preset_weights(ID_OUTPUT_WEIGHTS)) == ID_OUTPUT_WEIGHTS
     assert TeacherConfig(pack="p").id_output_weights == DistillConfig(pack="p", teacher="t").id_output_weights \
         == ID_OUTPUT_WEIGHTS
+
+
+def test_identity_margin_rewards_only_the_margin_and_never_moves_the_generic() -> None:
+    """Equal outputs score ln 2 per weighted row; gradient reaches only the personalised rows with
+    weight > 0, never the generic output (the baseline stays fair) nor the encoder; a personalised
+    output that is the person's own face scores lower than one that is someone else's."""
+    from enhancer.models.config import EncoderConfig
+    from enhancer.models.identity import IdentityEncoder
+    from enhancer.training.teacher import identity_margin
+
+    torch.manual_seed(3)
+    enc = IdentityEncoder(EncoderConfig(widths=(8, 8, 16, 16), dim=32, tokens=2))
+    faces = torch.rand(4, 3, 128, 128) * 2 - 1
+    with torch.no_grad():
+        anchor = enc(faces[:, None])[:, 0]
+    w = np.array([1, 0, 0.5, 1], np.float32)
+    restored = faces.clone().requires_grad_(True)
+    generic = faces.clone().requires_grad_(True)
+    loss = identity_margin(enc, restored, generic, anchor, w, 0.1)
+    assert abs(loss.item() - math.log(2) * w.sum() / 4) < 1e-5
+    loss.backward()
+    g = restored.grad.abs().flatten(1).sum(1)
+    assert g[1] == 0 and (g[[0, 2, 3]] > 0).all()
+    assert generic.grad is None and all(p.grad is None for p in enc.parameters())
+    with torch.no_grad():
+        other = faces.roll(1, 0)
+        right = identity_margin(enc, faces, other, anchor, np.ones(4, np.float32), 0.1).item()
+        wrong = identity_margin(enc, other, faces, anchor, np.ones(4, np.float32), 0.1).item()
+    assert right < math.log(2) < wrong
+    assert identity_margin(enc, faces, faces, anchor, np.zeros(4, np.float32), 0.1).item() == 0.0

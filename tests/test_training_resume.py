@@ -100,8 +100,8 @@ def test_distill_resumes_exactly(pack: Path, tmp_path: Path, monkeypatch: pytest
     assert whole["steps"] == resumed["steps"] == 6
     _same_checkpoints(tmp_path / "whole" / "ckpt.safetensors", tmp_path / "resumed" / "ckpt.safetensors")
     assert whole["model_id"] == resumed["model_id"]
-    # the optional ground-truth and output-identity terms: still exact on resume, and they do act
-    terms = {"gt_weight": 1.0, "id_output": 0.5}
+    # the optional ground-truth, output-identity and margin terms: still exact on resume, and they act
+    terms = {"gt_weight": 1.0, "id_output": 0.5, "id_margin": 0.5}
     t_whole = distill.train_distill(cfg("terms-whole", **terms))
     t_resumed = _interrupted(monkeypatch, distill, distill.train_distill, cfg("terms-resumed", **terms), 3)
     _same_checkpoints(tmp_path / "terms-whole" / "ckpt.safetensors", tmp_path / "terms-resumed" / "ckpt.safetensors")

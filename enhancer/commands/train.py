@@ -60,6 +60,10 @@ def register(sub) -> None:
             t.add_argument("--gt-weight", type=float, default=0.0,
                            help="weight of an MSE to the ground truth beside the teacher match (default 0: "
                                 "pure distillation)")
+            t.add_argument("--id-margin", type=float, default=0.0,
+                           help="weight of the personalisation margin: the personalised output must be nearer "
+                                "its person's references than the generic output of the same crop (held "
+                                "fixed), by the encoder; weighted per preset like --id-output (default 0: off)")
         t.add_argument("--id-output", type=float, default=0.0,
                        help="weight of the output identity term: the restored face, read by the encoder "
                             "(held fixed for this term), must pick out its own person's references in "
@@ -136,8 +140,8 @@ def _teacher(args) -> int:
 def _distill(args) -> int:
     from ..training.distill import DistillConfig, train_distill
 
-    if args.gt_weight < 0 or args.id_output < 0:
-        raise InputError("--gt-weight and --id-output must be >= 0")
+    if args.gt_weight < 0 or args.id_output < 0 or args.id_margin < 0:
+        raise InputError("--gt-weight, --id-output and --id-margin must be >= 0")
     weights = parse_preset_weights(args.id_output_weights)
     _check(args)
     if not args.teacher.is_file():
@@ -146,7 +150,7 @@ def _distill(args) -> int:
                         batch=args.batch, steps=args.steps, minutes=args.minutes, device=args.device,
                         seed=args.seed, bf16=not args.no_bf16, teacher_steps=args.teacher_steps,
                         student_steps=args.student_steps, gt_weight=args.gt_weight, id_output=args.id_output,
-                        id_output_weights=weights)
+                        id_output_weights=weights, id_margin=args.id_margin)
     cfg = _common_overrides(cfg, args)
     print(json.dumps(train_distill(cfg), indent=2, default=str))
     return 0

@@ -33,7 +33,7 @@ from .data import RefSampler, load_pack, make_batch
 from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
 from .preset_weights import ID_OUTPUT_WEIGHTS, preset_weights
 from .run_state import RunState
-from .teacher import identity_dropout, output_identity, prepare_split
+from .teacher import identity_dropout, identity_margin, output_identity, prepare_split
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,9 @@ class DistillConfig:
     id_output: float = 0.0  # weight of the output identity term on the student's output (0: off)
     id_temperature: float = 0.1
     id_output_weights: tuple[tuple[str, float], ...] = ID_OUTPUT_WEIGHTS
+    # weight of the personalisation margin (0: off): the personalised output must be nearer the
+    # person than the student's own generic output of the same crop, held fixed
+    id_margin: float = 0.0
 
 
 def train_distill(cfg: DistillConfig) -> dict:
@@ -95,6 +98,7 @@ def train_distill(cfg: DistillConfig) -> dict:
             ident = teacher.encode(refs, mask)
             anchor = ident[:, 0]
             ident = identity_dropout(ident, teacher.null_identity, cfg.id_dropout, gen)
+            personal = ~(ident == teacher.null_identity[None].to(ident.dtype)).flatten(1).all(1)
             target = teacher.restore(lq, ident, noise, cfg.teacher_steps).float()
         for g in opt.param_groups:
             g["lr"] = lr_at(state.step, state.lr_total(), cfg.lr, cfg.warmup)
@@ -107,6 +111,13 @@ def train_distill(cfg: DistillConfig) -> dict:
                 loss = loss + cfg.id_output * output_identity(
                     student.encoder, out, anchor, pool.labels[draw[0]], cfg.id_temperature,
                     preset_weights(pool.presets, draw[3], cfg.id_output_weights))
+            if cfg.id_margin > 0:
+                with torch.no_grad():
+                    null = student.null_identity[None].expand_as(ident)
+                    generic = student.restore(lq, null, noise, cfg.student_steps).float()
+                w = preset_weights(pool.presets, draw[3], cfg.id_output_weights) * personal.cpu().numpy()
+                loss = loss + cfg.id_margin * identity_margin(student.encoder, out, generic, anchor, w,
+                                                              cfg.id_temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.generator.parameters(), cfg.grad_clip)
