@@ -109,3 +109,18 @@ def test_spatial_side_must_match_an_encoder_level() -> None:
     src, _ = load_restorer(None, kind="teacher")
     with pytest.raises(ValueError, match="sides"):
         _with_spatial(src, 12)
+
+
+def test_spatial_model_copies_to_another_crop_size() -> None:
+    """The bench times crop 256 with the shipped weights in a 256 net (speed does not depend on
+    the values): the map's layers are chosen by level, so the copy has exactly the same layers and
+    runs, the map resized to each level's side."""
+    shipped, _ = load_restorer(None, kind="student")
+    big = Restorer(replace(shipped.cfg, generator=replace(shipped.cfg.generator, size=256))).eval()
+    big.load_state_dict(shipped.state_dict())  # strict: no missing, no unexpected keys
+    g = torch.Generator().manual_seed(2)
+    ident = shipped.encode(torch.rand(1, 2, 3, 128, 128, generator=g) * 2 - 1)
+    x, lq = torch.randn(1, 3, 256, 256, generator=g), torch.rand(1, 3, 256, 256, generator=g) * 2 - 1
+    with torch.no_grad():
+        out = big(x, lq, torch.tensor([0.5]), ident)
+    assert out.shape == (1, 3, 256, 256) and torch.isfinite(out).all()

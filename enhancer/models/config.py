@@ -13,6 +13,9 @@ class GeneratorConfig:
     widths: tuple[int, ...] = (32, 64, 96, 128)  # at size/2, /4, /8, /16
     blocks: int = 1  # residual blocks per level and direction
     attn_min_level: int = 2  # cross-attention to identity tokens at level >= this (16x16 and 8x8)
+    # the spatial identity map (if the encoder makes one) is added at level >= this (at 128: 32x32
+    # and below); by level, not side, so a copy of the net at another crop size has the same layers
+    spatial_min_level: int = 1
     emb_dim: int = 128
     groups: int = 8
     heads: int = 4
@@ -25,7 +28,7 @@ class EncoderConfig:
     dim: int = 256  # identity vector / token width
     tokens: int = 4  # identity tokens besides the global vector
     # > 0: also a spatial identity map, side x side tokens (16: the encoder's 16x16 features averaged
-    # over the references), which the generator adds in place at 32x32 and below; 0: off
+    # over the references), which the generator adds in place from ``GeneratorConfig.spatial_min_level``; 0: off
     spatial: int = 0
     max_refs: int = 8
 

@@ -73,8 +73,8 @@ class Generator(nn.Module):
     @staticmethod
     def _spatial_conv(ctx_dim: int, cfg: GeneratorConfig, lvl: int, spatial: int) -> nn.Module:
         """Zero-initialised 1x1 conv adding the map at level ``lvl`` if there is a map and the
-        level's side is <= 32."""
-        if spatial <= 0 or cfg.size // cfg.stem_factor // 2 ** lvl > 32:
+        level is at or past ``cfg.spatial_min_level`` (at 128: sides 32 and below)."""
+        if spatial <= 0 or lvl < cfg.spatial_min_level:
             return nn.Identity()
         conv = nn.Conv2d(ctx_dim, cfg.widths[lvl], 1)
         nn.init.zeros_(conv.weight)
