@@ -97,8 +97,7 @@ def train_distill(cfg: DistillConfig) -> dict:
         with torch.no_grad(), autocast(device, cfg.bf16):
             ident = teacher.encode(refs, mask)
             anchor = ident[:, 0]
-            ident = identity_dropout(ident, teacher.null_identity, cfg.id_dropout, gen)
-            personal = ~(ident == teacher.null_identity[None].to(ident.dtype)).flatten(1).all(1)
+            ident, dropped = identity_dropout(ident, teacher.null_identity, cfg.id_dropout, gen)
             target = teacher.restore(lq, ident, noise, cfg.teacher_steps).float()
         for g in opt.param_groups:
             g["lr"] = lr_at(state.step, state.lr_total(), cfg.lr, cfg.warmup)
@@ -113,9 +112,8 @@ def train_distill(cfg: DistillConfig) -> dict:
                     preset_weights(pool.presets, draw[3], cfg.id_output_weights))
             if cfg.id_margin > 0:
                 with torch.no_grad():
-                    null = student.null_identity[None].expand_as(ident)
-                    generic = student.restore(lq, null, noise, cfg.student_steps).float()
-                w = preset_weights(pool.presets, draw[3], cfg.id_output_weights) * personal.cpu().numpy()
+                    generic = student.restore(lq, None, noise, cfg.student_steps).float()
+                w = preset_weights(pool.presets, draw[3], cfg.id_output_weights) * (~dropped).cpu().numpy()
                 loss = loss + cfg.id_margin * identity_margin(student.encoder, out, generic, anchor, w,
                                                               cfg.id_temperature)
         opt.zero_grad(set_to_none=True)

@@ -82,10 +82,11 @@ class TeacherConfig:
     spatial_identity: int | None = None
 
 
-def identity_dropout(ident: torch.Tensor, null: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
-    drop = torch.rand(ident.shape[0], generator=gen, device="cpu") < p
-    drop = drop.to(ident.device)[:, None, None]
-    return torch.where(drop, null[None].to(ident.dtype).expand_as(ident), ident)
+def identity_dropout(ident: torch.Tensor, null: torch.Tensor, p: float,
+                     gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row replaced by the null identity with probability ``p``; also returns which (B,) were."""
+    drop = (torch.rand(ident.shape[0], generator=gen, device="cpu") < p).to(ident.device)
+    return torch.where(drop[:, None, None], null[None].to(ident.dtype).expand_as(ident), ident), drop
 
 
 def identity_contrast(a: torch.Tensor, b: torch.Tensor, labels: np.ndarray, temperature: float,
@@ -218,7 +219,7 @@ def train_teacher(cfg: TeacherConfig) -> dict:
             refs_vec = ident[:, 0]
             contrast = (identity_contrast(refs_vec, model.encode(x0[:, None])[:, 0], pool.labels[draw[0]],
                                           cfg.id_temperature) if cfg.id_contrast > 0 else None)
-            ident = identity_dropout(ident, model.null_identity, cfg.id_dropout, gen)
+            ident, _ = identity_dropout(ident, model.null_identity, cfg.id_dropout, gen)
             v = model(x_t, lq, t, ident)
             loss = F.mse_loss(v.float(), v_target(z0, eps, t))
             if contrast is not None:
