@@ -73,15 +73,22 @@ def _interrupted(monkeypatch: pytest.MonkeyPatch, module, train, cfg, at: int) -
 def test_teacher_resumes_exactly(pack: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.set_num_threads(1)
 
-    def cfg(run: str) -> teacher.TeacherConfig:
+    def cfg(run: str, **terms) -> teacher.TeacherConfig:
         return teacher.TeacherConfig(pack=str(pack), run_dir=str(tmp_path / run), model=TINY, batch=4, steps=8,
-                                     warmup=3, n_val=1, log_every=1, id_output=0.1, ckpt_minutes=60)
+                                     warmup=3, n_val=1, log_every=1, id_output=0.1, ckpt_minutes=60, **terms)
 
     whole = teacher.train_teacher(cfg("whole"))
     resumed = _interrupted(monkeypatch, teacher, teacher.train_teacher, cfg("resumed"), 3)
     assert whole["steps"] == resumed["steps"] == 8
     _same_checkpoints(tmp_path / "whole" / "ckpt.safetensors", tmp_path / "resumed" / "ckpt.safetensors")
     assert whole["model_id"] == resumed["model_id"]
+    # the margin term (its generic pass draws no random numbers): exact on resume, and it acts
+    m_whole = teacher.train_teacher(cfg("margin-whole", id_margin=0.5))
+    m_resumed = _interrupted(monkeypatch, teacher, teacher.train_teacher, cfg("margin-resumed", id_margin=0.5), 5)
+    _same_checkpoints(tmp_path / "margin-whole" / "ckpt.safetensors",
+                      tmp_path / "margin-resumed" / "ckpt.safetensors")
+    assert m_whole["model_id"] == m_resumed["model_id"] != whole["model_id"]
+    assert m_whole["final_id_margin"] > 0
 
 
 def test_distill_resumes_exactly(pack: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,6 +113,9 @@ def test_distill_resumes_exactly(pack: Path, tmp_path: Path, monkeypatch: pytest
     t_resumed = _interrupted(monkeypatch, distill, distill.train_distill, cfg("terms-resumed", **terms), 3)
     _same_checkpoints(tmp_path / "terms-whole" / "ckpt.safetensors", tmp_path / "terms-resumed" / "ckpt.safetensors")
     assert t_whole["model_id"] == t_resumed["model_id"] != whole["model_id"]
+    # the margin's anchor matters: the clean target photo and the references train differently
+    refs = distill.train_distill(cfg("terms-refs", **terms, margin_anchor="references"))
+    assert refs["model_id"] != t_whole["model_id"]
 
 
 def test_pack_variants_option(pack: Path, tmp_path: Path) -> None:

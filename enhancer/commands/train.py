@@ -60,10 +60,14 @@ def register(sub) -> None:
             t.add_argument("--gt-weight", type=float, default=0.0,
                            help="weight of an MSE to the ground truth beside the teacher match (default 0: "
                                 "pure distillation)")
-            t.add_argument("--id-margin", type=float, default=0.0,
-                           help="weight of the personalisation margin: the personalised output must be nearer "
-                                "its person's references than the generic output of the same crop (held "
-                                "fixed), by the encoder; weighted per preset like --id-output (default 0: off)")
+        t.add_argument("--id-margin", type=float, default=0.0,
+                       help="weight of the personalisation margin: the personalised output must be nearer "
+                            "the anchor than the generic output of the same input (held fixed), by the "
+                            "encoder; weighted per preset like --id-output (default 0: off)")
+        t.add_argument("--margin-anchor", choices=["target", "references"], default="target",
+                       help="what the margin measures nearness to: the clean target photo (default; the "
+                            "eval's own criterion, pose and light cancel since both outputs come from the "
+                            "same crop) or the person's references")
         t.add_argument("--id-output", type=float, default=0.0,
                        help="weight of the output identity term: the restored face, read by the encoder "
                             "(held fixed for this term), must pick out its own person's references in "
@@ -129,9 +133,10 @@ def _teacher(args) -> int:
                         minutes=args.minutes, device=args.device, seed=args.seed, bf16=not args.no_bf16,
                         init=str(args.init) if args.init else None, id_contrast=args.id_contrast,
                         id_output=args.id_output, id_output_weights=parse_preset_weights(args.id_output_weights),
-                        attn_min_level=args.attn_min_level, spatial_identity=args.spatial_identity)
-    if args.id_contrast < 0 or args.id_output < 0:
-        raise InputError("--id-contrast and --id-output must be >= 0")
+                        attn_min_level=args.attn_min_level, spatial_identity=args.spatial_identity,
+                        id_margin=args.id_margin, margin_anchor=args.margin_anchor)
+    if args.id_contrast < 0 or args.id_output < 0 or args.id_margin < 0:
+        raise InputError("--id-contrast, --id-output and --id-margin must be >= 0")
     cfg = _common_overrides(cfg, args)
     print(json.dumps(train_teacher(cfg), indent=2, default=str))
     return 0
@@ -150,7 +155,8 @@ def _distill(args) -> int:
                         batch=args.batch, steps=args.steps, minutes=args.minutes, device=args.device,
                         seed=args.seed, bf16=not args.no_bf16, teacher_steps=args.teacher_steps,
                         student_steps=args.student_steps, gt_weight=args.gt_weight, id_output=args.id_output,
-                        id_output_weights=weights, id_margin=args.id_margin)
+                        id_output_weights=weights, id_margin=args.id_margin,
+                        margin_anchor=args.margin_anchor)
     cfg = _common_overrides(cfg, args)
     print(json.dumps(train_distill(cfg), indent=2, default=str))
     return 0

@@ -33,7 +33,7 @@ from .data import RefSampler, load_pack, make_batch
 from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
 from .preset_weights import ID_OUTPUT_WEIGHTS, preset_weights
 from .run_state import RunState
-from .teacher import identity_dropout, identity_margin, output_identity, prepare_split
+from .teacher import MARGIN_ANCHORS, identity_dropout, identity_margin, output_identity, prepare_split
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,14 @@ class DistillConfig:
     # weight of the personalisation margin (0: off): the personalised output must be nearer the
     # person than the student's own generic output of the same crop, held fixed
     id_margin: float = 0.0
+    # what the margin measures nearness to: "references" (the person's other photos) or "target"
+    # (the clean photo itself, the eval's own criterion: pose and light cancel in the margin,
+    # since the personalised and generic outputs both come from the same degraded crop)
+    margin_anchor: str = "target"
+
+    def __post_init__(self) -> None:
+        if self.margin_anchor not in MARGIN_ANCHORS:
+            raise ValueError(f"margin_anchor must be one of {MARGIN_ANCHORS}, not {self.margin_anchor!r}")
 
 
 def train_distill(cfg: DistillConfig) -> dict:
@@ -97,6 +105,8 @@ def train_distill(cfg: DistillConfig) -> dict:
         with torch.no_grad(), autocast(device, cfg.bf16):
             ident = teacher.encode(refs, mask)
             anchor = ident[:, 0]
+            margin_anchor = (teacher.encode(x0[:, None])[:, 0] if cfg.id_margin > 0 and cfg.margin_anchor == "target"
+                             else anchor)
             ident, dropped = identity_dropout(ident, teacher.null_identity, cfg.id_dropout, gen)
             target = teacher.restore(lq, ident, noise, cfg.teacher_steps).float()
         for g in opt.param_groups:
@@ -114,7 +124,7 @@ def train_distill(cfg: DistillConfig) -> dict:
                 with torch.no_grad():
                     generic = student.restore(lq, None, noise, cfg.student_steps).float()
                 w = preset_weights(pool.presets, draw[3], cfg.id_output_weights) * (~dropped).cpu().numpy()
-                loss = loss + cfg.id_margin * identity_margin(student.encoder, out, generic, anchor, w,
+                loss = loss + cfg.id_margin * identity_margin(student.encoder, out, generic, margin_anchor, w,
                                                               cfg.id_temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()

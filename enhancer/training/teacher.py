@@ -20,6 +20,11 @@ baseline is trained on the same objective and stays a fair comparison. Weighted 
 sample's degradation preset (``id_output_weights``): applied uniformly, it made sharp (`mild`)
 restorations drift *away* from the person (a sharp crop needs no identity help, and the term
 then trades fidelity for what our encoder likes), so by default mild crops are left out.
+
+Optionally (``id_margin`` > 0) a margin term (``identity_margin``): the personalised one-shot
+estimate must be nearer the clean target photo than the generic estimate of the same noisy
+input. Why: the output term improved the generic and personalised modes alike, so the gap
+between them, the thing personalisation adds and the eval's win rate measures, stayed small.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from .data import RefSampler, load_pack, make_batch, split_identities
 from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
 from .preset_weights import ID_OUTPUT_WEIGHTS, preset_weights
 from .run_state import RunState
+
+MARGIN_ANCHORS = ("target", "references")
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,15 @@ class TeacherConfig:
     # spatial identity map side (EncoderConfig.spatial); None keeps ``model``'s. With ``init``,
     # the added layers start at zero (load_grown), so training starts from the init's outputs.
     spatial_identity: int | None = None
+    # weight of the personalisation margin on the one-shot estimate (0: off): the personalised
+    # estimate must be nearer the anchor than the generic estimate of the same noisy input, held
+    # fixed (``identity_margin``); "target": the clean photo (the eval's criterion), or "references"
+    id_margin: float = 0.0
+    margin_anchor: str = "target"
+
+    def __post_init__(self) -> None:
+        if self.margin_anchor not in MARGIN_ANCHORS:
+            raise ValueError(f"margin_anchor must be one of {MARGIN_ANCHORS}, not {self.margin_anchor!r}")
 
 
 def identity_dropout(ident: torch.Tensor, null: torch.Tensor, p: float,
@@ -134,8 +150,9 @@ def output_identity(encoder: torch.nn.Module, restored: torch.Tensor, anchor: to
 
 def identity_margin(encoder: torch.nn.Module, restored: torch.Tensor, generic: torch.Tensor, anchor: torch.Tensor,
                     weights: np.ndarray, temperature: float) -> torch.Tensor:
-    """Per sample: the personalised restoration must be nearer its person's references (cosine of
-    the encoder's global vectors) than the generic restoration of the same crop is.
+    """Per sample: the personalised restoration must be nearer ``anchor`` (cosine of the encoder's
+    global vectors; the person's references, or the clean target photo) than the generic
+    restoration of the same crop is.
 
     Why: the output term rewards any restoration that looks like the person, and the generic mode
     learns that from the degraded crop as fast as the personalised mode learns it from the
@@ -202,6 +219,7 @@ def train_teacher(cfg: TeacherConfig) -> dict:
     size = cfg.model.generator.size
     contrasts: list[float] = []  # the identity InfoNCE term alone, when on
     out_ids: list[float] = []  # the output identity term alone, when on
+    margins: list[float] = []  # the margin term alone, when on
     state.open_bar("teacher")
     model.train()
     flag = StopFlag()
@@ -217,20 +235,30 @@ def train_teacher(cfg: TeacherConfig) -> dict:
         with autocast(device, cfg.bf16):
             ident = model.encode(refs, mask)
             refs_vec = ident[:, 0]
-            contrast = (identity_contrast(refs_vec, model.encode(x0[:, None])[:, 0], pool.labels[draw[0]],
-                                          cfg.id_temperature) if cfg.id_contrast > 0 else None)
-            ident, _ = identity_dropout(ident, model.null_identity, cfg.id_dropout, gen)
+            target_vec = model.encode(x0[:, None])[:, 0] if cfg.id_contrast > 0 or cfg.id_margin > 0 else None
+            contrast = (identity_contrast(refs_vec, target_vec, pool.labels[draw[0]], cfg.id_temperature)
+                        if cfg.id_contrast > 0 else None)
+            ident, dropped = identity_dropout(ident, model.null_identity, cfg.id_dropout, gen)
             v = model(x_t, lq, t, ident)
             loss = F.mse_loss(v.float(), v_target(z0, eps, t))
             if contrast is not None:
                 contrasts.append(contrast.item())
                 loss = loss + cfg.id_contrast * contrast
+            restored = from_diffusion_space(x0_from_v(x_t, v.float(), t), lq, cfg.model.residual_scale)
             if cfg.id_output > 0:
-                restored = from_diffusion_space(x0_from_v(x_t, v.float(), t), lq, cfg.model.residual_scale)
                 out_id = output_identity(model.encoder, restored, refs_vec, pool.labels[draw[0]], cfg.id_temperature,
                                          preset_weights(pool.presets, draw[3], cfg.id_output_weights))
                 out_ids.append(out_id.item())
                 loss = loss + cfg.id_output * out_id
+            if cfg.id_margin > 0:
+                with torch.no_grad():
+                    v_gen = model(x_t, lq, t, model.null_identity[None].expand_as(ident).to(ident.dtype))
+                    generic = from_diffusion_space(x0_from_v(x_t, v_gen.float(), t), lq, cfg.model.residual_scale)
+                w = preset_weights(pool.presets, draw[3], cfg.id_output_weights) * (~dropped).cpu().numpy()
+                anchor = target_vec if cfg.margin_anchor == "target" else refs_vec
+                margin = identity_margin(model.encoder, restored, generic, anchor, w, cfg.id_temperature)
+                margins.append(margin.item())
+                loss = loss + cfg.id_margin * margin
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -239,15 +267,17 @@ def train_teacher(cfg: TeacherConfig) -> dict:
         state.finish_step(loss.item())
         if state.step % cfg.log_every == 0:
             n = cfg.log_every
-            log.info("step %d loss %.5f id_contrast %.4f id_output %.4f lr %.2e", state.step, state.mean_loss(n),
-                     np.mean(contrasts[-n:]) if contrasts else float("nan"),
-                     np.mean(out_ids[-n:]) if out_ids else float("nan"), opt.param_groups[0]["lr"])
+            log.info("step %d loss %.5f id_contrast %.4f id_output %.4f id_margin %.4f lr %.2e", state.step,
+                     state.mean_loss(n), np.mean(contrasts[-n:]) if contrasts else float("nan"),
+                     np.mean(out_ids[-n:]) if out_ids else float("nan"),
+                     np.mean(margins[-n:]) if margins else float("nan"), opt.param_groups[0]["lr"])
     wall = state.close()
     step = state.step
     ema.eval()
     metrics = {"steps": step, "wall_time_s": round(wall, 1), "final_loss": state.mean_loss(200),
                "final_id_contrast": float(np.mean(contrasts[-200:])) if contrasts else None,
                "final_id_output": float(np.mean(out_ids[-200:])) if out_ids else None,
+               "final_id_margin": float(np.mean(margins[-200:])) if margins else None,
                "samples_seen": step * cfg.batch, **{k: v for k, v in info.items() if k != "config"}}
     model_id = export_weights(ema, run / "teacher.safetensors", "teacher",
                               {"steps": step, "val_identities": val_ids, "train_cfg": asdict(cfg)})
