@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from enhancer.dataprep import PrepareConfig, prepare
 from enhancer.models.config import EncoderConfig, GeneratorConfig, ModelConfig
 from enhancer.training import distill, teacher
 from enhancer.training.data import build_pack, load_pack
+from enhancer.weights import load_restorer
 
 TINY = ModelConfig(generator=GeneratorConfig(widths=(8, 8, 8, 8), emb_dim=16, groups=4, heads=1),
                    encoder=EncoderConfig(widths=(8, 8, 8, 8), dim=16, tokens=2), residual_scale=4.0)
@@ -116,6 +118,15 @@ def test_distill_resumes_exactly(pack: Path, tmp_path: Path, monkeypatch: pytest
     # the margin's anchor matters: the clean target photo and the references train differently
     refs = distill.train_distill(cfg("terms-refs", **terms, margin_anchor="references"))
     assert refs["model_id"] != t_whole["model_id"]
+    # 0 steps exports the teacher itself as the student at --student-steps (how the shipped
+    # student was made: the teacher's own 1-step sampler measured above its distilled students)
+    zero = distill.train_distill(replace(cfg("zero"), steps=0, teacher_steps=1, student_steps=1))
+    t_sd = load_file(str(tmp_path / "t" / "teacher.safetensors"))
+    z_sd = load_file(str(tmp_path / "zero" / "student.safetensors"))
+    assert t_sd.keys() == z_sd.keys() and all(torch.equal(t_sd[k], z_sd[k]) for k in t_sd)
+    _, z_meta = load_restorer(tmp_path / "zero" / "student.safetensors")
+    assert zero["steps"] == 0 and z_meta["kind"] == "student" and z_meta["extra"]["student_steps"] == 1
+    assert z_meta["model_id"] == "student-" + t["model_id"].removeprefix("teacher-")
 
 
 def test_pack_variants_option(pack: Path, tmp_path: Path) -> None:

@@ -36,7 +36,9 @@ def register(sub) -> None:
         t.add_argument("--ema", type=float, help="EMA decay per step (default: the config's; lower it for "
                                                  "runs of a few hundred large batches, or the export is "
                                                  "mostly the starting weights)")
-        t.add_argument("--steps", type=int, help="total optimisation steps")
+        t.add_argument("--steps", type=int, help="total optimisation steps (0: no training, export the start "
+                                                 "weights; for distill, the teacher's own sampler at "
+                                                 "--student-steps as the student)")
         t.add_argument("--minutes", type=float, help="wall-clock budget; steps derived after a speed probe")
         t.add_argument("--device", default="auto")
         t.add_argument("--seed", type=int, default=0)
@@ -83,6 +85,8 @@ def _check(args) -> None:
         raise InputError(f"{args.pack}: training pack not found (run `likeness train pack`)")
     if args.steps is None and args.minutes is None:
         raise InputError("give --steps or --minutes")
+    if args.steps is not None and args.steps < 0:
+        raise InputError(f"--steps must be >= 0, not {args.steps}")
 
 
 def parse_preset_weights(text: str, option: str = "--id-output-weights") -> tuple[tuple[str, float], ...]:
