@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..identity_store import SPATIAL_SIDES
-from ..training.preset_weights import ID_OUTPUT_WEIGHTS, POOL_VARIANTS, format_preset_weights
+from ..training.preset_weights import ID_OUTPUT_WEIGHTS, MARGIN_ANCHORS, POOL_VARIANTS, format_preset_weights
 
 
 def register(sub) -> None:
@@ -66,7 +66,7 @@ def register(sub) -> None:
                        help="weight of the personalisation margin: the personalised output must be nearer "
                             "the anchor than the generic output of the same input (held fixed), by the "
                             "encoder; weighted per preset like --id-output (default 0: off)")
-        t.add_argument("--margin-anchor", choices=["target", "references"], default="target",
+        t.add_argument("--margin-anchor", choices=MARGIN_ANCHORS, default=MARGIN_ANCHORS[0],
                        help="what the margin measures nearness to: the clean target photo (default; the "
                             "eval's own criterion, pose and light cancel since both outputs come from the "
                             "same crop) or the person's references")

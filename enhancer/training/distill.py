@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from ..weights import export_weights, load_restorer
 from .data import RefSampler, load_pack, make_batch
 from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
-from .preset_weights import ID_OUTPUT_WEIGHTS, preset_weights
+from .preset_weights import ID_OUTPUT_WEIGHTS, check_margin_anchor, preset_weights
 from .run_state import RunState
-from .teacher import MARGIN_ANCHORS, identity_dropout, identity_margin, output_identity, prepare_split
+from .teacher import identity_dropout, identity_margin, output_identity, prepare_split
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,7 @@ class DistillConfig:
     margin_anchor: str = "target"
 
     def __post_init__(self) -> None:
-        if self.margin_anchor not in MARGIN_ANCHORS:
-            raise ValueError(f"margin_anchor must be one of {MARGIN_ANCHORS}, not {self.margin_anchor!r}")
+        check_margin_anchor(self.margin_anchor)
 
 
 def train_distill(cfg: DistillConfig) -> dict:

@@ -1,5 +1,6 @@
-"""Per-preset tables of training (output-term weights, degraded copies per photo in a pack),
-kept free of torch so the CLI can show their defaults without importing the training stack."""
+"""Per-preset tables of training (output-term weights, degraded copies per photo in a pack) and
+the margin's anchors, kept free of torch so the CLI can show its choices and defaults without
+importing the training stack."""
 
 from __future__ import annotations
 
@@ -7,6 +8,16 @@ import numpy as np
 
 # default per-preset multiplier of the output identity term (stage 5): sharp crops need no identity help
 ID_OUTPUT_WEIGHTS: tuple[tuple[str, float], ...] = (("severe", 1.0), ("moderate", 0.5), ("mild", 0.0))
+
+# what the margin term measures nearness to (``teacher.identity_margin``): the clean target photo
+# (the eval's own question) or the person's references
+MARGIN_ANCHORS: tuple[str, ...] = ("target", "references")
+
+
+def check_margin_anchor(anchor: str) -> None:
+    if anchor not in MARGIN_ANCHORS:
+        raise ValueError(f"margin_anchor must be one of {MARGIN_ANCHORS}, not {anchor!r}")
+
 
 # (preset, degraded copies) stored per photo in a pack; severe is the product's hard case, so it gets two.
 POOL_VARIANTS: tuple[tuple[str, int], ...] = (("severe", 2), ("moderate", 1), ("mild", 1))

@@ -45,10 +45,8 @@ from ..models.restorer import Restorer, count_params, generator_gflops, load_gro
 from ..weights import export_weights
 from .data import RefSampler, load_pack, make_batch, split_identities
 from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
-from .preset_weights import ID_OUTPUT_WEIGHTS, preset_weights
+from .preset_weights import ID_OUTPUT_WEIGHTS, check_margin_anchor, preset_weights
 from .run_state import RunState
-
-MARGIN_ANCHORS = ("target", "references")
 
 
 @dataclass(frozen=True)
@@ -94,8 +92,7 @@ class TeacherConfig:
     margin_anchor: str = "target"
 
     def __post_init__(self) -> None:
-        if self.margin_anchor not in MARGIN_ANCHORS:
-            raise ValueError(f"margin_anchor must be one of {MARGIN_ANCHORS}, not {self.margin_anchor!r}")
+        check_margin_anchor(self.margin_anchor)
 
 
 def identity_dropout(ident: torch.Tensor, null: torch.Tensor, p: float,
@@ -244,7 +241,8 @@ def train_teacher(cfg: TeacherConfig) -> dict:
             if contrast is not None:
                 contrasts.append(contrast.item())
                 loss = loss + cfg.id_contrast * contrast
-            restored = from_diffusion_space(x0_from_v(x_t, v.float(), t), lq, cfg.model.residual_scale)
+            if cfg.id_output > 0 or cfg.id_margin > 0:
+                restored = from_diffusion_space(x0_from_v(x_t, v.float(), t), lq, cfg.model.residual_scale)
             if cfg.id_output > 0:
                 out_id = output_identity(model.encoder, restored, refs_vec, pool.labels[draw[0]], cfg.id_temperature,
                                          preset_weights(pool.presets, draw[3], cfg.id_output_weights))
@@ -252,7 +250,7 @@ def train_teacher(cfg: TeacherConfig) -> dict:
                 loss = loss + cfg.id_output * out_id
             if cfg.id_margin > 0:
                 with torch.no_grad():
-                    v_gen = model(x_t, lq, t, model.null_identity[None].expand_as(ident).to(ident.dtype))
+                    v_gen = model(x_t, lq, t, model.resolve_identity(None, len(ident)).to(ident.dtype))
                     generic = from_diffusion_space(x0_from_v(x_t, v_gen.float(), t), lq, cfg.model.residual_scale)
                 w = preset_weights(pool.presets, draw[3], cfg.id_output_weights) * (~dropped).cpu().numpy()
                 anchor = target_vec if cfg.margin_anchor == "target" else refs_vec
