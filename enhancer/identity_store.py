@@ -7,7 +7,8 @@ anywhere by this module. Files are safetensors (never pickle), so loading one ca
 File layout (format version 1):
 
 - tensor ``identity``: (5, 256) float32, the encoder's global vector and 4 identity tokens, then
-  for an encoder with a spatial identity map its side x side rows ((5 + side**2, 256));
+  for an encoder with a spatial identity map its side x side rows ((5 + side**2, 256)), and for one
+  with a fine map (side 32) its 16x16 space-to-depth rows after those;
 - tensor ``refs`` (only with ``--keep-photos``): (K, 256, 256, 3) uint8 aligned BGR crops, so
   the person can be re-enrolled for a future encoder without new photos;
 - metadata: ``format``, ``version``, ``name``, ``encoder_id``, ``model_id``, ``created``
@@ -40,9 +41,10 @@ FORMAT_VERSION = "1"
 SUFFIX = ".safetensors"
 IDENTITY_SHAPE = (5, 256)  # without a spatial map
 SPATIAL_SIDES = (0, 8, 16)  # spatial identity map sides a stored identity may carry (EncoderConfig.spatial)
+FINE_SIDES = (0, 32)  # fine map sides (EncoderConfig.spatial_fine), stored as (side/2)**2 rows
 KEEP_SIZE = 256  # side of the aligned crops stored with --keep-photos
 MAX_KEPT_REFS = 8
-MAX_FILE_BYTES = 1_000_000  # an identity alone is ~5 kB (~270 kB with a 16x16 map); 1 MB is not ours
+MAX_FILE_BYTES = 1_000_000  # an identity alone is ~5 kB (~270 kB with a 16x16 map, ~530 kB with both); 1 MB is not ours
 MAX_FILE_BYTES_WITH_REFS = MAX_FILE_BYTES + MAX_KEPT_REFS * KEEP_SIZE * KEEP_SIZE * 3
 NAME_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}$")
 REQUIRED_META = ("format", "version", "name", "encoder_id", "model_id", "created", "n_refs")
@@ -109,7 +111,8 @@ def _parse_header(data: bytes, path: Path) -> dict:
 
 def valid_identity_shape(shape: tuple[int, ...]) -> bool:
     rows, dim = IDENTITY_SHAPE
-    return len(shape) == 2 and shape[1] == dim and any(shape[0] == rows + s * s for s in SPATIAL_SIDES)
+    extra = {s * s + (f // 2) ** 2 for s in SPATIAL_SIDES for f in FINE_SIDES}
+    return len(shape) == 2 and shape[1] == dim and shape[0] - rows in extra
 
 
 def _validate(path: Path, data: bytes) -> tuple[dict[str, str], dict[str, np.ndarray]]:

@@ -124,3 +124,39 @@ def test_spatial_model_copies_to_another_crop_size() -> None:
     with torch.no_grad():
         out = big(x, lq, torch.tensor([0.5]), ident)
     assert out.shape == (1, 3, 256, 256) and torch.isfinite(out).all()
+
+
+def test_fine_identity_map_grows_in_unchanged_and_is_used_in_place() -> None:
+    """The fine (32x32) map, stored space-to-depth after the coarse map's rows: the grown model
+    computes what the shipped one did, and once its convolutions are trained a change to the
+    fine map's top rows moves the top of the face, at 64x64 detail."""
+    src, _ = load_restorer(None, kind="teacher")
+    cfg = src.cfg
+    grown = Restorer(replace(cfg, encoder=replace(cfg.encoder, spatial_fine=32))).eval()
+    added = load_grown(grown, src)
+    assert any(k.startswith("encoder.fine_proj") for k in added)
+    assert any(k.startswith("generator.spatial_fine_down.0") for k in added)  # 64x64 too
+    n_old = src.identity_shape()[0]
+    assert grown.identity_shape() == (n_old + 256, cfg.encoder.dim)
+    assert torch.equal(grown.null_identity[:n_old], src.null_identity) and not grown.null_identity[n_old:].any()
+    g = torch.Generator().manual_seed(3)
+    refs = torch.rand(2, 3, 3, 128, 128, generator=g) * 2 - 1
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    x, lq = torch.randn(2, 3, 128, 128, generator=g), torch.rand(2, 3, 128, 128, generator=g) * 2 - 1
+    t = torch.tensor([0.4, 0.8])
+    with torch.no_grad():
+        ident_src, ident = src.encode(refs, mask), grown.encode(refs, mask)
+        assert ident.shape == (2, *grown.identity_shape())
+        assert torch.allclose(ident[:, :n_old], ident_src, atol=1e-5)
+        assert torch.allclose(grown(x, lq, t, ident), src(x, lq, t, ident_src), atol=1e-5)
+        # the fine map averages the references position by position, like the coarse one
+        one = grown.encode(refs[:1, :1])
+        assert not torch.allclose(one[:, n_old:], ident[:1, n_old:], atol=1e-3)
+        for conv in [*grown.generator.spatial_fine_down, *grown.generator.spatial_fine_up]:
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.weight.normal_(0, 0.05, generator=g)
+        base = grown(x, lq, t, ident)
+        moved = ident.clone()
+        moved[:, n_old:n_old + 16 * 2] += 1.0  # first 2 rows of 16 space-to-depth cells: image rows 0-3 of 32
+        d = (grown(x, lq, t, moved) - base).abs().mean(dim=(0, 1))
+        assert d[:16].mean() > 3 * d[-64:].mean()

@@ -260,3 +260,13 @@ def test_identity_with_a_spatial_map_roundtrips(store: IdentityStore) -> None:
     assert np.array_equal(store.load("spatial", "enc-sp"), ident)
     with pytest.raises(ModelError, match="re-enroll"):
         store.load("spatial", "enc-other")
+
+
+def test_identity_with_both_spatial_maps_roundtrips(store: IdentityStore) -> None:
+    """With the fine 32x32 map as well: (5 + 256 + 256, 256), ~530 kB, still under the size cap;
+    a row count no encoder makes is refused as corrupt."""
+    ident = np.random.default_rng(4).standard_normal((5 + 256 + 256, 256)).astype(np.float32)
+    store.save("fine", ident, encoder_id="enc-fine", model_id="m", n_refs=4)
+    assert np.array_equal(store.load("fine", "enc-fine"), ident)
+    with pytest.raises(ModelError, match="refusing"):
+        store.save("odd", ident[:-3], encoder_id="enc-fine", model_id="m", n_refs=4)

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError
-from ..identity_store import SPATIAL_SIDES
+from ..identity_store import FINE_SIDES, SPATIAL_SIDES
 from ..training.preset_weights import ID_OUTPUT_WEIGHTS, MARGIN_ANCHORS, POOL_VARIANTS, format_preset_weights
 
 
@@ -51,6 +51,10 @@ def register(sub) -> None:
             t.add_argument("--spatial-identity", type=int, choices=SPATIAL_SIDES,
                            help="also a spatial identity map of this side (the references' encoder "
                                 "features, averaged in place), added by the generator at 32x32 and below "
+                                "(default: the model's, 0: off); with --init, added layers start at zero")
+            t.add_argument("--spatial-fine", type=int, choices=FINE_SIDES,
+                           help="also a fine spatial identity map of this side (the encoder's first "
+                                "block, averaged in place), added by the generator at 64x64 and 32x32 "
                                 "(default: the model's, 0: off); with --init, added layers start at zero")
             t.add_argument("--id-contrast", type=float, default=0.1,
                            help="weight of the identity InfoNCE term on the encoder (default 0.1; 0: off, "
@@ -138,6 +142,7 @@ def _teacher(args) -> int:
                         init=str(args.init) if args.init else None, id_contrast=args.id_contrast,
                         id_output=args.id_output, id_output_weights=parse_preset_weights(args.id_output_weights),
                         attn_min_level=args.attn_min_level, spatial_identity=args.spatial_identity,
+                        spatial_fine=args.spatial_fine,
                         id_margin=args.id_margin, margin_anchor=args.margin_anchor)
     if args.id_contrast < 0 or args.id_output < 0 or args.id_margin < 0:
         raise InputError("--id-contrast, --id-output and --id-margin must be >= 0")

@@ -16,6 +16,9 @@ class GeneratorConfig:
     # the spatial identity map (if the encoder makes one) is added at level >= this (at 128: 32x32
     # and below); by level, not side, so a copy of the net at another crop size has the same layers
     spatial_min_level: int = 1
+    # the fine spatial identity map (if the encoder makes one) is added at level <= this (at 128:
+    # 64x64 and 32x32), where the coarse map is too blurred to say where an eyelid or a nostril is
+    fine_max_level: int = 1
     emb_dim: int = 128
     groups: int = 8
     heads: int = 4
@@ -30,7 +33,18 @@ class EncoderConfig:
     # > 0: also a spatial identity map, side x side tokens (16: the encoder's 16x16 features averaged
     # over the references), which the generator adds in place from ``GeneratorConfig.spatial_min_level``; 0: off
     spatial: int = 0
+    # > 0: also a fine spatial map of this side (32: the first block's features, averaged over the
+    # references in place and projected to dim/4 channels), stored space-to-depth as (side/2)**2
+    # rows of dim, which the generator adds at ``GeneratorConfig.fine_max_level`` and above; 0: off
+    spatial_fine: int = 0
     max_refs: int = 8
+
+    def fine_rows(self) -> int:
+        return (self.spatial_fine // 2) ** 2 if self.spatial_fine > 0 else 0
+
+    def rows(self) -> int:
+        """Rows of an identity: the global vector, the tokens, the coarse map, the fine map."""
+        return 1 + self.tokens + self.spatial ** 2 + self.fine_rows()
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ vector through AdaGN (added to the time embedding) and the identity tokens throu
 cross-attention at 16x16 and 8x8. With a spatial identity map (``spatial`` > 0, see
 identity.py) it is also added in place, through zero-initialised 1x1 convolutions, after each
 level at 32x32 and below, both ways: a model grown from one without it starts out unchanged.
+A fine map (``spatial_fine`` > 0, 32x32 at 128) is added the same way at 64x64 and 32x32.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from .config import GeneratorConfig
 
 
 class Generator(nn.Module):
-    def __init__(self, cfg: GeneratorConfig, ctx_dim: int, spatial: int = 0) -> None:
+    def __init__(self, cfg: GeneratorConfig, ctx_dim: int, spatial: int = 0, spatial_fine: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
-        self.spatial = spatial  # side of the spatial identity map: the identity's last spatial**2 rows
+        self.spatial = spatial  # side of the spatial identity map: the identity's rows after the tokens
+        self.spatial_fine = spatial_fine  # side of the fine map: the last (side/2)**2 rows, space-to-depth
         f = cfg.stem_factor
         e = cfg.emb_dim
         self.time_mlp = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, e))
@@ -66,6 +68,9 @@ class Generator(nn.Module):
         levels = range(len(cfg.widths))  # one entry per level either way (Identity: no map there)
         self.spatial_down = nn.ModuleList(self._spatial_conv(ctx_dim, cfg, lvl, spatial) for lvl in levels)
         self.spatial_up = nn.ModuleList(self._spatial_conv(ctx_dim, cfg, lvl, spatial) for lvl in reversed(levels))
+        self.spatial_fine_down = nn.ModuleList(self._fine_conv(ctx_dim, cfg, lvl, spatial_fine) for lvl in levels)
+        self.spatial_fine_up = nn.ModuleList(
+            self._fine_conv(ctx_dim, cfg, lvl, spatial_fine) for lvl in reversed(levels))
         self.out = nn.Conv2d(ch, 3 * f * f, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -81,10 +86,28 @@ class Generator(nn.Module):
         nn.init.zeros_(conv.bias)
         return conv
 
+    @staticmethod
+    def _fine_conv(ctx_dim: int, cfg: GeneratorConfig, lvl: int, spatial_fine: int) -> nn.Module:
+        """Zero-initialised 1x1 conv adding the fine map (dim/4 channels) at level ``lvl`` if there
+        is one and the level is at or before ``cfg.fine_max_level`` (at 128: sides 64 and 32)."""
+        if spatial_fine <= 0 or lvl > cfg.fine_max_level:
+            return nn.Identity()
+        conv = nn.Conv2d(ctx_dim // 4, cfg.widths[lvl], 1)
+        nn.init.zeros_(conv.weight)
+        nn.init.zeros_(conv.bias)
+        return conv
+
     def forward(self, x_t: torch.Tensor, lq: torch.Tensor, t: torch.Tensor, ident: torch.Tensor) -> torch.Tensor:
         """x_t, lq: (B,3,S,S) in [-1,1]; t: (B,) in [0,1]; ident: (B, 1+T, D) -> v-prediction."""
         f = self.cfg.stem_factor
         maps: dict[int, torch.Tensor] = {}  # the spatial map resized per side, once per forward
+        fmaps: dict[int, torch.Tensor] = {}  # the same for the fine map
+        if self.spatial_fine > 0:
+            n = (self.spatial_fine // 2) ** 2
+            fp = ident[:, -n:].transpose(1, 2)
+            half = self.spatial_fine // 2
+            fmaps[self.spatial_fine] = F.pixel_shuffle(fp.reshape(fp.shape[0], fp.shape[1], half, half), 2)
+            ident = ident[:, :-n]
         if self.spatial > 0:
             s = self.spatial
             sp = ident[:, -s * s:]
@@ -100,6 +123,7 @@ class Generator(nn.Module):
                 h = blk(h, emb)
                 h = att(h, ident) if isinstance(att, CrossAttention) else h
             h = self._add_spatial(h, maps, self.spatial_down[lvl])
+            h = self._add_spatial(h, fmaps, self.spatial_fine_down[lvl])
             skips.append(h)
             h = ds(h)
         h = self.mid_attn(self.mid(h, emb), ident)
@@ -111,6 +135,7 @@ class Generator(nn.Module):
                 h = blk(torch.cat([h, skip], dim=1) if i == 0 else h, emb)
                 h = att(h, ident) if isinstance(att, CrossAttention) else h
             h = self._add_spatial(h, maps, self.spatial_up[lvl])
+            h = self._add_spatial(h, fmaps, self.spatial_fine_up[lvl])
         h = self.out(F.silu(self.out_norm(h)))
         return F.pixel_shuffle(h, f)
 

@@ -11,6 +11,11 @@ pooled vector and tokens keep *what* the person looks like but not *where*; meas
 generator then conveyed only ~0.03 of identity distance even when handed the clean photo as its
 reference. Crops are aligned to one template, so features at the same position of different
 photos describe the same part of the face, and the generator can add them in place.
+
+Optionally (``spatial_fine`` > 0) a second, finer map from the first block (32x32 at 128),
+projected to dim/4 channels and stored space-to-depth as (side/2)**2 rows, so every identity row
+keeps the width ``dim``. Why: at 16x16 one map cell spans a whole eye; the shapes that make a
+face someone's (eyelids, nostrils, the mouth's corners) live at the finer scale.
 """
 
 from __future__ import annotations
@@ -54,26 +59,32 @@ class IdentityEncoder(nn.Module):
         self.attn = nn.MultiheadAttention(cfg.dim, 4, batch_first=True)
         self.tok_norm = nn.LayerNorm(cfg.dim)
         self.out_norm = nn.LayerNorm(cfg.dim)
-        self.tap = self.spatial_tap(cfg)
+        self.tap = self.spatial_tap(cfg, cfg.spatial)
         if self.tap is not None:
             self.spatial_proj = nn.Linear(cfg.widths[self.tap], cfg.dim)
             self.spatial_norm = nn.LayerNorm(cfg.dim)
+        self.fine_tap = self.spatial_tap(cfg, cfg.spatial_fine)
+        if self.fine_tap is not None:
+            if cfg.dim % 4:
+                raise ValueError(f"a fine spatial map needs an identity width divisible by 4, not {cfg.dim}")
+            self.fine_proj = nn.Linear(cfg.widths[self.fine_tap], cfg.dim // 4)
+            self.fine_norm = nn.LayerNorm(cfg.dim // 4)
 
     @staticmethod
-    def spatial_tap(cfg: EncoderConfig) -> int | None:
-        """Index of the block whose output has side ``cfg.spatial`` (block i: size / 2**(i+2))."""
-        if cfg.spatial <= 0:
+    def spatial_tap(cfg: EncoderConfig, side: int) -> int | None:
+        """Index of the block whose output has side ``side`` (block i: size / 2**(i+2)); None for 0."""
+        if side <= 0:
             return None
         sides = [cfg.size // 2 ** (i + 2) for i in range(len(cfg.widths))]
-        if cfg.spatial not in sides:
-            raise ValueError(f"spatial identity side {cfg.spatial}: the encoder's features have sides {sides}")
-        return sides.index(cfg.spatial)
+        if side not in sides:
+            raise ValueError(f"spatial identity side {side}: the encoder's features have sides {sides}")
+        return sides.index(side)
 
     def forward(self, refs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """refs: (B, K, 3, S, S) in [-1,1]; mask: (B, K) bool, True = real reference.
 
-        Returns (B, 1 + tokens [+ spatial**2], dim): the global vector, the identity tokens, then
-        (if configured) the spatial map row by row.
+        Returns (B, cfg.rows(), dim): the global vector, the identity tokens, then (if configured)
+        the spatial map row by row and the fine map's space-to-depth rows.
         """
         b, k = refs.shape[:2]
         if mask is None:
@@ -81,11 +92,13 @@ class IdentityEncoder(nn.Module):
         flat_mask = mask.reshape(-1)
         x = F.pixel_unshuffle(refs.flatten(0, 1)[flat_mask], 2)  # padding slots never run the CNN
         h = self.stem(x)
-        tap = None
+        tap = fine = None
         for i, blk in enumerate(self.blocks):
             h = blk(h)
             if i == self.tap:
                 tap = h
+            if i == self.fine_tap:
+                fine = h
         real = self.proj(h.flatten(2).transpose(1, 2))  # (N_real, HW, D)
         hw = real.shape[1]
         feat = _pad(real, flat_mask, b, k)  # (B, K, HW, D)
@@ -98,11 +111,18 @@ class IdentityEncoder(nn.Module):
         q = self.queries[None].expand(b, -1, -1)
         tok, _ = self.attn(q, tokens_kv, tokens_kv, key_padding_mask=key_pad, need_weights=False)
         out = self.out_norm(torch.cat([glob[:, None], tok + q], dim=1))
-        if tap is None:
-            return out
-        smap = _set_mean(_pad(tap, flat_mask, b, k).reshape(b, k, -1), m)  # position by position
-        smap = smap.reshape(b, tap.shape[1], -1).transpose(1, 2)  # (B, side*side, C)
-        return torch.cat([out, self.spatial_norm(self.spatial_proj(smap))], dim=1)
+        parts = [out]
+        if tap is not None:
+            smap = _set_mean(_pad(tap, flat_mask, b, k).reshape(b, k, -1), m)  # position by position
+            smap = smap.reshape(b, tap.shape[1], -1).transpose(1, 2)  # (B, side*side, C)
+            parts.append(self.spatial_norm(self.spatial_proj(smap)))
+        if fine is not None:
+            side = fine.shape[-1]
+            fmap = _set_mean(_pad(fine, flat_mask, b, k).reshape(b, k, -1), m)
+            fmap = self.fine_norm(self.fine_proj(fmap.reshape(b, fine.shape[1], -1).transpose(1, 2)))
+            fmap = F.pixel_unshuffle(fmap.transpose(1, 2).reshape(b, -1, side, side), 2)  # (B, D, side/2, side/2)
+            parts.append(fmap.flatten(2).transpose(1, 2))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else out
 
 
 def _pad(real: torch.Tensor, flat_mask: torch.Tensor, b: int, k: int) -> torch.Tensor:

@@ -21,12 +21,12 @@ class Restorer(nn.Module):
         self.cfg = cfg
         e = cfg.encoder
         self.encoder = IdentityEncoder(e)
-        self.generator = Generator(cfg.generator, e.dim, e.spatial)
-        self.null_identity = nn.Parameter(torch.zeros(1 + e.tokens + e.spatial ** 2, e.dim))
+        self.generator = Generator(cfg.generator, e.dim, e.spatial, e.spatial_fine)
+        self.null_identity = nn.Parameter(torch.zeros(e.rows(), e.dim))
 
     def identity_shape(self) -> tuple[int, int]:
         e = self.cfg.encoder
-        return (1 + e.tokens + e.spatial ** 2, e.dim)
+        return (e.rows(), e.dim)
 
     def encode(self, refs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.encoder(refs, mask)
@@ -72,7 +72,7 @@ def load_grown(model: Restorer, src: Restorer) -> list[str]:
     start from trained weights. New cross-attention layers have zero-initialised outputs, so the
     grown model computes exactly what ``src`` did until training moves them. Every ``src`` weight
     must land somewhere with the same shape: a model that would silently drop or reshape trained
-    weights is refused. The one exception is the null identity, which grows by the spatial map's
+    weights is refused. The one exception is the null identity, which grows by the spatial maps'
     rows (kept at zero: the generic mode adds nothing in place, as before)."""
     from ..errors import ModelError
 

@@ -85,6 +85,8 @@ class TeacherConfig:
     # spatial identity map side (EncoderConfig.spatial); None keeps ``model``'s. With ``init``,
     # the added layers start at zero (load_grown), so training starts from the init's outputs.
     spatial_identity: int | None = None
+    # fine spatial map side (EncoderConfig.spatial_fine); None keeps ``model``'s; grown like the map
+    spatial_fine: int | None = None
     # weight of the personalisation margin on the one-shot estimate (0: off): the personalised
     # estimate must be nearer the anchor than the generic estimate of the same noisy input, held
     # fixed (``identity_margin``); "target": the clean photo (the eval's criterion), or "references"
@@ -188,6 +190,8 @@ def train_teacher(cfg: TeacherConfig) -> dict:
         mcfg = replace(mcfg, generator=replace(mcfg.generator, attn_min_level=cfg.attn_min_level))
     if cfg.spatial_identity is not None:
         mcfg = replace(mcfg, encoder=replace(mcfg.encoder, spatial=cfg.spatial_identity))
+    if cfg.spatial_fine is not None:
+        mcfg = replace(mcfg, encoder=replace(mcfg.encoder, spatial_fine=cfg.spatial_fine))
     model = Restorer(mcfg).to(device)
     if cfg.init:
         from ..weights import load_restorer
