@@ -9,6 +9,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import celeba_by_identity
@@ -147,3 +148,25 @@ def test_pack_variants_option(pack: Path, tmp_path: Path) -> None:
                     "--variants", bad)
         assert_one_line_error(r, "--variants", bad)
         assert not (tmp_path / "bad.npz").exists()
+
+
+def test_references_are_mirrored_with_their_target_unless_asked_otherwise(pack: Path) -> None:
+    """The identity map reads references position by position, so a reference must be mirrored
+    exactly when its target is ("with-target", the default); "independent" (stages 1-9) flips
+    each by its own coin. Checked on the decoded tensors, not only the sampler's flags."""
+    from enhancer.training.data import RefSampler, make_batch
+
+    pool = load_pack(pack, torch.device("cpu"))
+    flips = {}
+    for mode in ("with-target", "independent"):
+        draw = RefSampler(pool, 5, seed=3, ref_flip=mode).sample(32, (2, 4))
+        tgt, refs, mask, _, flip, ref_flip = draw
+        _, _, r, m = make_batch(pool, draw, pool.hq.shape[-1], torch.device("cpu"))
+        raw = pool.hq[torch.as_tensor(refs)].float() / 127.5 - 1.0
+        mirrored = torch.isclose(r, raw.flip(-1)).all(dim=(2, 3, 4)) & ~torch.isclose(r, raw).all(dim=(2, 3, 4))
+        assert torch.equal(mirrored[m], torch.as_tensor(ref_flip)[m])  # the flags are what was applied
+        flips[mode] = (ref_flip[mask], np.repeat(flip[:, None], 5, axis=1)[mask])
+    assert np.array_equal(*flips["with-target"]) and flips["with-target"][1].any() and not flips["with-target"][1].all()
+    assert not np.array_equal(*flips["independent"])
+    with pytest.raises(ValueError, match="ref_flip"):
+        RefSampler(pool, 5, seed=0, ref_flip="sometimes")

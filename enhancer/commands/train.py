@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..identity_store import FINE_SIDES, SPATIAL_SIDES
-from ..training.preset_weights import ID_OUTPUT_WEIGHTS, MARGIN_ANCHORS, POOL_VARIANTS, format_preset_weights
+from ..training.preset_weights import ID_OUTPUT_WEIGHTS, MARGIN_ANCHORS, POOL_VARIANTS, REF_FLIPS, format_preset_weights
 
 
 def register(sub) -> None:
@@ -74,6 +74,10 @@ def register(sub) -> None:
                        help="what the margin measures nearness to: the clean target photo (default; the "
                             "eval's own criterion, pose and light cancel since both outputs come from the "
                             "same crop) or the person's references")
+        t.add_argument("--ref-flip", choices=REF_FLIPS, default=REF_FLIPS[0],
+                       help="mirror each reference with its target (default: the sample stays one consistent "
+                            "image, as the identity map reads faces position by position) or by its own coin "
+                            "(how stages 1-9 trained)")
         t.add_argument("--id-output", type=float, default=0.0,
                        help="weight of the output identity term: the restored face, read by the encoder "
                             "(held fixed for this term), must pick out its own person's references in "
@@ -143,7 +147,7 @@ def _teacher(args) -> int:
                         id_output=args.id_output, id_output_weights=parse_preset_weights(args.id_output_weights),
                         attn_min_level=args.attn_min_level, spatial_identity=args.spatial_identity,
                         spatial_fine=args.spatial_fine,
-                        id_margin=args.id_margin, margin_anchor=args.margin_anchor)
+                        id_margin=args.id_margin, margin_anchor=args.margin_anchor, ref_flip=args.ref_flip)
     if args.id_contrast < 0 or args.id_output < 0 or args.id_margin < 0:
         raise InputError("--id-contrast, --id-output and --id-margin must be >= 0")
     cfg = _common_overrides(cfg, args)
@@ -165,7 +169,7 @@ def _distill(args) -> int:
                         seed=args.seed, bf16=not args.no_bf16, teacher_steps=args.teacher_steps,
                         student_steps=args.student_steps, gt_weight=args.gt_weight, id_output=args.id_output,
                         id_output_weights=weights, id_margin=args.id_margin,
-                        margin_anchor=args.margin_anchor)
+                        margin_anchor=args.margin_anchor, ref_flip=args.ref_flip)
     cfg = _common_overrides(cfg, args)
     print(json.dumps(train_distill(cfg), indent=2, default=str))
     return 0

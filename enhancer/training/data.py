@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..errors import InputError
-from .preset_weights import POOL_VARIANTS
+from .preset_weights import POOL_VARIANTS, check_ref_flip
 
 
 def load_prepared(prepared: Path) -> list[tuple[str, str]]:
@@ -150,9 +150,11 @@ def load_pack(path: Path, device: torch.device, keep: set[str] | None = None) ->
 class RefSampler:
     """Draws (target, K references of the same identity, never the target) batches on device."""
 
-    def __init__(self, pool: Pool, max_refs: int, seed: int) -> None:
+    def __init__(self, pool: Pool, max_refs: int, seed: int, ref_flip: str = "with-target") -> None:
+        check_ref_flip(ref_flip)
         self.pool = pool
         self.max_refs = max_refs
+        self.ref_flip = ref_flip
         by_id: dict[int, list[int]] = defaultdict(list)
         for n, lab in enumerate(pool.labels):
             by_id[int(lab)].append(n)
@@ -180,7 +182,9 @@ class RefSampler:
             mask[b, :k] = True
         variant = rng.integers(0, len(self.pool.lq), batch)
         flip = rng.random(batch) < 0.5
-        ref_flip = rng.random((batch, self.max_refs)) < 0.5
+        ref_flip = rng.random((batch, self.max_refs)) < 0.5  # drawn either way: one RNG stream
+        if self.ref_flip == "with-target":
+            ref_flip = np.repeat(flip[:, None], self.max_refs, axis=1)
         return tgt, refs, mask, variant, flip, ref_flip
 
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ..weights import export_weights, load_restorer
 from .data import RefSampler, load_pack, make_batch
 from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
-from .preset_weights import ID_OUTPUT_WEIGHTS, check_margin_anchor, preset_weights
+from .preset_weights import ID_OUTPUT_WEIGHTS, check_margin_anchor, check_ref_flip, preset_weights
 from .run_state import RunState
 from .teacher import identity_dropout, identity_margin, output_identity, prepare_split
 
@@ -69,9 +69,11 @@ class DistillConfig:
     # (the clean photo itself, the eval's own criterion: pose and light cancel in the margin,
     # since the personalised and generic outputs both come from the same degraded crop)
     margin_anchor: str = "target"
+    ref_flip: str = "with-target"  # preset_weights.REF_FLIPS; students up to stage 9 used "independent"
 
     def __post_init__(self) -> None:
         check_margin_anchor(self.margin_anchor)
+        check_ref_flip(self.ref_flip)
 
 
 def train_distill(cfg: DistillConfig) -> dict:
@@ -82,7 +84,7 @@ def train_distill(cfg: DistillConfig) -> dict:
     teacher, tmeta = load_restorer(Path(cfg.teacher), device=str(device))
     train_ids, val_ids = prepare_split(Path(cfg.pack), cfg.n_val, cfg.split_seed)
     pool = load_pack(Path(cfg.pack), device, keep=set(train_ids))
-    sampler = RefSampler(pool, 5, cfg.seed + 7)
+    sampler = RefSampler(pool, 5, cfg.seed + 7, cfg.ref_flip)
     student = copy.deepcopy(teacher).train()
     student.encoder.requires_grad_(False)
     student.null_identity.requires_grad_(False)

@@ -32,3 +32,15 @@ def preset_weights(presets: list[str], variant: np.ndarray, table: tuple[tuple[s
     """Per-sample multiplier from each sample's degradation preset (unnamed presets: 1)."""
     w = dict(table)
     return np.array([w.get(presets[v], 1.0) for v in variant], np.float32)
+
+
+# How references are mirrored. "with-target": each reference is flipped exactly when its target is,
+# so the whole sample is one consistent mirror image. "independent" (stages 1-9): each reference
+# flipped by its own coin, which feeds the position-by-position identity map half-mirrored faces,
+# a left-right symmetrised map the product never sees (enrolment and the eval never flip).
+REF_FLIPS = ("with-target", "independent")
+
+
+def check_ref_flip(mode: str) -> None:
+    if mode not in REF_FLIPS:
+        raise ValueError(f"ref_flip must be one of {', '.join(REF_FLIPS)}, not {mode!r}")

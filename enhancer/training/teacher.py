@@ -45,7 +45,7 @@ from ..models.restorer import Restorer, count_params, generator_gflops, load_gro
 from ..weights import export_weights
 from .data import RefSampler, load_pack, make_batch, split_identities
 from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
-from .preset_weights import ID_OUTPUT_WEIGHTS, check_margin_anchor, preset_weights
+from .preset_weights import ID_OUTPUT_WEIGHTS, check_margin_anchor, check_ref_flip, preset_weights
 from .run_state import RunState
 
 
@@ -92,9 +92,11 @@ class TeacherConfig:
     # fixed (``identity_margin``); "target": the clean photo (the eval's criterion), or "references"
     id_margin: float = 0.0
     margin_anchor: str = "target"
+    ref_flip: str = "with-target"  # preset_weights.REF_FLIPS; stages 1-9 trained with "independent"
 
     def __post_init__(self) -> None:
         check_margin_anchor(self.margin_anchor)
+        check_ref_flip(self.ref_flip)
 
 
 def identity_dropout(ident: torch.Tensor, null: torch.Tensor, p: float,
@@ -202,7 +204,7 @@ def train_teacher(cfg: TeacherConfig) -> dict:
     train_ids, val_ids = prepare_split(Path(cfg.pack), cfg.n_val, cfg.split_seed)
     write_json(run / "split.json", {"train": train_ids, "val": val_ids, "seed": cfg.split_seed})
     pool = load_pack(Path(cfg.pack), device, keep=set(train_ids))
-    sampler = RefSampler(pool, cfg.k_max, cfg.seed)
+    sampler = RefSampler(pool, cfg.k_max, cfg.seed, cfg.ref_flip)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
