@@ -170,3 +170,19 @@ def test_references_are_mirrored_with_their_target_unless_asked_otherwise(pack: 
     assert not np.array_equal(*flips["independent"])
     with pytest.raises(ValueError, match="ref_flip"):
         RefSampler(pool, 5, seed=0, ref_flip="sometimes")
+
+
+def test_self_reference_share_puts_the_target_among_its_references(pack: Path) -> None:
+    """``--self-ref`` (a diagnostic) makes the target its own first reference in that share of
+    samples; the default never does, and keeps the sampler's random stream unchanged."""
+    from enhancer.training.data import RefSampler
+
+    pool = load_pack(pack, torch.device("cpu"))
+    tgt, refs, mask, *_ = RefSampler(pool, 5, seed=4, self_ref=1.0).sample(32, (1, 3))
+    assert (refs[:, 0] == tgt).all() and mask[:, 0].all()
+    tgt0, refs0, *_ = RefSampler(pool, 5, seed=4).sample(32, (1, 3))
+    assert not (refs0[mask] == np.repeat(tgt0[:, None], 5, axis=1)[mask]).any()  # never the target
+    assert np.array_equal(tgt0, tgt) and np.array_equal(refs0[:, 1:], refs[:, 1:])
+    half = RefSampler(pool, 5, seed=4, self_ref=0.5).sample(64, (1, 3))
+    share = (half[1][:, 0] == half[0]).mean()
+    assert 0.25 < share < 0.75

@@ -56,6 +56,10 @@ def register(sub) -> None:
                            help="also a fine spatial identity map of this side (the encoder's first "
                                 "block, averaged in place), added by the generator at 64x64 and 32x32 "
                                 "(default: the model's, 0: off); with --init, added layers start at zero")
+            t.add_argument("--self-ref", type=float, default=0.0,
+                           help="share of samples whose references include the target photo itself "
+                                "(a diagnostic of how much identity the generator can take from references "
+                                "that explain the target; default 0, as every shipped model)")
             t.add_argument("--id-contrast", type=float, default=0.1,
                            help="weight of the identity InfoNCE term on the encoder (default 0.1; 0: off, "
                                 "the diffusion loss alone, which left the encoder collapsed)")
@@ -141,13 +145,16 @@ def _teacher(args) -> int:
     from ..training.teacher import TeacherConfig, train_teacher
 
     _check(args)
+    if not 0.0 <= args.self_ref <= 1.0:
+        raise InputError(f"--self-ref must be between 0 and 1, not {args.self_ref}")
     cfg = TeacherConfig(pack=str(args.pack), run_dir=str(args.run_dir), batch=args.batch, steps=args.steps,
                         minutes=args.minutes, device=args.device, seed=args.seed, bf16=not args.no_bf16,
                         init=str(args.init) if args.init else None, id_contrast=args.id_contrast,
                         id_output=args.id_output, id_output_weights=parse_preset_weights(args.id_output_weights),
                         attn_min_level=args.attn_min_level, spatial_identity=args.spatial_identity,
                         spatial_fine=args.spatial_fine,
-                        id_margin=args.id_margin, margin_anchor=args.margin_anchor, ref_flip=args.ref_flip)
+                        id_margin=args.id_margin, margin_anchor=args.margin_anchor, ref_flip=args.ref_flip,
+                        self_ref=args.self_ref)
     if args.id_contrast < 0 or args.id_output < 0 or args.id_margin < 0:
         raise InputError("--id-contrast, --id-output and --id-margin must be >= 0")
     cfg = _common_overrides(cfg, args)

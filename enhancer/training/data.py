@@ -150,11 +150,15 @@ def load_pack(path: Path, device: torch.device, keep: set[str] | None = None) ->
 class RefSampler:
     """Draws (target, K references of the same identity, never the target) batches on device."""
 
-    def __init__(self, pool: Pool, max_refs: int, seed: int, ref_flip: str = "with-target") -> None:
+    def __init__(self, pool: Pool, max_refs: int, seed: int, ref_flip: str = "with-target",
+                 self_ref: float = 0.0) -> None:
         check_ref_flip(ref_flip)
         self.pool = pool
         self.max_refs = max_refs
         self.ref_flip = ref_flip
+        # share of samples whose first reference is the target itself (a diagnostic: can the
+        # generator use references that do explain the target? 0 in every shipped model)
+        self.self_ref = self_ref
         by_id: dict[int, list[int]] = defaultdict(list)
         for n, lab in enumerate(pool.labels):
             by_id[int(lab)].append(n)
@@ -180,6 +184,9 @@ class RefSampler:
             pick = rng.choice(others, k, replace=False)
             refs[b, :k] = pick
             mask[b, :k] = True
+        if self.self_ref > 0:  # drawn only when asked, so the default keeps the old RNG stream
+            own = rng.random(batch) < self.self_ref
+            refs[own, 0] = tgt[own]
         variant = rng.integers(0, len(self.pool.lq), batch)
         flip = rng.random(batch) < 0.5
         ref_flip = rng.random((batch, self.max_refs)) < 0.5  # drawn either way: one RNG stream

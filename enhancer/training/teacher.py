@@ -93,10 +93,13 @@ class TeacherConfig:
     id_margin: float = 0.0
     margin_anchor: str = "target"
     ref_flip: str = "with-target"  # preset_weights.REF_FLIPS; stages 1-9 trained with "independent"
+    self_ref: float = 0.0  # share of samples with the target itself as a reference (diagnostic only)
 
     def __post_init__(self) -> None:
         check_margin_anchor(self.margin_anchor)
         check_ref_flip(self.ref_flip)
+        if not 0.0 <= self.self_ref <= 1.0:
+            raise ValueError(f"self_ref must be in [0, 1], not {self.self_ref}")
 
 
 def identity_dropout(ident: torch.Tensor, null: torch.Tensor, p: float,
@@ -204,7 +207,7 @@ def train_teacher(cfg: TeacherConfig) -> dict:
     train_ids, val_ids = prepare_split(Path(cfg.pack), cfg.n_val, cfg.split_seed)
     write_json(run / "split.json", {"train": train_ids, "val": val_ids, "seed": cfg.split_seed})
     pool = load_pack(Path(cfg.pack), device, keep=set(train_ids))
-    sampler = RefSampler(pool, cfg.k_max, cfg.seed, cfg.ref_flip)
+    sampler = RefSampler(pool, cfg.k_max, cfg.seed, cfg.ref_flip, cfg.self_ref)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
