@@ -66,36 +66,18 @@ class Generator(nn.Module):
             self.up_attn.append(attns)
         self.out_norm = nn.GroupNorm(min(cfg.groups, ch), ch)
         levels = range(len(cfg.widths))  # one entry per level either way (Identity: no map there)
-        self.spatial_down = nn.ModuleList(self._spatial_conv(ctx_dim, cfg, lvl, spatial) for lvl in levels)
-        self.spatial_up = nn.ModuleList(self._spatial_conv(ctx_dim, cfg, lvl, spatial) for lvl in reversed(levels))
-        self.spatial_fine_down = nn.ModuleList(self._fine_conv(ctx_dim, cfg, lvl, spatial_fine) for lvl in levels)
+        # the coarse map at level >= spatial_min_level (at 128: 32x32 and below), the fine map (dim/4
+        # channels) at level <= fine_max_level (64x64 and 32x32)
+        coarse = [spatial > 0 and lvl >= cfg.spatial_min_level for lvl in levels]
+        fine = [spatial_fine > 0 and lvl <= cfg.fine_max_level for lvl in levels]
+        self.spatial_down = nn.ModuleList(_map_conv(ctx_dim, cfg.widths[lvl], coarse[lvl]) for lvl in levels)
+        self.spatial_up = nn.ModuleList(_map_conv(ctx_dim, cfg.widths[lvl], coarse[lvl]) for lvl in reversed(levels))
+        self.spatial_fine_down = nn.ModuleList(_map_conv(ctx_dim // 4, cfg.widths[lvl], fine[lvl]) for lvl in levels)
         self.spatial_fine_up = nn.ModuleList(
-            self._fine_conv(ctx_dim, cfg, lvl, spatial_fine) for lvl in reversed(levels))
+            _map_conv(ctx_dim // 4, cfg.widths[lvl], fine[lvl]) for lvl in reversed(levels))
         self.out = nn.Conv2d(ch, 3 * f * f, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-
-    @staticmethod
-    def _spatial_conv(ctx_dim: int, cfg: GeneratorConfig, lvl: int, spatial: int) -> nn.Module:
-        """Zero-initialised 1x1 conv adding the map at level ``lvl`` if there is a map and the
-        level is at or past ``cfg.spatial_min_level`` (at 128: sides 32 and below)."""
-        if spatial <= 0 or lvl < cfg.spatial_min_level:
-            return nn.Identity()
-        conv = nn.Conv2d(ctx_dim, cfg.widths[lvl], 1)
-        nn.init.zeros_(conv.weight)
-        nn.init.zeros_(conv.bias)
-        return conv
-
-    @staticmethod
-    def _fine_conv(ctx_dim: int, cfg: GeneratorConfig, lvl: int, spatial_fine: int) -> nn.Module:
-        """Zero-initialised 1x1 conv adding the fine map (dim/4 channels) at level ``lvl`` if there
-        is one and the level is at or before ``cfg.fine_max_level`` (at 128: sides 64 and 32)."""
-        if spatial_fine <= 0 or lvl > cfg.fine_max_level:
-            return nn.Identity()
-        conv = nn.Conv2d(ctx_dim // 4, cfg.widths[lvl], 1)
-        nn.init.zeros_(conv.weight)
-        nn.init.zeros_(conv.bias)
-        return conv
 
     def forward(self, x_t: torch.Tensor, lq: torch.Tensor, t: torch.Tensor, ident: torch.Tensor) -> torch.Tensor:
         """x_t, lq: (B,3,S,S) in [-1,1]; t: (B,) in [0,1]; ident: (B, 1+T, D) -> v-prediction."""
@@ -103,11 +85,10 @@ class Generator(nn.Module):
         maps: dict[int, torch.Tensor] = {}  # the spatial map resized per side, once per forward
         fmaps: dict[int, torch.Tensor] = {}  # the same for the fine map
         if self.spatial_fine > 0:
-            n = (self.spatial_fine // 2) ** 2
-            fp = ident[:, -n:].transpose(1, 2)
             half = self.spatial_fine // 2
-            fmaps[self.spatial_fine] = F.pixel_shuffle(fp.reshape(fp.shape[0], fp.shape[1], half, half), 2)
-            ident = ident[:, :-n]
+            fp = ident[:, -half * half:].transpose(1, 2)  # stored space-to-depth: (B, D, half*half)
+            fmaps[self.spatial_fine] = F.pixel_shuffle(fp.reshape(*fp.shape[:2], half, half), 2)
+            ident = ident[:, :-half * half]
         if self.spatial > 0:
             s = self.spatial
             sp = ident[:, -s * s:]
@@ -148,3 +129,14 @@ class Generator(nn.Module):
             src = next(iter(maps.values()))
             maps[side] = F.interpolate(src, size=h.shape[-2:], mode="bilinear", align_corners=False)
         return h + conv(maps[side].to(h.dtype))
+
+
+def _map_conv(cin: int, cout: int, used: bool) -> nn.Module:
+    """Zero-initialised 1x1 conv adding an identity map at one level (Identity where the map is
+    not added), so a model grown with a map starts out computing what it did without."""
+    if not used:
+        return nn.Identity()
+    conv = nn.Conv2d(cin, cout, 1)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv

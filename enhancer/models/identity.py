@@ -113,13 +113,10 @@ class IdentityEncoder(nn.Module):
         out = self.out_norm(torch.cat([glob[:, None], tok + q], dim=1))
         parts = [out]
         if tap is not None:
-            smap = _set_mean(_pad(tap, flat_mask, b, k).reshape(b, k, -1), m)  # position by position
-            smap = smap.reshape(b, tap.shape[1], -1).transpose(1, 2)  # (B, side*side, C)
-            parts.append(self.spatial_norm(self.spatial_proj(smap)))
+            parts.append(self.spatial_norm(self.spatial_proj(_map_mean(tap, flat_mask, m))))
         if fine is not None:
             side = fine.shape[-1]
-            fmap = _set_mean(_pad(fine, flat_mask, b, k).reshape(b, k, -1), m)
-            fmap = self.fine_norm(self.fine_proj(fmap.reshape(b, fine.shape[1], -1).transpose(1, 2)))
+            fmap = self.fine_norm(self.fine_proj(_map_mean(fine, flat_mask, m)))  # (B, side*side, D/4)
             fmap = F.pixel_unshuffle(fmap.transpose(1, 2).reshape(b, -1, side, side), 2)  # (B, D, side/2, side/2)
             parts.append(fmap.flatten(2).transpose(1, 2))
         return torch.cat(parts, dim=1) if len(parts) > 1 else out
@@ -130,6 +127,14 @@ def _pad(real: torch.Tensor, flat_mask: torch.Tensor, b: int, k: int) -> torch.T
     out = real.new_zeros(b * k, *real.shape[1:])
     out[flat_mask] = real
     return out.reshape(b, k, *real.shape[1:])
+
+
+def _map_mean(feat: torch.Tensor, flat_mask: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Real references' feature maps (N_real, C, H, W) averaged over each set position by position
+    -> (B, H*W, C)."""
+    b, k = m.shape[:2]
+    mean = _set_mean(_pad(feat, flat_mask, b, k).reshape(b, k, -1), m)
+    return mean.reshape(b, feat.shape[1], -1).transpose(1, 2)
 
 
 def _set_mean(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
