@@ -31,6 +31,14 @@ run() { name=$1; shift; out=$(likeness eval --data "$D" --json "$R/$name.json" "
   for p in mild moderate severe; do
     run student-$p-refs4-adaptive --model student --preset $p --refs 4 --limit-identities 50 --strength adaptive
   done
+  # the headline on two more eval splits (other people among the 60 held out, other reference/test photos):
+  # how much of a win rate is the split, not the model
+  for s in 1 2; do
+    run student-severe-refs4-seed$s --model student --preset severe --refs 4 --limit-identities 50 --seed $s
+  done
+  # the judge's scale on the same photos: blurred truth, another photo of the person, someone else
+  printf '== judge scale\n'
+  python -m benchmarks.judge_scale --out $R/judge-scale.json 2>&1 | grep -v "id/s" | tail -8
   # ... and people it trained on (their own training photos): a generalisation gap or a fitting limit?
   run student-severe-refs4-trained-identities --model student --preset severe --refs 4 --limit-identities 50 \
     --identities trained

@@ -8,7 +8,8 @@ references (control). The dlib 128-D descriptor is the independent judge of iden
 
 JSON (stable keys): config, counts{identities,test_images,skipped}, methods{bicubic,generic,
 personalized,wrong_identity}{psnr,ssim,id_distance,landmark_distance}, win_rate{
-personalized_vs_generic, personalized_vs_wrong_identity}, wall_time_s; plus per_identity.
+personalized_vs_generic, personalized_vs_wrong_identity}, wall_time_s; plus per_identity and ci95
+(95 % intervals of both win rates and of the identity gap, bootstrapped over identities).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .degrade import degrade
 from .detect import face_descriptor
 from .errors import InputError
 from .metrics import identity_separability, landmark_distance, psnr, ssim
+from .stats import eval_intervals
 from .strength import DEFAULT_STRENGTH, blend
 from .strength import strength as strength_weights
 from .weights import load_restorer
@@ -219,6 +221,7 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
         "methods": methods,
         "encoder_separability": encoder,
         "win_rate": {"personalized_vs_generic": wins_g / n_test, "personalized_vs_wrong_identity": wins_w / n_test},
+        "ci95": eval_intervals(per_identity),
         "wall_time_s": round(time.perf_counter() - t0, 1),
         "per_identity": per_identity,
     }
@@ -253,6 +256,12 @@ def summary_table(r: dict) -> str:
                  f"vs wrong identity {w['personalized_vs_wrong_identity']:.1%}; "
                  f"{r['counts']['identities']} identities, {r['counts']['test_images']} test photos, "
                  f"{r['wall_time_s']} s")
+    if "ci95" in r:
+        c = r["ci95"]
+        lines.append("95 % interval (bootstrap over identities): win vs generic "
+                     f"{c['win_personalized_vs_generic'][0]:.1%}-{c['win_personalized_vs_generic'][1]:.1%}, "
+                     f"identity gap {c['id_gap_generic_minus_personalized'][0]:.3f}-"
+                     f"{c['id_gap_generic_minus_personalized'][1]:.3f}")
     if "encoder_separability" in r:
         e = r["encoder_separability"]
         lines.append(f"encoder alone (refs vs one test photo): top-1 {e['top1']:.1%} (chance {e['chance_top1']:.1%}), "

@@ -47,6 +47,13 @@ def test_json_has_the_documented_keys_and_sane_values(runs: dict[str, dict]) -> 
     for k in ("personalized_vs_generic", "personalized_vs_wrong_identity"):
         assert 0 <= r["win_rate"][k] <= 1 and math.isfinite(r["win_rate"][k])
     assert r["config"]["ref_pool"] == 4 and r["config"]["identities_mode"] == "val"
+    for k, key in (("personalized_vs_generic", "win_personalized_vs_generic"),
+                   ("personalized_vs_wrong_identity", "win_personalized_vs_wrong_identity")):
+        lo, hi = r["ci95"][key]
+        assert 0 <= lo <= r["win_rate"][k] <= hi <= 1
+    gap = r["methods"]["generic"]["id_distance"] - r["methods"]["personalized"]["id_distance"]
+    lo, hi = r["ci95"]["id_gap_generic_minus_personalized"]
+    assert lo - 1e-4 <= gap <= hi + 1e-4
 
 
 def test_ref_pool_keeps_the_same_test_photos(runs: dict[str, dict]) -> None:

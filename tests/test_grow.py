@@ -162,10 +162,11 @@ def test_fine_identity_map_grows_in_unchanged_and_is_used_in_place() -> None:
         assert d[:16].mean() > 3 * d[-64:].mean()
 
 
-def test_cli_refuses_a_self_reference_share_outside_0_1(tmp_path) -> None:
+@pytest.mark.parametrize("flag", ["--self-ref", "--starve-input"])
+def test_cli_refuses_a_share_outside_0_1(tmp_path, flag: str) -> None:
     from test_cli_foundation import assert_one_line_error, run_cli
 
     pack = tmp_path / "not-a-pack.npz"
     pack.write_bytes(b"never read")
-    r = run_cli("train", "teacher", "--pack", pack, "--steps", "1", "--run-dir", tmp_path / "run", "--self-ref", "1.5")
-    assert_one_line_error(r, "--self-ref")
+    r = run_cli("train", "teacher", "--pack", pack, "--steps", "1", "--run-dir", tmp_path / "run", flag, "1.5")
+    assert_one_line_error(r, flag)

@@ -92,6 +92,12 @@ def test_teacher_resumes_exactly(pack: Path, tmp_path: Path, monkeypatch: pytest
                       tmp_path / "margin-resumed" / "ckpt.safetensors")
     assert m_whole["model_id"] == m_resumed["model_id"] != whole["model_id"]
     assert m_whole["final_id_margin"] > 0
+    # starved inputs (drawn from the checkpointed generator): exact on resume, and they act
+    s_whole = teacher.train_teacher(cfg("starve-whole", starve=0.5))
+    s_resumed = _interrupted(monkeypatch, teacher, teacher.train_teacher, cfg("starve-resumed", starve=0.5), 4)
+    _same_checkpoints(tmp_path / "starve-whole" / "ckpt.safetensors",
+                      tmp_path / "starve-resumed" / "ckpt.safetensors")
+    assert s_whole["model_id"] == s_resumed["model_id"] != whole["model_id"]
 
 
 def test_distill_resumes_exactly(pack: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,3 +192,22 @@ def test_self_reference_share_puts_the_target_among_its_references(pack: Path) -
     half = RefSampler(pool, 5, seed=4, self_ref=0.5).sample(64, (1, 3))
     share = (half[1][:, 0] == half[0]).mean()
     assert 0.25 < share < 0.75
+
+
+def test_starved_inputs_keep_only_a_16_pixel_face() -> None:
+    """``--starve-input``: chosen rows lose everything finer than 16 px (a 16-px image comes back
+    unchanged through the same down/up, a detailed one does not), other rows are left bit for bit."""
+    from enhancer.training.data import STARVE_SIDE, starve_input
+
+    g = torch.Generator().manual_seed(0)
+    detailed = torch.rand(3, 3, 128, 128, generator=g) * 2 - 1
+    which = torch.tensor([True, False, True])
+    out = starve_input(detailed, which)
+    assert torch.equal(out[1], detailed[1])
+    assert (out[0] - detailed[0]).abs().mean() > 0.3  # the pixel noise is gone
+    again = starve_input(out, torch.ones(3, dtype=torch.bool))
+    assert (again[0] - out[0]).abs().mean() < 0.05 * (out[0] - detailed[0]).abs().mean()
+    assert out[0].std() < 0.2 * detailed[0].std() and STARVE_SIDE == 16
+    assert out.min() >= -1 and out.max() <= 1
+    with pytest.raises(ValueError, match="starve"):
+        teacher.TeacherConfig(pack="p", run_dir="r", starve=1.5)

@@ -60,6 +60,9 @@ def register(sub) -> None:
                            help="share of samples whose references include the target photo itself "
                                 "(a diagnostic of how much identity the generator can take from references "
                                 "that explain the target; default 0, as every shipped model)")
+            t.add_argument("--starve-input", type=float, default=0.0,
+                           help="share of samples whose degraded input is brought down to a 16-pixel face, "
+                                "so only the references can supply the features (default 0)")
             t.add_argument("--id-contrast", type=float, default=0.1,
                            help="weight of the identity InfoNCE term on the encoder (default 0.1; 0: off, "
                                 "the diffusion loss alone, which left the encoder collapsed)")
@@ -145,8 +148,9 @@ def _teacher(args) -> int:
     from ..training.teacher import TeacherConfig, train_teacher
 
     _check(args)
-    if not 0.0 <= args.self_ref <= 1.0:
-        raise InputError(f"--self-ref must be between 0 and 1, not {args.self_ref}")
+    for flag, share in (("--self-ref", args.self_ref), ("--starve-input", args.starve_input)):
+        if not 0.0 <= share <= 1.0:
+            raise InputError(f"{flag} must be between 0 and 1, not {share}")
     cfg = TeacherConfig(pack=str(args.pack), run_dir=str(args.run_dir), batch=args.batch, steps=args.steps,
                         minutes=args.minutes, device=args.device, seed=args.seed, bf16=not args.no_bf16,
                         init=str(args.init) if args.init else None, id_contrast=args.id_contrast,
@@ -154,7 +158,7 @@ def _teacher(args) -> int:
                         attn_min_level=args.attn_min_level, spatial_identity=args.spatial_identity,
                         spatial_fine=args.spatial_fine,
                         id_margin=args.id_margin, margin_anchor=args.margin_anchor, ref_flip=args.ref_flip,
-                        self_ref=args.self_ref)
+                        self_ref=args.self_ref, starve=args.starve_input)
     if args.id_contrast < 0 or args.id_output < 0 or args.id_margin < 0:
         raise InputError("--id-contrast, --id-output and --id-margin must be >= 0")
     cfg = _common_overrides(cfg, args)

@@ -220,3 +220,17 @@ def make_batch(pool: Pool, draw, size: int, device: torch.device):
     rf = torch.as_tensor(ref_flip, device=device)[:, :, None, None, None]
     r = torch.where(rf, r.flip(-1), r)
     return x0, lq, r, torch.as_tensor(mask, device=device)
+
+
+STARVE_SIDE = 16  # a 16-pixel face: outline and colours survive, eyes and mouth are a pixel or two
+
+
+def starve_input(lq: torch.Tensor, which: torch.Tensor, side: int = STARVE_SIDE) -> torch.Tensor:
+    """The rows ``which`` (B,) bool of ``lq`` brought down to ``side`` pixels (area) and back up
+    (bicubic); others untouched. Why: with the input this uninformative, only the references can
+    say what the eyes, nose and mouth look like, so training rewards taking that from them far more
+    than ordinary degradations do, where the blurry input already explains most of the face."""
+    size = lq.shape[-1]
+    small = F.interpolate(lq, size=(side, side), mode="area")
+    starved = F.interpolate(small, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
+    return torch.where(which.to(lq.device)[:, None, None, None], starved, lq)

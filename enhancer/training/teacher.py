@@ -43,7 +43,7 @@ from ..diffusion import from_diffusion_space, q_sample, to_diffusion_space, v_ta
 from ..models.config import ModelConfig
 from ..models.restorer import Restorer, count_params, generator_gflops, load_grown
 from ..weights import export_weights
-from .data import RefSampler, load_pack, make_batch, split_identities
+from .data import RefSampler, load_pack, make_batch, split_identities, starve_input
 from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
 from .preset_weights import ID_OUTPUT_WEIGHTS, check_margin_anchor, check_ref_flip, preset_weights
 from .run_state import RunState
@@ -94,12 +94,15 @@ class TeacherConfig:
     margin_anchor: str = "target"
     ref_flip: str = "with-target"  # preset_weights.REF_FLIPS; stages 1-9 trained with "independent"
     self_ref: float = 0.0  # share of samples with the target itself as a reference (diagnostic only)
+    starve: float = 0.0  # share of samples whose degraded input is starved to 16 px (data.starve_input)
 
     def __post_init__(self) -> None:
         check_margin_anchor(self.margin_anchor)
         check_ref_flip(self.ref_flip)
         if not 0.0 <= self.self_ref <= 1.0:
             raise ValueError(f"self_ref must be in [0, 1], not {self.self_ref}")
+        if not 0.0 <= self.starve <= 1.0:
+            raise ValueError(f"starve must be in [0, 1], not {self.starve}")
 
 
 def identity_dropout(ident: torch.Tensor, null: torch.Tensor, p: float,
@@ -232,6 +235,8 @@ def train_teacher(cfg: TeacherConfig) -> dict:
     while state.running(flag):
         draw = sampler.sample(cfg.batch, (cfg.k_min, cfg.k_max))
         x0, lq, refs, mask = make_batch(pool, draw, size, device)
+        if cfg.starve > 0:  # drawn only when asked, so the default keeps the old RNG stream
+            lq = starve_input(lq, torch.rand(x0.shape[0], generator=gen) < cfg.starve)
         t = torch.rand(x0.shape[0], generator=gen).to(device)
         eps = torch.randn(x0.shape, generator=gen).to(device)
         z0 = to_diffusion_space(x0, lq, cfg.model.residual_scale)
