@@ -211,3 +211,20 @@ def test_starved_inputs_keep_only_a_16_pixel_face() -> None:
     assert out.min() >= -1 and out.max() <= 1
     with pytest.raises(ValueError, match="starve"):
         teacher.TeacherConfig(pack="p", run_dir="r", starve=1.5)
+
+
+def test_teacher_records_the_model_it_built(pack: Path, tmp_path: Path) -> None:
+    """Overrides such as ``--spatial-identity`` change the model; the log's start line and the
+    weights' ``train_cfg`` must describe that model, not the default the config started from."""
+    import json
+
+    torch.set_num_threads(1)
+    cfg = teacher.TeacherConfig(pack=str(pack), run_dir=str(tmp_path / "t"), model=TINY, batch=4, steps=1, n_val=1,
+                                spatial_identity=16)
+    teacher.train_teacher(cfg)
+    _, meta = load_restorer(tmp_path / "t" / "teacher.safetensors")
+    assert TINY.encoder.spatial != 16
+    assert meta["extra"]["train_cfg"]["model"]["encoder"]["spatial"] == 16
+    assert meta["extra"]["train_cfg"]["model"] == json.loads(meta["config"])
+    start = next(line for line in (tmp_path / "t" / "train.log").read_text().splitlines() if " start " in line)
+    assert json.loads(start.split(" start ", 1)[1])["config"]["model"]["encoder"]["spatial"] == 16

@@ -201,6 +201,7 @@ def train_teacher(cfg: TeacherConfig) -> dict:
     if cfg.spatial_fine is not None:
         mcfg = replace(mcfg, encoder=replace(mcfg.encoder, spatial_fine=cfg.spatial_fine))
     model = Restorer(mcfg).to(device)
+    built_cfg = asdict(replace(cfg, model=mcfg))  # what the logs and weights record: the model as built
     if cfg.init:
         from ..weights import load_restorer
 
@@ -221,7 +222,7 @@ def train_teacher(cfg: TeacherConfig) -> dict:
     info = {"generator_params": count_params(model.generator), "encoder_params": count_params(model.encoder),
             "generator_gflops": round(generator_gflops(model), 3), "train_images": len(pool.labels),
             "train_identities": len(train_ids), "val_identities": len(val_ids), "device": str(device),
-            "hardware": hardware(), "config": asdict(cfg)}
+            "hardware": hardware(), "config": built_cfg}
     log.info("start %s", json.dumps(info))
     print(f"generator {info['generator_params'] / 1e6:.2f} M params, {info['generator_gflops']:.2f} GFLOP/forward; "
           f"encoder {info['encoder_params'] / 1e6:.2f} M; {len(pool.labels)} images / {len(train_ids)} identities")
@@ -292,7 +293,7 @@ def train_teacher(cfg: TeacherConfig) -> dict:
                "final_id_margin": float(np.mean(margins[-200:])) if margins else None,
                "samples_seen": step * cfg.batch, **{k: v for k, v in info.items() if k != "config"}}
     model_id = export_weights(ema, run / "teacher.safetensors", "teacher",
-                              {"steps": step, "val_identities": val_ids, "train_cfg": asdict(cfg)})
+                              {"steps": step, "val_identities": val_ids, "train_cfg": built_cfg})
     metrics["model_id"] = model_id
     write_json(run / "metrics.json", metrics)
     log.info("done %s", json.dumps(metrics))
