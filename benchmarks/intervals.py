@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from enhancer.evaluate import write_json
 from enhancer.stats import eval_intervals
 
 
@@ -35,7 +36,7 @@ def main() -> None:
               f"identity gap {gap:.3f} ({glo:.3f}-{ghi:.3f})")
         if a.write and r.get("ci95") != ci:
             r["ci95"] = ci
-            f.write_text(json.dumps(r, indent=2))
+            write_json(f, r)
 
 
 if __name__ == "__main__":
