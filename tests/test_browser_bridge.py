@@ -84,9 +84,18 @@ def test_browser_page_sends_camera_and_shows_enhanced_stream(tmp_path: Path, mon
                 async with http_client() as http:
                     other = await publish(http, f"{base}/whip/browser", ClipTrack(frames, fps))
                     await page.click("#watch")
-                    await page.wait_for_function(
-                        "[...document.querySelectorAll('#others video')].some(v => v.videoWidth > 0)",
-                        timeout=30_000, polling=250)
+                    try:
+                        await page.wait_for_function(
+                            "[...document.querySelectorAll('#others video')].some(v => v.videoWidth > 0)",
+                            timeout=30_000, polling=250)
+                    except Exception:
+                        # a rare full-suite timeout here left no evidence: say what the page and bridge saw
+                        seen = await page.evaluate(
+                            "JSON.stringify({info: document.getElementById('room-info').textContent, videos: "
+                            "[...document.querySelectorAll('#others video')].map(v => [v.readyState, v.videoWidth]),"
+                            " viewer: window.likeness.viewer && window.likeness.viewer.connectionState})")
+                        raise AssertionError(f"watched participant never showed: {seen}; bridge: "
+                                             f"{bridge.stats(room='browser')}; console: {console[-10:]}") from None
                     watched = await page.text_content("#room-info")
                     await asyncio.sleep(4.0)  # twice the idle window: Chromium's receiver reports keep it open
                     assert [v for v in bridge.room_sessions("browser") if v.role == "viewer"], "live viewer reaped"
