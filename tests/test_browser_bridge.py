@@ -63,13 +63,20 @@ def test_browser_page_sends_camera_and_shows_enhanced_stream(tmp_path: Path, mon
                 page = await browser.new_page(viewport={"width": 1200, "height": 1100})
                 console: list[str] = []
                 page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+
+                async def wait_or_explain(expr: str, timeout: int, polling: int, what: str, seen_js: str) -> None:
+                    """Wait for ``expr``; on timeout fail with what the page (``seen_js``) and the bridge saw."""
+                    try:
+                        await page.wait_for_function(expr, timeout=timeout, polling=polling)
+                    except Exception:
+                        seen = await page.evaluate(seen_js)
+                        raise AssertionError(f"{what}: {seen}; bridge: {bridge.stats(room='browser')}; "
+                                             f"console: {console[-10:]}") from None
+
                 await page.goto(f"{base}/?room=browser&autostart=1")
-                try:
-                    await page.wait_for_function("window.likeness && window.likeness.framesDecoded > 60",
-                                                 timeout=60_000, polling=500)
-                except Exception:
-                    state = await page.evaluate("JSON.stringify({s: window.likeness && window.likeness.error})")
-                    raise AssertionError(f"no enhanced video in the page: {state}; console: {console[-10:]}") from None
+                await wait_or_explain("window.likeness && window.likeness.framesDecoded > 60", 60_000, 500,
+                                      "no enhanced video in the page",
+                                      "JSON.stringify({s: window.likeness && window.likeness.error})")
                 # sample the receiver's own stats over a few seconds
                 stats0 = await page.evaluate(GET_STATS)
                 t0 = time.monotonic()
@@ -84,18 +91,12 @@ def test_browser_page_sends_camera_and_shows_enhanced_stream(tmp_path: Path, mon
                 async with http_client() as http:
                     other = await publish(http, f"{base}/whip/browser", ClipTrack(frames, fps))
                     await page.click("#watch")
-                    try:
-                        await page.wait_for_function(
-                            "[...document.querySelectorAll('#others video')].some(v => v.videoWidth > 0)",
-                            timeout=30_000, polling=250)
-                    except Exception:
-                        # a rare full-suite timeout here left no evidence: say what the page and bridge saw
-                        seen = await page.evaluate(
-                            "JSON.stringify({info: document.getElementById('room-info').textContent, videos: "
-                            "[...document.querySelectorAll('#others video')].map(v => [v.readyState, v.videoWidth]),"
-                            " viewer: window.likeness.viewer && window.likeness.viewer.connectionState})")
-                        raise AssertionError(f"watched participant never showed: {seen}; bridge: "
-                                             f"{bridge.stats(room='browser')}; console: {console[-10:]}") from None
+                    await wait_or_explain(
+                        "[...document.querySelectorAll('#others video')].some(v => v.videoWidth > 0)", 30_000, 250,
+                        "watched participant never showed",
+                        "JSON.stringify({info: document.getElementById('room-info').textContent, videos: "
+                        "[...document.querySelectorAll('#others video')].map(v => [v.readyState, v.videoWidth]),"
+                        " viewer: window.likeness.viewer && window.likeness.viewer.connectionState})")
                     watched = await page.text_content("#room-info")
                     await asyncio.sleep(4.0)  # twice the idle window: Chromium's receiver reports keep it open
                     assert [v for v in bridge.room_sessions("browser") if v.role == "viewer"], "live viewer reaped"
