@@ -77,8 +77,9 @@ async def run(label: str, factory, frames: list[np.ndarray], fps: float, seconds
                        "mean": round(statistics.fmean(lat), 1) if lat else None, "n": len(lat)},
         "process_cpu_percent": round(cpu, 1),
         "rss_mib": round(proc.memory_info().rss / 2**20, 1),
-        "bridge_track": {k: track[k] for k in ("fps_in", "fps_out", "enhanced_share_total", "faces", "stage_ms",
-                                               "passthrough_late", "passthrough_busy", "dropped", "deadline_ms")},
+        "bridge_track": {k: track[k] for k in ("fps_in", "fps_out", "enhanced_share_total", "reused_share_total",
+                                               "faces", "stage_ms", "passthrough_late", "passthrough_busy",
+                                               "dropped", "deadline_ms")},
     }
 
 

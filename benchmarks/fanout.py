@@ -25,9 +25,9 @@ from benchmarks.soak import Sampler, running_call, write_result
 
 
 async def one_room(viewers: int, seconds: float, interval: float, fps: float, engine: str,
-                   warmup: float) -> dict[str, Any]:
+                   warmup: float, late_frames: str = "reuse") -> dict[str, Any]:
     """Samples of one call with ``viewers`` viewers, summarised."""
-    async with running_call(fps, viewers, "vp8", engine) as call:
+    async with running_call(fps, viewers, "vp8", engine, late_frames=late_frames) as call:
         await asyncio.sleep(warmup)
         sampler = Sampler(call)
         samples = []
@@ -43,12 +43,13 @@ async def one_room(viewers: int, seconds: float, interval: float, fps: float, en
         "viewer_fps_min": round(min(per_viewer), 2),
         "source_fps": round(statistics.fmean(s["source_fps"] for s in samples), 2),
         "enhanced_share": round(statistics.fmean(s["enhanced_share"] for s in samples), 3),
+        "reused_share": round(statistics.fmean(s["reused_share"] for s in samples), 3),
         "latency_p50_ms": round(statistics.median(lat), 1) if lat else None,
         "rss_mib": samples[-1]["rss_mib"],
         "samples": samples,
     }
     print(f"{viewers:3d} viewer(s): cpu {row['cpu_percent']:6.1f} %  viewer fps mean {row['viewer_fps_mean']:5.1f} "
-          f"min {row['viewer_fps_min']:5.1f}  enhanced {row['enhanced_share']:.0%}  "
+          f"min {row['viewer_fps_min']:5.1f}  enhanced {row['enhanced_share']:.0%} (reused {row['reused_share']:.0%})  "
           f"latency p50 {row['latency_p50_ms']} ms", flush=True)
     return row
 
@@ -66,10 +67,10 @@ def per_viewer_cost(rows: list[dict[str, Any]]) -> float | None:
 
 
 async def fanout(counts: list[int], seconds: float, interval: float, fps: float, engine: str,
-                 warmup: float) -> dict[str, Any]:
+                 warmup: float, late_frames: str = "reuse") -> dict[str, Any]:
     rows = []
     for n in counts:
-        rows.append(await one_room(n, seconds, interval, fps, engine, warmup))
+        rows.append(await one_room(n, seconds, interval, fps, engine, warmup, late_frames))
         gc.collect()
     full_rate = [r["viewers"] for r in rows if r["viewer_fps_min"] >= 0.9 * fps]
     summary = {"cpu_percent_per_extra_viewer": per_viewer_cost(rows),
@@ -86,13 +87,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--engine", default="auto", help="the product's default engine (auto), bicubic, ...")
     ap.add_argument("--warmup", type=float, default=6.0)
+    ap.add_argument("--late-frames", choices=["reuse", "raw"], default="reuse",
+                    help="what the bridge sends for a frame the generator is late for (the product default: reuse)")
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/fanout-<date>.json")
     a = ap.parse_args(argv)
     counts = sorted({int(v) for v in a.viewers.split(",") if v.strip()})
     if not counts or counts[0] < 1:
         ap.error("--viewers needs positive counts")
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    result = asyncio.run(fanout(counts, a.seconds, a.interval, a.fps, a.engine, a.warmup))
+    result = asyncio.run(fanout(counts, a.seconds, a.interval, a.fps, a.engine, a.warmup, a.late_frames))
     out = write_result("fanout", a, started, result)
     print(json.dumps(result["summary"], indent=1))
     print(f"wrote {out}")

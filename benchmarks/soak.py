@@ -47,6 +47,7 @@ from bridge.testing import (
     view,
 )
 from bridge.track import EnhancingTrack
+from enhancer.detail import ReuseConfig
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"  # 480x480, 30 fps, one face
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -68,12 +69,14 @@ class Call:
 
 @asynccontextmanager
 async def running_call(fps: float, viewers: int = 1, codec: str | None = "vp8", engine: str = "bicubic",
-                       frames: int = 240) -> AsyncIterator[Call]:
-    """Publisher -> bridge -> ``viewers`` viewers on loopback, with the real clip looped at ``fps``."""
+                       frames: int = 240, late_frames: str = "reuse") -> AsyncIterator[Call]:
+    """Publisher -> bridge -> ``viewers`` viewers on loopback, with the real clip looped at ``fps``;
+    ``late_frames``: what the bridge sends when the generator misses a deadline (reuse | raw)."""
     clip, _ = load_clip(CLIP, frames)
     warm_detectors()
     src = ClipTrack(clip, fps)
-    async with serve_bridge(BridgeConfig(port=0, codec=codec), make_factory(engine)) as (base, bridge), \
+    factory = make_factory(engine, reuse=ReuseConfig() if late_frames == "reuse" else None)
+    async with serve_bridge(BridgeConfig(port=0, codec=codec), factory) as (base, bridge), \
             http_client() as http:
         pub = await publish(http, f"{base}/whip/soak", src, codec=codec)
         peers = [await view(http, f"{base}/whep/soak") for _ in range(viewers)]
@@ -110,7 +113,8 @@ class Sampler:
     def _counters(self) -> dict[str, Any]:
         c = self.call.track.c
         return {"t": time.monotonic(), "sent": self.call.source.sent, "seen": self.call.viewer_counts(),
-                "in": c.frames_in, "out": c.frames_out, "enh": c.enhanced, "late": c.passthrough_late,
+                "in": c.frames_in, "out": c.frames_out, "enh": c.enhanced, "reused": c.enhanced_reused,
+                "late": c.passthrough_late,
                 "busy": c.passthrough_busy, "err": c.passthrough_error, "dropped": c.dropped}
 
     def sample(self, objects: bool = True) -> dict[str, Any]:
@@ -137,6 +141,8 @@ class Sampler:
             "track_fps_in": round((now["in"] - last["in"]) / dt, 2),
             "track_fps_out": round(out / dt, 2),
             "enhanced_share": round((now["enh"] - last["enh"]) / out, 3) if out else 0.0,
+            # of the frames out, enhanced with an earlier frame's detail because the generator was late
+            "reused_share": round((now["reused"] - last["reused"]) / out, 3) if out else 0.0,
             "passthrough_late": now["late"] - last["late"],
             "passthrough_busy": now["busy"] - last["busy"],
             "passthrough_error": now["err"] - last["err"],
@@ -178,8 +184,8 @@ def write_result(kind: str, args: argparse.Namespace, started: str, result: dict
 
 
 async def soak(minutes: float, interval: float, fps: float, viewers: int, codec: str | None, engine: str,
-               warmup: float) -> dict[str, Any]:
-    async with running_call(fps, viewers, codec, engine) as call:
+               warmup: float, late_frames: str = "reuse") -> dict[str, Any]:
+    async with running_call(fps, viewers, codec, engine, late_frames=late_frames) as call:
         await asyncio.sleep(warmup)  # ICE/DTLS, first keyframes, allocator warm-up
         sampler = Sampler(call)
         samples = []
@@ -191,7 +197,7 @@ async def soak(minutes: float, interval: float, fps: float, viewers: int, codec:
             s = samples[-1]
             print(f"[{s['t_s']:6.0f} s] rss {s['rss_mib']} MiB threads {s['threads']} tasks {s['tasks']} fds "
                   f"{s['fds']} objects {s['py_objects']} viewer {s['viewer_fps']} fps enhanced "
-                  f"{s['enhanced_share']:.0%} cpu {s['cpu_percent']}%", flush=True)
+                  f"{s['enhanced_share']:.0%} (reused {s['reused_share']:.0%}) cpu {s['cpu_percent']}%", flush=True)
         final = call.track.stats()
     vf = [f for s in samples for f in s["viewer_fps"]]
     summary = {
@@ -199,10 +205,12 @@ async def soak(minutes: float, interval: float, fps: float, viewers: int, codec:
         "viewer_fps": {"mean": round(statistics.fmean(vf), 2), "min": round(min(vf), 2)} if vf else None,
         "source_fps_mean": round(statistics.fmean(s["source_fps"] for s in samples), 2) if samples else None,
         "enhanced_share_mean": round(statistics.fmean(s["enhanced_share"] for s in samples), 3) if samples else None,
+        "reused_share_mean": round(statistics.fmean(s["reused_share"] for s in samples), 3) if samples else None,
         "latency_p50_ms_median": (round(statistics.median(x), 1)
                                   if (x := [s["latency_p50_ms"] for s in samples if s["latency_p50_ms"]]) else None),
         "rss_slope_mib_per_min": rss_slope(samples),
-        "track_final": {k: final[k] for k in ("frames_in", "frames_out", "enhanced", "dropped", "passthrough_late",
+        "track_final": {k: final[k] for k in ("frames_in", "frames_out", "enhanced", "enhanced_reused", "dropped",
+                                              "passthrough_late",
                                               "passthrough_busy", "passthrough_error", "errors", "stage_ms")},
     }
     return {"samples": samples, "summary": summary}
@@ -227,10 +235,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--codec", choices=["vp8", "h264"], default="vp8")
     ap.add_argument("--engine", default="auto", help="auto (the product default), bicubic, ...")
     ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--late-frames", choices=["reuse", "raw"], default="reuse",
+                    help="what the bridge sends for a frame the generator is late for (the product default: reuse)")
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/soak-<date>.json")
     a = ap.parse_args(argv)
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    result = asyncio.run(soak(a.minutes, a.interval, a.fps, a.viewers, a.codec, a.engine, a.warmup))
+    result = asyncio.run(soak(a.minutes, a.interval, a.fps, a.viewers, a.codec, a.engine, a.warmup, a.late_frames))
     out = write_result("soak", a, started, result)
     print(json.dumps(result["summary"], indent=1))
     print(f"wrote {out}")

@@ -79,6 +79,7 @@ def phase_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "viewer_fps_min": round(min(vf), 2) if vf else 0.0,
         "track_fps_out": mean("track_fps_out"),
         "enhanced_share": mean("enhanced_share"),
+        "reused_share": mean("reused_share"),
         "passthrough_late": sum(s["passthrough_late"] for s in samples),
         "passthrough_busy": sum(s["passthrough_busy"] for s in samples),
         "dropped": sum(s["dropped"] for s in samples),
@@ -89,13 +90,13 @@ def phase_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def starve(minutes: float, interval: float, busy_procs: int, fps: float, engine: str,
-                 warmup: float) -> dict[str, Any]:
+                 warmup: float, late_frames: str = "reuse") -> dict[str, Any]:
     total = minutes * 60
     bounds = {"before": total * 0.25, "starved": total * 0.75, "after": total}
     samples: list[dict[str, Any]] = []
     busy: list[subprocess.Popen] = []
     busy_cpu = 0.0
-    async with running_call(fps, 1, "vp8", engine) as call:
+    async with running_call(fps, 1, "vp8", engine, late_frames=late_frames) as call:
         await asyncio.sleep(warmup)
         sampler = Sampler(call)
         t0 = time.monotonic()
@@ -144,10 +145,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--engine", default="auto", help="auto (the product default), bicubic, ...")
     ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--late-frames", choices=["reuse", "raw"], default="reuse",
+                    help="what the bridge sends for a frame the generator is late for (the product default: reuse)")
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/starve-<date>.json")
     a = ap.parse_args(argv)
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    result = asyncio.run(starve(a.minutes, a.interval, a.busy_procs, a.fps, a.engine, a.warmup))
+    result = asyncio.run(starve(a.minutes, a.interval, a.busy_procs, a.fps, a.engine, a.warmup, a.late_frames))
     out = write_result("starve", a, started, result)
     print(json.dumps({"phases": result["phases"], "verdict": result["verdict"]}, indent=1))
     print(f"wrote {out}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from enhancer.detail import ReuseConfig
 from enhancer.detect import detect_faces, landmarks5
 from enhancer.errors import LikenessError, ModelError
 from enhancer.pipeline import BicubicEngine, FramePipeline
@@ -18,6 +19,8 @@ from enhancer.strength import DEFAULT_STRENGTH, StrengthConfig
 
 from .identities import load_identity
 from .track import FrameProcessor, ProcessorFactory
+
+DEFAULT_REUSE = ReuseConfig()
 
 
 def warm_detectors() -> None:
@@ -37,9 +40,11 @@ def default_processor_factory(identity: str | None) -> FramePipeline:
     return FramePipeline(BicubicEngine(), identity=load_identity(identity))
 
 
-def make_factory(engine: str = "bicubic", strength: StrengthConfig | None = DEFAULT_STRENGTH) -> ProcessorFactory:
+def make_factory(engine: str = "bicubic", strength: StrengthConfig | None = DEFAULT_STRENGTH,
+                 reuse: ReuseConfig | None = DEFAULT_REUSE) -> ProcessorFactory:
     """The factory for an engine name: 'bicubic', or one ``build_pipeline`` knows ('auto', ...),
-    with the adaptive strength (or ``strength``; None keeps the generator's full output)."""
+    with the adaptive strength (or ``strength``; None keeps the generator's full output) and
+    detail reuse for frames the generator is late for (None: those frames go out raw)."""
     if engine == "bicubic":
         return default_processor_factory
 
@@ -48,7 +53,7 @@ def make_factory(engine: str = "bicubic", strength: StrengthConfig | None = DEFA
         try:
             from enhancer.pipeline import build_pipeline
 
-            return build_pipeline(identity=identity, engine=engine, strength=strength)
+            return build_pipeline(identity=identity, engine=engine, strength=strength, reuse=reuse)
         except LikenessError:
             raise
         except (ImportError, ValueError) as e:

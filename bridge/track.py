@@ -12,6 +12,10 @@ Design (why it is shaped like this):
   original frame goes out instead (passthrough), so video keeps flowing at the source rate.
   The worker always picks up the next frame, so enhancement resumes as soon as the enhancer
   is fast (or healthy) again.
+* A processor with detail reuse (``FramePipeline(reuse=...)``, what the bridge builds) is
+  given the time left to the deadline: it runs the generator in the background and, when that
+  is late, gives the frame the last restored detail, so the worker finishes in time and
+  frames go out enhanced ("reused") instead of raw while the cores are busy.
 * Output frames keep the source's pts/time_base, so A/V sync and RTP timing are untouched.
 """
 
@@ -37,6 +41,7 @@ from enhancer.pipeline import FrameResult
 log = logging.getLogger(__name__)
 
 DEMAND_WINDOW_S = 1.0  # no recv() for this long: nobody is watching, do not burn CPU enhancing
+EMIT_RESERVE_S = 0.003  # kept back from a frame's deadline for the BGR -> YUV conversion and hand-off
 
 
 class FrameProcessor(Protocol):
@@ -84,6 +89,7 @@ class _Job:
     result: VideoFrame | None = None
     error: BaseException | None = None
     faces: int = 0
+    reused: bool = False  # enhanced with earlier detail, not this frame's own restoration
 
 
 @dataclass
@@ -91,6 +97,7 @@ class _Counters:
     frames_in: int = 0
     frames_out: int = 0
     enhanced: int = 0
+    enhanced_reused: int = 0  # of ``enhanced``: with an earlier frame's restored detail
     no_face: int = 0
     passthrough_late: int = 0  # enhancer too slow for the deadline
     passthrough_busy: int = 0  # worker still busy with an earlier, already-late frame
@@ -152,6 +159,9 @@ class EnhancingTrack(MediaStreamTrack):
         self._rate_in = _Rate()
         self._rate_out = _Rate()
         self._rate_enh = _Rate()
+        self._rate_reused = _Rate()
+        # processors with detail reuse take the time left to the deadline (see the module docstring)
+        self._budgeted = getattr(processor, "reuse", None) is not None
         self._started = time.monotonic()
         self._thread = threading.Thread(target=self._work, name=f"likeness-enhance-{name}", daemon=True)
         self._thread.start()
@@ -255,6 +265,7 @@ class EnhancingTrack(MediaStreamTrack):
             self._faces = result.faces
             job.faces = result.faces
             job.result = out
+            job.reused = out is not None and result.fresh == 0 and result.reused > 0
             if job is not self._waiting and all(job is not p for p in self._pending):
                 self.c.late_results += 1
         job.done.set()
@@ -295,6 +306,9 @@ class EnhancingTrack(MediaStreamTrack):
         if job.result is not None:
             self.c.enhanced += 1
             self._rate_enh.add(now)
+            if job.reused:
+                self.c.enhanced_reused += 1
+                self._rate_reused.add(now)
             return job.result
         if job.error is not None:
             self.c.passthrough_error += 1
@@ -330,7 +344,11 @@ class EnhancingTrack(MediaStreamTrack):
             try:
                 img = job.frame.to_ndarray(format="bgr24")
                 with self._lock:
-                    result = self._processor.process(img, t)
+                    if self._budgeted:
+                        budget = job.deadline - time.monotonic() - EMIT_RESERVE_S
+                        result = self._processor.process(img, t, budget_s=max(budget, 0.0))
+                    else:
+                        result = self._processor.process(img, t)
                 if result.enhanced:
                     out = VideoFrame.from_ndarray(np.ascontiguousarray(result.frame), format="bgr24")
                     out = out.reformat(format="yuv420p")  # what the encoder wants; do it here, off the loop
@@ -350,6 +368,9 @@ class EnhancingTrack(MediaStreamTrack):
         if self.readyState == "live":
             super().stop()
             self._jobs.put(None)
+            close = getattr(self._processor, "close", None)
+            if close is not None:
+                close()  # e.g. the pipeline's background generator thread (non-blocking)
             self._pump_task.cancel()
             self._new_frame.set()
             if self._waiting is not None:
@@ -383,9 +404,13 @@ class EnhancingTrack(MediaStreamTrack):
             "fps_out": round(out_rate, 2),
             "enhanced_share": round(min(1.0, self._rate_enh.rate(now) / out_rate), 3) if out_rate > 0 else 0.0,
             "enhanced_share_total": round(c.enhanced / c.frames_out, 3) if c.frames_out else 0.0,
+            # of the frames out, those enhanced with an earlier frame's detail (the generator was late)
+            "reused_share": round(min(1.0, self._rate_reused.rate(now) / out_rate), 3) if out_rate > 0 else 0.0,
+            "reused_share_total": round(c.enhanced_reused / c.frames_out, 3) if c.frames_out else 0.0,
             "frames_in": c.frames_in,
             "frames_out": c.frames_out,
             "enhanced": c.enhanced,
+            "enhanced_reused": c.enhanced_reused,
             "no_face": c.no_face,
             "passthrough_late": c.passthrough_late,
             "passthrough_busy": c.passthrough_busy,

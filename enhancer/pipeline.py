@@ -4,12 +4,21 @@ One object, used by `likeness enhance`, the WebRTC bridge and the benchmarks, so
 measure and ship the same code path. Each stream gets its own pipeline (its own tracker
 state and its own fixed noise, so the sampler is deterministic and video does not flicker
 from resampled noise).
+
+In a call, frames have deadlines. With ``reuse`` set and a time budget passed to
+``process``, the generator runs in its own thread on the newest crops while the frame
+thread tracks, aligns and pastes; a frame whose own restoration is not back in time gets
+the last restored *detail* instead (``enhancer.detail``), so every frame goes out enhanced
+rather than alternating between enhanced and raw faces when the cores are busy.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -17,6 +26,7 @@ import cv2
 import numpy as np
 
 from .align import alignment_matrix, paste_back, warp_crops
+from .detail import DetailStore, ReuseConfig, add_detail, residuals
 from .strength import DEFAULT_STRENGTH, StrengthConfig, blend
 from .strength import strength as strength_weights
 from .tracker import FaceTracker, TrackerConfig
@@ -60,6 +70,8 @@ class FrameResult:
     enhanced: bool
     timings_ms: dict[str, float] = field(default_factory=dict)
     landmarks: list[np.ndarray] = field(default_factory=list)
+    fresh: int = 0  # faces restored by the generator for this very frame
+    reused: int = 0  # faces given an earlier frame's restored detail (see ``enhancer.detail``)
 
 
 def stream_noise(seed: int, n: int, size: int) -> np.ndarray:
@@ -96,9 +108,14 @@ class FramePipeline:
         matcher: Matcher | None = None,
         null_identity: np.ndarray | None = None,
         strength: StrengthConfig | None = None,
+        reuse: ReuseConfig | None = None,
     ) -> None:
         self.engine = engine
         self.strength = strength  # None: keep the engine's output as is
+        self.reuse = reuse  # None: no detail reuse; process() always waits for the generator
+        self.details = DetailStore(reuse or ReuseConfig())
+        self._generator: _Generator | None = None  # started on the first call with a budget
+        self._clock0 = time.monotonic()
         self.identity = identity
         self.tracker = FaceTracker(tracker_config or TrackerConfig(max_faces=max_faces))
         self.noise = stream_noise(seed, max_faces, engine.size)
@@ -141,29 +158,199 @@ class FramePipeline:
                 out[i] = self.identity
         return out
 
-    def process(self, frame_bgr: np.ndarray, t: float | None = None) -> FrameResult:
-        tm: dict[str, float] = {}
+    def _prepare(self, frame_bgr: np.ndarray, t: float | None, tm: dict[str, float]) -> tuple | None:
+        """Track and align: (faces, matrices, crops, frame time), or None when there is no face."""
         t0 = time.perf_counter()
         faces = self.tracker.update(frame_bgr, t)[: self.max_faces]
         t1 = time.perf_counter()
         tm["track"] = (t1 - t0) * 1e3
+        self.details.keep({f.track_id for f in faces})
         if not faces:
-            return FrameResult(frame_bgr, 0, False, tm)
+            return None
         size = self.engine.size
         mats = np.stack([alignment_matrix(f.landmarks, size) for f in faces])
         crops = warp_crops(frame_bgr, mats, size)
-        t2 = time.perf_counter()
-        tm["align"] = (t2 - t1) * 1e3
-        ident = self._identities(faces, crops)
-        restored = self.engine.restore(crops, ident, self.noise[: len(faces)])
-        if self.strength is not None:
-            restored = blend(crops, restored, self._strength(faces, crops))
+        tm["align"] = (time.perf_counter() - t1) * 1e3
+        now = t if t is not None else time.monotonic() - self._clock0
+        return faces, mats, crops, now
+
+    def _restore(self, ids: list[int], crops: np.ndarray, ident: np.ndarray | None, w: np.ndarray | None,
+                 now: float) -> np.ndarray:
+        """The generator on these crops (then the strength blend); remembers the detail it added."""
+        restored = self.engine.restore(crops, ident, self.noise[: len(crops)])
+        if w is not None:
+            restored = blend(crops, restored, w)
+        self.details.put(ids, residuals(crops, restored), now)
+        return restored
+
+    def _paste(self, frame_bgr: np.ndarray, faces: list, mats: np.ndarray, crops: np.ndarray,
+               restored: np.ndarray, keep: np.ndarray, tm: dict[str, float], t0: float,
+               fresh: int, reused: int) -> FrameResult:
         t3 = time.perf_counter()
-        tm["engine"] = (t3 - t2) * 1e3
-        out = paste_back(frame_bgr, restored, mats, crops)
+        out = paste_back(frame_bgr, restored[keep], mats[keep], crops[keep]) if keep.any() else frame_bgr
         tm["paste"] = (time.perf_counter() - t3) * 1e3
         tm["total"] = (time.perf_counter() - t0) * 1e3
-        return FrameResult(out, len(faces), True, tm, [f.landmarks for f in faces])
+        return FrameResult(out, len(faces), bool(keep.any()), tm, [f.landmarks for f in faces], fresh, reused)
+
+    def process(self, frame_bgr: np.ndarray, t: float | None = None, budget_s: float | None = None) -> FrameResult:
+        """Enhance one frame. ``t``: its timestamp in seconds (None: a still image or unknown).
+
+        ``budget_s`` (only with ``reuse``): seconds this call may take. The generator then runs
+        in the background; if this frame's restoration is not back in time, the face gets the
+        last restored detail (or stays as it is when there is none young enough). Without a
+        budget the call waits for the generator, as offline enhancement wants.
+        """
+        if budget_s is not None and self.reuse is not None:
+            return self._process_within(frame_bgr, t, budget_s)
+        tm: dict[str, float] = {}
+        t0 = time.perf_counter()
+        prep = self._prepare(frame_bgr, t, tm)
+        if prep is None:
+            return FrameResult(frame_bgr, 0, False, tm)
+        faces, mats, crops, now = prep
+        t2 = time.perf_counter()
+        w = self._strength(faces, crops) if self.strength is not None else None
+        restored = self._restore([f.track_id for f in faces], crops, self._identities(faces, crops), w, now)
+        tm["engine"] = (time.perf_counter() - t2) * 1e3
+        keep = np.ones(len(faces), bool)
+        return self._paste(frame_bgr, faces, mats, crops, restored, keep, tm, t0, len(faces), 0)
+
+    def process_reusing(self, frame_bgr: np.ndarray, t: float | None = None) -> FrameResult:
+        """Enhance one frame with stored detail only, never running the generator: what a late
+        frame gets. Deterministic, so ``benchmarks/detail_reuse.py`` can measure it exactly."""
+        tm: dict[str, float] = {}
+        t0 = time.perf_counter()
+        prep = self._prepare(frame_bgr, t, tm)
+        if prep is None:
+            return FrameResult(frame_bgr, 0, False, tm)
+        faces, mats, crops, now = prep
+        restored, keep = self._with_detail(faces, crops, now)
+        tm["engine"] = 0.0
+        return self._paste(frame_bgr, faces, mats, crops, restored, keep, tm, t0, 0, int(keep.sum()))
+
+    def _with_detail(self, faces: list, crops: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
+        restored = crops.copy()
+        keep = np.zeros(len(faces), bool)
+        for i, f in enumerate(faces):
+            hit = self.details.get(f.track_id, now)
+            if hit is not None:
+                restored[i] = add_detail(crops[i], hit[0])
+                keep[i] = True
+        return restored, keep
+
+    def _process_within(self, frame_bgr: np.ndarray, t: float | None, budget_s: float) -> FrameResult:
+        tm: dict[str, float] = {}
+        t0 = time.perf_counter()
+        gen = self._generator
+        if gen is None:
+            gen = self._generator = _Generator()
+        gen.raise_failure()  # a background call that failed after its frame had gone out
+        prep = self._prepare(frame_bgr, t, tm)
+        if prep is None:
+            return FrameResult(frame_bgr, 0, False, tm)
+        faces, mats, crops, now = prep
+        t2 = time.perf_counter()
+        w = self._strength(faces, crops) if self.strength is not None else None
+        ident = self._identities(faces, crops)
+        ids = [f.track_id for f in faces]
+        fut = gen.submit(lambda: self._restore(ids, crops, ident, w, now))
+        restored = None
+        if fut is not None:
+            wait = budget_s - (t2 - t0) - PASTE_RESERVE_S
+            try:
+                restored = fut.result(timeout=max(wait, 0.0))
+                gen.collected(fut)
+            except FutureTimeout:
+                pass
+            except BaseException:
+                gen.collected(fut)
+                self.details.clear()
+                raise
+        tm["engine"] = (time.perf_counter() - t2) * 1e3
+        if gen.last_ms is not None:
+            tm["generator"] = gen.last_ms
+        if restored is not None:
+            keep = np.ones(len(faces), bool)
+            return self._paste(frame_bgr, faces, mats, crops, restored, keep, tm, t0, len(faces), 0)
+        restored, keep = self._with_detail(faces, crops, now)
+        return self._paste(frame_bgr, faces, mats, crops, restored, keep, tm, t0, 0, int(keep.sum()))
+
+    def close(self) -> None:
+        """Stop the background generator thread, if one was started (idempotent)."""
+        if self._generator is not None:
+            self._generator.close()
+
+
+PASTE_RESERVE_S = 0.002  # kept back from a frame's budget for paste-back (measured ~0.8 ms at 480p)
+
+
+class _Generator:
+    """One daemon thread running one generator call at a time, always on the newest crops.
+
+    Why not a ThreadPoolExecutor: its threads are joined at interpreter exit, so a hung engine
+    would hang the process on the way out; a daemon thread does not.
+    """
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._job: tuple[Future, Callable[[], np.ndarray]] | None = None
+        self._current: Future | None = None  # submitted and not yet collected by a frame
+        self._closed = False
+        self.last_ms: float | None = None
+        self._thread = threading.Thread(target=self._run, name="likeness-generator", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], np.ndarray]) -> Future | None:
+        """Start ``fn`` now, or return None while an earlier call is still running."""
+        with self._cv:
+            cur = self._current
+            if self._closed or (cur is not None and (not cur.done() or cur.exception() is not None)):
+                return None  # busy, or a failure not yet reported (raise_failure reports it next frame)
+            fut: Future = Future()
+            self._current = fut
+            self._job = (fut, fn)
+            self._cv.notify()
+            return fut
+
+    def collected(self, fut: Future) -> None:
+        """The frame that submitted ``fut`` saw its outcome; nobody needs to hear of it again."""
+        with self._cv:
+            if self._current is fut:
+                self._current = None
+
+    def raise_failure(self) -> None:
+        """Re-raise, once, the error of a call whose frame stopped waiting before it failed."""
+        with self._cv:
+            fut = self._current
+            if fut is None or not fut.done() or fut.exception() is None:
+                return
+            self._current = None
+        raise fut.exception()  # type: ignore[misc]
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while self._job is None and not self._closed:
+                    self._cv.wait()
+                if self._closed:
+                    return
+                fut, fn = self._job  # type: ignore[misc]
+                self._job = None
+            t0 = time.perf_counter()
+            try:
+                fut.set_result(fn())
+            except BaseException as e:  # handed to the frame thread; the thread itself must live on
+                fut.set_exception(e)
+            self.last_ms = (time.perf_counter() - t0) * 1e3
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
 
 def build_pipeline(
@@ -175,6 +362,7 @@ def build_pipeline(
     max_faces: int = 4,
     home: str | None = None,
     strength: StrengthConfig | None = DEFAULT_STRENGTH,
+    reuse: ReuseConfig | None = None,
 ) -> FramePipeline:
     """The product pipeline: best available engine for the packaged student, the named
     enrolled identity (checked against the engine's encoder), an identity matcher, and the
@@ -189,7 +377,8 @@ def build_pipeline(
     if identity:
         ident = IdentityStore(home).load(identity, eng.info.encoder_id)
         matcher = encoder_matcher(weights)
-    return FramePipeline(eng, ident, seed=seed, max_faces=max_faces, matcher=matcher, strength=strength)
+    return FramePipeline(eng, ident, seed=seed, max_faces=max_faces, matcher=matcher, strength=strength,
+                         reuse=reuse)
 
 
 def encoder_matcher(weights: str | None = None) -> Matcher:

@@ -210,7 +210,8 @@ async function pollStats() {
         const t = me.track;
         rows.push(row("codec", me.codec || "?"));
         rows.push(row("bridge fps in / out", `${t.fps_in} / ${t.fps_out}`));
-        rows.push(row("enhanced", Math.round(t.enhanced_share * 100) + " %"));
+        rows.push(row("enhanced (reused detail)",
+          `${Math.round(t.enhanced_share * 100)} % (${Math.round((t.reused_share || 0) * 100)} %)`));
         rows.push(row("faces", t.faces));
         for (const [k, v] of Object.entries(t.stage_ms)) rows.push(row(k + " ms", v));
         rows.push(row("deadline", t.deadline_ms + " ms"));

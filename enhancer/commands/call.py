@@ -10,6 +10,7 @@ import time
 from urllib.parse import urlsplit
 
 from ..errors import LikenessError
+from .enhance import late_frames_config
 from .serve import add_rtc_args, parse_bitrate, setup_logging
 
 CONNECT_TIMEOUT_S = 20.0
@@ -57,7 +58,8 @@ async def publish(args) -> int:
     except ValueError as e:
         raise LikenessError(str(e)) from None
     bitrate = parse_bitrate(args.bitrate) if args.bitrate else None
-    processor = await asyncio.to_thread(make_factory(args.engine, args.strength), args.identity)
+    factory = make_factory(args.engine, args.strength, late_frames_config(args.late_frames))
+    processor = await asyncio.to_thread(factory, args.identity)
     source, _ = open_source(args.source)
     track = EnhancingTrack(source, processor, name="call")
     pc = RTCPeerConnection(config)

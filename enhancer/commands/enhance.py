@@ -33,6 +33,19 @@ def add_strength_arg(p) -> None:
                         "full, or a fixed fraction")
 
 
+def add_late_frames_arg(p) -> None:
+    p.add_argument("--late-frames", choices=["reuse", "raw"], default="reuse",
+                   help="a frame the generator cannot finish by its deadline gets the last restored detail "
+                        "(reuse; default) or goes out as it came (raw)")
+
+
+def late_frames_config(choice: str):
+    """CLI choice -> ``ReuseConfig`` for the bridge factory (None: late frames go out raw)."""
+    from ..detail import ReuseConfig
+
+    return ReuseConfig() if choice == "reuse" else None
+
+
 def register(sub) -> None:
     e = sub.add_parser("enhance", help="enhance faces in an image or video file")
     e.add_argument("input", type=Path)

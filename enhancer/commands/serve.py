@@ -7,7 +7,7 @@ import logging
 import os
 
 from ..errors import LikenessError
-from .enhance import add_strength_arg
+from .enhance import add_late_frames_arg, add_strength_arg, late_frames_config
 
 
 def parse_bitrate(text: str) -> int:
@@ -38,6 +38,7 @@ def add_rtc_args(p) -> None:
                    help="auto (best available for the trained student), torch, onnxruntime, tensorrt, "
                         "or 'bicubic' (no model; a baseline)")
     add_strength_arg(p)
+    add_late_frames_arg(p)
     p.add_argument("--token", default=os.environ.get("LIKENESS_TOKEN"), help="bearer token (default: $LIKENESS_TOKEN)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
 
@@ -87,7 +88,7 @@ def _serve(args) -> int:
         loopback_ice=args.loopback_ice,
     )
     check_config(config)
-    factory = make_factory(args.engine, args.strength)
+    factory = make_factory(args.engine, args.strength, late_frames_config(args.late_frames))
     factory(args.identity)  # fail on a bad identity or engine now; loads the face models once
     asyncio.run(run_server(config, factory))
     return 0

@@ -1,0 +1,206 @@
+"""Detail reuse: late frames get the last restored detail instead of going out raw.
+
+Real clip frames, the real tracker and paste-back; the engines are the real BicubicEngine,
+slowed down or made to fail where a test needs the generator to be late or broken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from bridge.factory import warm_detectors
+from bridge.testing import ClipTrack, face_box, load_clip, videos_dir
+from bridge.track import EnhancingTrack
+from enhancer.detail import DetailStore, ReuseConfig, add_detail, residuals
+from enhancer.pipeline import BicubicEngine, FramePipeline
+
+CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d8.mp4"  # 480x480, 30 fps, one face
+needs_clip = pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
+
+
+class SlowEngine(BicubicEngine):
+    """The real bicubic restorer, taking ``delay_s`` per call (a generator too slow for the deadline)."""
+
+    name = "slow-bicubic"
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+        self.calls = 0
+
+    def restore(self, crops: np.ndarray, identity: np.ndarray | None, noise: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        time.sleep(self.delay_s)
+        return super().restore(crops, identity, noise)
+
+
+class FailingEngine(BicubicEngine):
+    """The real bicubic restorer; raises on calls ``fail`` (1-based)."""
+
+    def __init__(self, fail: set[int]) -> None:
+        super().__init__()
+        self.fail = fail
+        self.calls = 0
+
+    def restore(self, crops: np.ndarray, identity: np.ndarray | None, noise: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls in self.fail:
+            raise RuntimeError(f"injected failure at call {self.calls}")
+        return super().restore(crops, identity, noise)
+
+
+def test_residual_roundtrip_is_exact() -> None:
+    rng = np.random.default_rng(0)
+    lq = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    restored = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    d = residuals(lq, restored)
+    assert d.dtype == np.int16
+    assert np.array_equal(add_detail(lq[1], d[1]), restored[1])
+    # on another crop, the detail is added and clipped to the valid range
+    other = np.full((16, 16, 3), 250, np.uint8)
+    out = add_detail(other, np.full((16, 16, 3), 20, np.int16))
+    assert out.dtype == np.uint8 and int(out.max()) == 255
+
+
+def test_store_expires_orders_and_forgets() -> None:
+    store = DetailStore(ReuseConfig(max_age_s=0.2))
+    a, b = np.ones((4, 4, 3), np.int16), np.full((4, 4, 3), 2, np.int16)
+    store.put([7], a[None], t=1.0)
+    assert store.get(7, 1.1) is not None and store.get(7, 1.1)[1] == pytest.approx(0.1)
+    assert store.get(7, 1.3) is None  # too old: it would ghost
+    assert store.get(7, 0.5) is None  # timestamps went back (a new source): not this face's detail
+    assert store.get(8, 1.1) is None
+    store.put([7], b[None], t=1.2)
+    store.put([7], a[None], t=1.1)  # an older frame's result landing late does not win
+    assert int(store.get(7, 1.25)[0][0, 0, 0]) == 2
+    store.keep({8})
+    assert len(store) == 0
+
+
+@needs_clip
+def test_reused_detail_is_close_to_restoring_the_frame_itself() -> None:
+    """The detail of frame k added to frame k+2 restores k+2 nearly as restoring it would, and
+    much more than leaving it raw: the property the whole feature rests on."""
+    frames, fps = load_clip(CLIP, 40)
+    warm_detectors()
+    fresh, reusing = FramePipeline(BicubicEngine()), FramePipeline(BicubicEngine())
+    dist_reused, dist_raw = [], []
+    for i, f in enumerate(frames):
+        r_fresh = fresh.process(f, i / fps)
+        r = reusing.process(f, i / fps) if i % 3 == 0 else reusing.process_reusing(f, i / fps)
+        if i % 3 and r_fresh.faces:
+            assert r.enhanced and r.reused == 1 and r.fresh == 0
+            box = face_box(r_fresh.landmarks[0], f.shape)
+            target = r_fresh.frame[box].astype(np.float64)
+            dist_reused.append(np.abs(r.frame[box] - target).mean())
+            dist_raw.append(np.abs(f[box] - target).mean())
+    assert len(dist_reused) >= 20
+    assert np.mean(dist_reused) < 0.5 * np.mean(dist_raw), (np.mean(dist_reused), np.mean(dist_raw))
+
+
+@needs_clip
+def test_budget_with_slow_generator_reuses_and_fast_generator_is_fresh() -> None:
+    frames, fps = load_clip(CLIP, 30)
+    warm_detectors()
+    slow = FramePipeline(SlowEngine(0.08), reuse=ReuseConfig())
+    fast = FramePipeline(BicubicEngine(), reuse=ReuseConfig())
+    try:
+        slow_res, fast_res = [], []
+        for i, f in enumerate(frames):
+            t0 = time.perf_counter()
+            slow_res.append(slow.process(f, i / fps, budget_s=0.01))
+            slow_res[-1].timings_ms["call"] = (time.perf_counter() - t0) * 1e3
+            fast_res.append(fast.process(f, i / fps, budget_s=1.0))
+            time.sleep(1 / fps)
+    finally:
+        slow.close()
+        fast.close()
+    # 80 ms generator, 10 ms budget: never this frame's own result, but the detail of an earlier one
+    assert sum(r.fresh for r in slow_res) == 0
+    assert sum(r.reused for r in slow_res) >= 15, [r.reused for r in slow_res]
+    assert not slow_res[0].enhanced  # nothing restored yet: the first frame goes out as it came
+    # the frame thread did not wait for the generator (tracking's first-frame detection aside)
+    assert np.median([r.timings_ms["engine"] for r in slow_res]) < 40
+    # a generator well inside the budget restores every frame itself
+    assert all(r.fresh == 1 and r.reused == 0 for r in fast_res if r.faces)
+
+
+@needs_clip
+def test_background_failure_is_raised_once_and_detail_dropped() -> None:
+    frames, fps = load_clip(CLIP, 12)
+    warm_detectors()
+    engine = FailingEngine({3})
+    pipe = FramePipeline(engine, reuse=ReuseConfig(max_age_s=10))
+    raised = 0
+    try:
+        for i, f in enumerate(frames):
+            try:
+                r = pipe.process(f, i / fps, budget_s=0.5)
+            except RuntimeError as e:
+                raised += 1
+                assert "call 3" in str(e)
+                assert len(pipe.details) == 0  # no stale detail pasted after a failure
+                continue
+            assert r.fresh == 1
+    finally:
+        pipe.close()
+    assert raised == 1 and engine.calls == len(frames)
+
+
+@needs_clip
+def test_close_stops_the_generator_thread() -> None:
+    frames, fps = load_clip(CLIP, 3)
+    pipe = FramePipeline(BicubicEngine(), reuse=ReuseConfig())
+    pipe.process(frames[0], 0.0, budget_s=0.5)
+    gen = pipe._generator
+    assert gen is not None and gen.alive
+    pipe.close()
+    end = time.monotonic() + 2
+    while gen.alive and time.monotonic() < end:
+        time.sleep(0.01)
+    assert not gen.alive
+    assert not any(t.name == "likeness-generator" and t.is_alive() for t in threading.enumerate())
+
+
+async def _stream(processor: FramePipeline, frames: list, fps: float, n: int) -> dict:
+    src = ClipTrack(frames, fps, max_frames=n)
+    track = EnhancingTrack(src, processor, name="reuse")
+    got = 0
+    try:
+        while True:
+            try:
+                await asyncio.wait_for(track.recv(), 5)
+            except Exception as e:  # MediaStreamError at the end of the clip
+                assert type(e).__name__ == "MediaStreamError", repr(e)
+                break
+            got += 1
+    finally:
+        stats = track.stats()
+        await track.aclose()
+    stats["got"] = got
+    stats["sent"] = src.sent
+    return stats
+
+
+@needs_clip
+@pytest.mark.timeout(60)
+def test_track_with_late_generator_sends_reused_frames_not_raw_ones() -> None:
+    """A generator at 70 ms against a 50 ms deadline: without reuse nearly every frame goes out
+    raw; with reuse nearly every frame goes out enhanced, at the source rate either way."""
+    frames, fps = load_clip(CLIP, 60)
+    warm_detectors()
+    raw = asyncio.run(_stream(FramePipeline(SlowEngine(0.07)), frames, fps, 90))
+    reuse = asyncio.run(_stream(FramePipeline(SlowEngine(0.07), reuse=ReuseConfig()), frames, fps, 90))
+    print(f"\nraw: {raw['enhanced']}/{raw['frames_out']} enhanced; reuse: {reuse['enhanced']}/{reuse['frames_out']} "
+          f"enhanced, {reuse['enhanced_reused']} with reused detail")
+    for s in (raw, reuse):
+        assert s["got"] >= 0.8 * s["sent"]
+    assert raw["enhanced_share_total"] <= 0.2
+    assert reuse["enhanced_share_total"] >= 0.6
+    assert reuse["enhanced_reused"] >= 0.9 * reuse["enhanced"]  # they are reused, and counted as such
+    assert reuse["reused_share_total"] == pytest.approx(reuse["enhanced_reused"] / reuse["frames_out"], abs=1e-3)
