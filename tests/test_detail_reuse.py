@@ -204,3 +204,20 @@ def test_track_with_late_generator_sends_reused_frames_not_raw_ones() -> None:
     assert reuse["enhanced_share_total"] >= 0.6
     assert reuse["enhanced_reused"] >= 0.9 * reuse["enhanced"]  # they are reused, and counted as such
     assert reuse["reused_share_total"] == pytest.approx(reuse["enhanced_reused"] / reuse["frames_out"], abs=1e-3)
+
+
+@needs_clip
+@pytest.mark.timeout(60)
+def test_track_counts_every_background_failure_once_and_recovers() -> None:
+    """Generator calls 10-29 raise in the background thread: each failure reaches the track's
+    error count exactly once (raised on a later frame if its own frame had stopped waiting),
+    and frames are enhanced again afterwards."""
+    frames, fps = load_clip(CLIP, 60)
+    warm_detectors()
+    engine = FailingEngine(set(range(10, 30)))
+    s = asyncio.run(_stream(FramePipeline(engine, reuse=ReuseConfig()), frames, fps, 120))
+    print(f"\n{s['enhanced']}/{s['frames_out']} enhanced, errors {s['errors']}, calls {engine.calls}")
+    assert engine.calls >= 45, "the stream ended before the generator recovered"
+    assert s["errors"] == {"RuntimeError": 20}
+    assert s["passthrough_error"] >= 10
+    assert s["enhanced"] >= 0.4 * s["frames_out"]
