@@ -158,21 +158,28 @@ class FramePipeline:
                 out[i] = self.identity
         return out
 
-    def _prepare(self, frame_bgr: np.ndarray, t: float | None, tm: dict[str, float]) -> tuple | None:
-        """Track and align: (faces, matrices, crops, frame time), or None when there is no face."""
+    def _prepare(self, frame_bgr: np.ndarray, t: float | None) -> tuple[dict[str, float], float, tuple | None]:
+        """Track and align: (timings, start, (faces, matrices, crops, frame time) or None without a face)."""
+        tm: dict[str, float] = {}
         t0 = time.perf_counter()
         faces = self.tracker.update(frame_bgr, t)[: self.max_faces]
         t1 = time.perf_counter()
         tm["track"] = (t1 - t0) * 1e3
         self.details.keep({f.track_id for f in faces})
         if not faces:
-            return None
+            return tm, t0, None
         size = self.engine.size
         mats = np.stack([alignment_matrix(f.landmarks, size) for f in faces])
         crops = warp_crops(frame_bgr, mats, size)
         tm["align"] = (time.perf_counter() - t1) * 1e3
         now = t if t is not None else time.monotonic() - self._clock0
-        return faces, mats, crops, now
+        return tm, t0, (faces, mats, crops, now)
+
+    def _inputs(self, faces: list, crops: np.ndarray) -> tuple:
+        """What the generator call needs, computed on the frame thread (the per-track state lives here):
+        (track ids, crops, identities, strength weights or None)."""
+        w = self._strength(faces, crops) if self.strength is not None else None
+        return [f.track_id for f in faces], crops, self._identities(faces, crops), w
 
     def _restore(self, ids: list[int], crops: np.ndarray, ident: np.ndarray | None, w: np.ndarray | None,
                  now: float) -> np.ndarray:
@@ -202,15 +209,12 @@ class FramePipeline:
         """
         if budget_s is not None and self.reuse is not None:
             return self._process_within(frame_bgr, t, budget_s)
-        tm: dict[str, float] = {}
-        t0 = time.perf_counter()
-        prep = self._prepare(frame_bgr, t, tm)
+        tm, t0, prep = self._prepare(frame_bgr, t)
         if prep is None:
             return FrameResult(frame_bgr, 0, False, tm)
         faces, mats, crops, now = prep
         t2 = time.perf_counter()
-        w = self._strength(faces, crops) if self.strength is not None else None
-        restored = self._restore([f.track_id for f in faces], crops, self._identities(faces, crops), w, now)
+        restored = self._restore(*self._inputs(faces, crops), now)
         tm["engine"] = (time.perf_counter() - t2) * 1e3
         keep = np.ones(len(faces), bool)
         return self._paste(frame_bgr, faces, mats, crops, restored, keep, tm, t0, len(faces), 0)
@@ -218,9 +222,7 @@ class FramePipeline:
     def process_reusing(self, frame_bgr: np.ndarray, t: float | None = None) -> FrameResult:
         """Enhance one frame with stored detail only, never running the generator: what a late
         frame gets. Deterministic, so ``benchmarks/detail_reuse.py`` can measure it exactly."""
-        tm: dict[str, float] = {}
-        t0 = time.perf_counter()
-        prep = self._prepare(frame_bgr, t, tm)
+        tm, t0, prep = self._prepare(frame_bgr, t)
         if prep is None:
             return FrameResult(frame_bgr, 0, False, tm)
         faces, mats, crops, now = prep
@@ -239,21 +241,17 @@ class FramePipeline:
         return restored, keep
 
     def _process_within(self, frame_bgr: np.ndarray, t: float | None, budget_s: float) -> FrameResult:
-        tm: dict[str, float] = {}
-        t0 = time.perf_counter()
         gen = self._generator
         if gen is None:
             gen = self._generator = _Generator()
         gen.raise_failure()  # a background call that failed after its frame had gone out
-        prep = self._prepare(frame_bgr, t, tm)
+        tm, t0, prep = self._prepare(frame_bgr, t)
         if prep is None:
             return FrameResult(frame_bgr, 0, False, tm)
         faces, mats, crops, now = prep
         t2 = time.perf_counter()
-        w = self._strength(faces, crops) if self.strength is not None else None
-        ident = self._identities(faces, crops)
-        ids = [f.track_id for f in faces]
-        fut = gen.submit(lambda: self._restore(ids, crops, ident, w, now))
+        inputs = self._inputs(faces, crops)
+        fut = gen.submit(lambda: self._restore(*inputs, now))
         restored = None
         if fut is not None:
             wait = budget_s - (t2 - t0) - PASTE_RESERVE_S
