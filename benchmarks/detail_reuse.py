@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import platform
 import time
@@ -95,16 +96,18 @@ def measure(clean: list[np.ndarray], shown: list[np.ndarray], mats: list[np.ndar
             ages: list[int], w: np.ndarray) -> dict:
     size = w.shape[0]
     psnr: dict[int, list[float]] = {}
+    per_frame: dict[int, float] = {}
     terr: list[float] = []
     for i, m in enumerate(mats):
         if m is None:
             continue
         o1, c1 = warp_crops(shown[i], m[None], size)[0], warp_crops(clean[i], m[None], size)[0]
-        psnr.setdefault(ages[i], []).append(masked_psnr(o1, c1, w))
+        per_frame[i] = masked_psnr(o1, c1, w)
+        psnr.setdefault(ages[i], []).append(per_frame[i])
         if i > 0:
             o0, c0 = warp_crops(shown[i - 1], m[None], size)[0], warp_crops(clean[i - 1], m[None], size)[0]
             terr.append(temporal_error(o1, o0, c1, c0, w))
-    return {"psnr": psnr, "temporal": terr}
+    return {"psnr": psnr, "temporal": terr, "per_frame": per_frame}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,14 +119,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--engine", default="auto")
     ap.add_argument("--max-age", type=float, default=1.0,
                     help="seconds detail may be reused (high by default, so that every age is measured)")
+    ap.add_argument("--gate", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help="motion gate in grey levels (default: the product's; 'inf inf' turns it off)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     videos = args.videos or videos_dir()
     clips = one_per_person(videos)
     t_start = time.perf_counter()
+    reuse = ReuseConfig(max_age_s=args.max_age)
+    if args.gate is not None:
+        reuse = dataclasses.replace(reuse, gate_lo=args.gate[0], gate_hi=args.gate[1])
     modes = [("fresh", 1, "reuse")] + [(f"{late}-{k}", k, late) for k in args.strides for late in ("reuse", "raw")]
-    acc: dict[str, dict] = {name: {"psnr": {}, "temporal": []} for name, _, _ in modes}
-    acc["input"] = {"psnr": {}, "temporal": []}
+    acc: dict[str, dict] = {name: {"psnr": {}, "temporal": [], "loss": []} for name, _, _ in modes}
+    acc["input"] = {"psnr": {}, "temporal": [], "loss": []}
     size = 128
     w = feather_mask(size)
     w = w[..., 0] if w.ndim == 3 else w
@@ -134,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         ref_mats: list[np.ndarray | None] | None = None
         for name, stride, late in modes:
             # a fresh stream per method: own tracker, own detail
-            pipe = build_pipeline(engine=args.engine, reuse=ReuseConfig(max_age_s=args.max_age))
+            pipe = build_pipeline(engine=args.engine, reuse=reuse)
             engine_name = pipe.engine.name
             res = run_mode(pipe, lq, fps, stride, late)
             if name == "fresh":
@@ -142,6 +150,10 @@ def main(argv: list[str] | None = None) -> None:
             shown = [lq[i] if r is None else r.frame for i, r in enumerate(res)]
             ages = schedule(len(lq), stride)
             m = measure(clean, shown, ref_mats, ages, w)
+            if name == "fresh":
+                fresh_psnr = m["per_frame"]
+            # the tail is where ghosts show: frames not restored themselves, against restoring them
+            acc[name]["loss"].extend(fresh_psnr[i] - v for i, v in m["per_frame"].items() if ages[i] > 0)
             for a, v in m["psnr"].items():
                 acc[name]["psnr"].setdefault(a, []).extend(v)
             acc[name]["temporal"].extend(m["temporal"])
@@ -156,6 +168,11 @@ def main(argv: list[str] | None = None) -> None:
             "psnr": round(float(np.mean(every)), 3),
             "psnr_by_age": {str(k): round(float(np.mean(v)), 3) for k, v in sorted(a["psnr"].items())},
             "temporal_error": round(float(np.mean(a["temporal"])), 3),
+            "loss_vs_fresh_db": ({"mean": round(float(np.mean(a["loss"])), 3),
+                                  "p95": round(float(np.percentile(a["loss"], 95)), 3),
+                                  "max": round(float(np.max(a["loss"])), 3),
+                                  "share_over_1db": round(float(np.mean(np.array(a["loss"]) > 1.0)), 4)}
+                                 if a["loss"] else None),
             "frames": len(every),
         }
     result = {
@@ -164,11 +181,12 @@ def main(argv: list[str] | None = None) -> None:
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
         "config": {"frames_per_clip": args.frames, "strides": args.strides, "preset": args.preset,
                    "engine": engine_name, "clips": [p.name for p in clips], "identity": None,
-                   "max_age_s": args.max_age},
+                   "reuse": dataclasses.asdict(reuse)},
         "methods": summary,
         "definition": {"psnr": "feather-mask-weighted PSNR of the aligned 128 crop vs the clean frame",
                        "temporal_error": "weighted mean |(out_t - out_t-1) - (clean_t - clean_t-1)|, grey levels",
                        "psnr_by_age": "frames whose detail came from this many frames earlier (0: own)",
+                       "loss_vs_fresh_db": "per frame not restored itself: PSNR restoring it minus PSNR shown",
                        "reuse-k / raw-k": "generator on every k-th frame; the others reuse detail / go out raw"},
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
@@ -176,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     for name, s in summary.items():
-        print(f"{name:10s} psnr {s['psnr']:6.2f}  temporal {s['temporal_error']:5.2f}  by age {s['psnr_by_age']}")
+        print(f"{name:10s} psnr {s['psnr']:6.2f}  temporal {s['temporal_error']:5.2f}  by age {s['psnr_by_age']}  "
+              f"loss vs fresh {s['loss_vs_fresh_db']}")
     print(f"wrote {out}")
 
 

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from .align import alignment_matrix, paste_back, warp_crops
-from .detail import DetailStore, ReuseConfig, add_detail, residuals
+from .detail import DetailStore, ReuseConfig, residuals
 from .strength import DEFAULT_STRENGTH, StrengthConfig, blend
 from .strength import strength as strength_weights
 from .tracker import FaceTracker, TrackerConfig
@@ -187,7 +187,7 @@ class FramePipeline:
         restored = self.engine.restore(crops, ident, self.noise[: len(crops)])
         if w is not None:
             restored = blend(crops, restored, w)
-        self.details.put(ids, residuals(crops, restored), now)
+        self.details.put(ids, crops, residuals(crops, restored), now)
         return restored
 
     def _paste(self, frame_bgr: np.ndarray, faces: list, mats: np.ndarray, crops: np.ndarray,
@@ -234,9 +234,9 @@ class FramePipeline:
         restored = crops.copy()
         keep = np.zeros(len(faces), bool)
         for i, f in enumerate(faces):
-            hit = self.details.get(f.track_id, now)
-            if hit is not None:
-                restored[i] = add_detail(crops[i], hit[0])
+            out = self.details.apply(f.track_id, crops[i], now)
+            if out is not None:
+                restored[i] = out
                 keep[i] = True
         return restored, keep
 
