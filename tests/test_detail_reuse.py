@@ -240,3 +240,82 @@ def test_track_counts_every_background_failure_once_and_recovers() -> None:
     assert s["errors"] == {"RuntimeError": 20}
     assert s["passthrough_error"] >= 10
     assert s["enhanced"] >= 0.4 * s["frames_out"]
+
+
+def test_bridge_factory_reuses_detail_by_default_and_raw_turns_it_off() -> None:
+    """What `likeness serve` / `call` build: the trained engine with reuse, unless --late-frames raw."""
+    from bridge.factory import make_factory
+    from enhancer.commands.enhance import late_frames_config
+
+    default = make_factory("auto")(None)
+    raw = make_factory("auto", reuse=late_frames_config("raw"))(None)
+    try:
+        assert default.reuse is not None and default.reuse == late_frames_config("reuse")
+        assert raw.reuse is None
+    finally:
+        default.close()
+        raw.close()
+
+
+class StuckAfter(BicubicEngine):
+    """The real bicubic restorer until call ``after``; then it never returns until released."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+        self.calls = 0
+        self.release = threading.Event()
+        self.stuck_at: float | None = None
+
+    def restore(self, crops: np.ndarray, identity: np.ndarray | None, noise: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls >= self.after:
+            self.stuck_at = self.stuck_at or time.monotonic()
+            self.release.wait(30)
+        return super().restore(crops, identity, noise)
+
+
+@needs_clip
+@pytest.mark.timeout(60)
+def test_track_with_generator_stuck_forever_keeps_the_rate_and_stops_reusing_stale_detail() -> None:
+    """A wedged generator (driver hang, deadlock) under reuse: frames keep coming at the source
+    rate, the old detail stops being pasted once it is older than max_age_s, and closing the
+    track does not wait for the generator."""
+    frames, fps = load_clip(CLIP, 60)
+    warm_detectors()
+    engine = StuckAfter(after=15)
+
+    async def scenario() -> dict:
+        src = ClipTrack(frames, fps, max_frames=150)
+        pipe = FramePipeline(engine, reuse=ReuseConfig())
+        track = EnhancingTrack(src, pipe, name="stuck-reuse")
+        enhanced_at: list[float] = []
+        got = 0
+        try:
+            while True:
+                before = track.c.enhanced
+                try:
+                    await asyncio.wait_for(track.recv(), 5)
+                except Exception as e:  # MediaStreamError at the end of the clip
+                    assert type(e).__name__ == "MediaStreamError", repr(e)
+                    break
+                got += 1
+                if track.c.enhanced > before:
+                    enhanced_at.append(time.monotonic())
+        finally:
+            t = time.monotonic()
+            await track.aclose(timeout=2.0)
+            closed_in = time.monotonic() - t
+            engine.release.set()
+        return {"got": got, "sent": src.sent, "enhanced_at": enhanced_at, "closed_in": closed_in}
+
+    r = asyncio.run(scenario())
+    assert engine.stuck_at is not None
+    after = [t - engine.stuck_at for t in r["enhanced_at"] if t > engine.stuck_at]
+    print(f"\n{r['got']}/{r['sent']} frames, {len(r['enhanced_at'])} enhanced, last enhanced "
+          f"{max(after, default=0):.2f} s after the hang; closed in {r['closed_in']:.2f} s")
+    assert r["got"] >= 0.8 * r["sent"]
+    assert len(r["enhanced_at"]) >= 5  # it worked before the hang
+    # nothing enhanced from detail older than max_age_s (+ a frame's slack for the deadline)
+    assert max(after, default=0.0) <= ReuseConfig().max_age_s + 0.1
+    assert r["closed_in"] < 2.5
