@@ -69,13 +69,14 @@ class Call:
 
 @asynccontextmanager
 async def running_call(fps: float, viewers: int = 1, codec: str | None = "vp8", engine: str = "bicubic",
-                       frames: int = 240, late_frames: str = "reuse") -> AsyncIterator[Call]:
+                       frames: int = 240, late_frames: str = "reuse", generator_nice: int = 0) -> AsyncIterator[Call]:
     """Publisher -> bridge -> ``viewers`` viewers on loopback, with the real clip looped at ``fps``;
     ``late_frames``: what the bridge sends when the generator misses a deadline (reuse | raw)."""
     clip, _ = load_clip(CLIP, frames)
     warm_detectors()
     src = ClipTrack(clip, fps)
-    factory = make_factory(engine, reuse=ReuseConfig() if late_frames == "reuse" else None)
+    reuse = ReuseConfig(generator_nice=generator_nice) if late_frames == "reuse" else None
+    factory = make_factory(engine, reuse=reuse)
     async with serve_bridge(BridgeConfig(port=0, codec=codec), factory) as (base, bridge), \
             http_client() as http:
         pub = await publish(http, f"{base}/whip/soak", src, codec=codec)
@@ -184,8 +185,9 @@ def write_result(kind: str, args: argparse.Namespace, started: str, result: dict
 
 
 async def soak(minutes: float, interval: float, fps: float, viewers: int, codec: str | None, engine: str,
-               warmup: float, late_frames: str = "reuse") -> dict[str, Any]:
-    async with running_call(fps, viewers, codec, engine, late_frames=late_frames) as call:
+               warmup: float, late_frames: str = "reuse", generator_nice: int = 0) -> dict[str, Any]:
+    async with running_call(fps, viewers, codec, engine, late_frames=late_frames,
+                            generator_nice=generator_nice) as call:
         await asyncio.sleep(warmup)  # ICE/DTLS, first keyframes, allocator warm-up
         sampler = Sampler(call)
         samples = []
@@ -237,10 +239,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--late-frames", choices=["reuse", "raw"], default="reuse",
                     help="what the bridge sends for a frame the generator is late for (the product default: reuse)")
+    ap.add_argument("--generator-nice", type=int, default=0,
+                    help="with reuse: run the generator thread this much nicer than the rest (0: same priority)")
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/soak-<date>.json")
     a = ap.parse_args(argv)
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    result = asyncio.run(soak(a.minutes, a.interval, a.fps, a.viewers, a.codec, a.engine, a.warmup, a.late_frames))
+    result = asyncio.run(soak(a.minutes, a.interval, a.fps, a.viewers, a.codec, a.engine, a.warmup, a.late_frames,
+                              a.generator_nice))
     out = write_result("soak", a, started, result)
     print(json.dumps(result["summary"], indent=1))
     print(f"wrote {out}")

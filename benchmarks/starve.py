@@ -90,13 +90,13 @@ def phase_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def starve(minutes: float, interval: float, busy_procs: int, fps: float, engine: str,
-                 warmup: float, late_frames: str = "reuse") -> dict[str, Any]:
+                 warmup: float, late_frames: str = "reuse", generator_nice: int = 0) -> dict[str, Any]:
     total = minutes * 60
     bounds = {"before": total * 0.25, "starved": total * 0.75, "after": total}
     samples: list[dict[str, Any]] = []
     busy: list[subprocess.Popen] = []
     busy_cpu = 0.0
-    async with running_call(fps, 1, "vp8", engine, late_frames=late_frames) as call:
+    async with running_call(fps, 1, "vp8", engine, late_frames=late_frames, generator_nice=generator_nice) as call:
         await asyncio.sleep(warmup)
         sampler = Sampler(call)
         t0 = time.monotonic()
@@ -147,10 +147,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--late-frames", choices=["reuse", "raw"], default="reuse",
                     help="what the bridge sends for a frame the generator is late for (the product default: reuse)")
+    ap.add_argument("--generator-nice", type=int, default=0,
+                    help="with reuse: run the generator thread this much nicer than the rest (0: same priority)")
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/starve-<date>.json")
     a = ap.parse_args(argv)
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    result = asyncio.run(starve(a.minutes, a.interval, a.busy_procs, a.fps, a.engine, a.warmup, a.late_frames))
+    result = asyncio.run(starve(a.minutes, a.interval, a.busy_procs, a.fps, a.engine, a.warmup, a.late_frames,
+                                a.generator_nice))
     out = write_result("starve", a, started, result)
     print(json.dumps({"phases": result["phases"], "verdict": result["verdict"]}, indent=1))
     print(f"wrote {out}")

@@ -34,6 +34,7 @@ class ReuseConfig:
     gate_lo: float = 8.0
     gate_hi: float = 32.0
     gate_blur: float = 2.0  # px: the difference is smoothed so codec noise does not gate
+    generator_nice: int = 0  # >0: run the generator thread at a lower OS priority than the frames
 
 
 def residuals(lq: np.ndarray, restored: np.ndarray) -> np.ndarray:

@@ -14,6 +14,8 @@ rather than alternating between enhanced and raw faces when the cores are busy.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -243,7 +245,7 @@ class FramePipeline:
     def _process_within(self, frame_bgr: np.ndarray, t: float | None, budget_s: float) -> FrameResult:
         gen = self._generator
         if gen is None:
-            gen = self._generator = _Generator()
+            gen = self._generator = _Generator(self.reuse.generator_nice)
         gen.raise_failure()  # a background call that failed after its frame had gone out
         tm, t0, prep = self._prepare(frame_bgr, t)
         if prep is None:
@@ -289,7 +291,8 @@ class _Generator:
     would hang the process on the way out; a daemon thread does not.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, nice: int = 0) -> None:
+        self._nice = nice
         self._cv = threading.Condition()
         self._job: tuple[Future, Callable[[], np.ndarray]] | None = None
         self._current: Future | None = None  # submitted and not yet collected by a frame
@@ -326,6 +329,10 @@ class _Generator:
         raise fut.exception()  # type: ignore[misc]
 
     def _run(self) -> None:
+        if self._nice > 0:  # lower this thread only (Linux: per-thread nice); frames and codecs go first
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0)
+                               + self._nice)
         while True:
             with self._cv:
                 while self._job is None and not self._closed:
