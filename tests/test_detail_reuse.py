@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -319,3 +320,24 @@ def test_track_with_generator_stuck_forever_keeps_the_rate_and_stops_reusing_sta
     # nothing enhanced from detail older than max_age_s (+ a frame's slack for the deadline)
     assert max(after, default=0.0) <= ReuseConfig().max_age_s + 0.1
     assert r["closed_in"] < 2.5
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread nice is read from Linux /proc")
+def test_generator_nice_lowers_only_the_generator_thread() -> None:
+    from enhancer.pipeline import _Generator
+
+    def nice_of(tid: int) -> int:
+        stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[16])  # field 19: nice
+
+    if nice_of(threading.get_native_id()) > 14:
+        pytest.skip("this process already runs near the lowest priority (nice > 14): +5 would be clamped")
+    gen = _Generator(nice=5)
+    try:
+        end = time.monotonic() + 2
+        while gen._thread.native_id is None and time.monotonic() < end:
+            time.sleep(0.01)
+        time.sleep(0.1)  # the thread sets its own priority as it starts
+        assert nice_of(gen._thread.native_id) == nice_of(threading.get_native_id()) + 5
+    finally:
+        gen.close()
