@@ -199,3 +199,18 @@ def test_deadline_follows_timestamps_not_bursty_arrivals(with_pts: bool) -> None
         assert 45 < min(d) and max(d) < 55
     else:  # arrival times alone shrink it during bursts: what the timestamps prevent
         assert min(d) < 35
+
+
+def test_unparseable_offer_is_logged_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    """A browser offer aiortc cannot parse is kept in the log (for a fault seen once and never
+    reproduced), without the ICE password or DTLS fingerprint."""
+    from bridge.rtc import SdpError, check_offer
+
+    sdp = ("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+           "a=ice-ufrag:abcd\r\na=ice-pwd:secretsecretsecretsecret\r\n"
+           "a=fingerprint:sha-256 AA:BB\r\na=rtpmap:96 VP8\r\n")  # no clock rate: aiortc indexes past the end
+    with caplog.at_level(logging.WARNING, logger="bridge.rtc"), pytest.raises(SdpError, match="malformed SDP"):
+        check_offer(sdp)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "unparseable SDP offer" in logged and "a=rtpmap:96 VP8" in logged
+    assert "secretsecret" not in logged and "AA:BB" not in logged and "a=ice-pwd:<redacted>" in logged

@@ -143,6 +143,19 @@ async function stop() {
 }
 
 async function watch() {
+  // A browser offer the bridge could not parse was seen once in many runs and never reproduced
+  // (the bridge logs it); a fresh offer then goes through, so try once more before giving up.
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const res = await watchOnce();
+    if (res === "ok") return;
+    if (!(attempt === 0 && res.startsWith("malformed SDP"))) {
+      $("room-info").textContent = res;
+      return;
+    }
+  }
+}
+
+async function watchOnce() {
   await unwatch();
   const room = $("room").value.trim() || "main";
   const pc = new RTCPeerConnection(iceConfig());
@@ -162,15 +175,16 @@ async function watch() {
     method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp,
   });
   if (res.status !== 201) {
-    $("room-info").textContent = (await res.text()).trim() || `HTTP ${res.status}`;
+    const text = (await res.text()).trim() || `HTTP ${res.status}`;
     pc.close(); state.viewer = null;
-    return;
+    return text;
   }
   state.viewerLocation = res.headers.get("Location");
   const pubs = (res.headers.get("X-Likeness-Publishers") || "").split(",").filter(Boolean);
   $("room-info").textContent = `watching ${pubs.length} participant(s); press again to refresh`;
   await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
   $("unwatch").disabled = false;
+  return "ok";
 }
 
 async function unwatch() {
