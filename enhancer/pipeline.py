@@ -115,7 +115,8 @@ class FramePipeline:
         self.engine = engine
         self.strength = strength  # None: keep the engine's output as is
         self.reuse = reuse  # None: no detail reuse; process() always waits for the generator
-        self.details = DetailStore(reuse or ReuseConfig())
+        # restored detail per face, kept only when late frames may reuse it (no per-frame copies otherwise)
+        self.details = DetailStore(reuse) if reuse is not None else None
         self._generator: _Generator | None = None  # started on the first call with a budget
         self._clock0 = time.monotonic()
         self.identity = identity
@@ -167,7 +168,8 @@ class FramePipeline:
         faces = self.tracker.update(frame_bgr, t)[: self.max_faces]
         t1 = time.perf_counter()
         tm["track"] = (t1 - t0) * 1e3
-        self.details.keep({f.track_id for f in faces})
+        if self.details is not None:
+            self.details.keep({f.track_id for f in faces})
         if not faces:
             return tm, t0, None
         size = self.engine.size
@@ -189,7 +191,8 @@ class FramePipeline:
         restored = self.engine.restore(crops, ident, self.noise[: len(crops)])
         if w is not None:
             restored = blend(crops, restored, w)
-        self.details.put(ids, crops, residuals(crops, restored), now)
+        if self.details is not None:
+            self.details.put(ids, crops, residuals(crops, restored), now)
         return restored
 
     def _paste(self, frame_bgr: np.ndarray, faces: list, mats: np.ndarray, crops: np.ndarray,
@@ -224,6 +227,8 @@ class FramePipeline:
     def process_reusing(self, frame_bgr: np.ndarray, t: float | None = None) -> FrameResult:
         """Enhance one frame with stored detail only, never running the generator: what a late
         frame gets. Deterministic, so ``benchmarks/detail_reuse.py`` can measure it exactly."""
+        if self.details is None:
+            raise ValueError("process_reusing needs a pipeline built with reuse=ReuseConfig(...)")
         tm, t0, prep = self._prepare(frame_bgr, t)
         if prep is None:
             return FrameResult(frame_bgr, 0, False, tm)
@@ -233,6 +238,7 @@ class FramePipeline:
         return self._paste(frame_bgr, faces, mats, crops, restored, keep, tm, t0, 0, int(keep.sum()))
 
     def _with_detail(self, faces: list, crops: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
+        assert self.details is not None  # only reached with reuse
         restored = crops.copy()
         keep = np.zeros(len(faces), bool)
         for i, f in enumerate(faces):

@@ -108,7 +108,7 @@ def test_reused_detail_is_close_to_restoring_the_frame_itself() -> None:
     much more than leaving it raw: the property the whole feature rests on."""
     frames, fps = load_clip(CLIP, 40)
     warm_detectors()
-    fresh, reusing = FramePipeline(BicubicEngine()), FramePipeline(BicubicEngine())
+    fresh, reusing = FramePipeline(BicubicEngine()), FramePipeline(BicubicEngine(), reuse=ReuseConfig())
     dist_reused, dist_raw = [], []
     for i, f in enumerate(frames):
         r_fresh = fresh.process(f, i / fps)
@@ -187,23 +187,30 @@ def test_close_stops_the_generator_thread() -> None:
     assert not any(t.name == "likeness-generator" and t.is_alive() for t in threading.enumerate())
 
 
-async def _stream(processor: FramePipeline, frames: list, fps: float, n: int) -> dict:
+async def _stream(processor: FramePipeline, frames: list, fps: float, n: int, close_timeout: float = 5.0) -> dict:
+    """Play ``n`` clip frames through an EnhancingTrack: its final stats, plus frames got/sent,
+    when each enhanced frame came out, and how long closing the track took."""
     src = ClipTrack(frames, fps, max_frames=n)
     track = EnhancingTrack(src, processor, name="reuse")
     got = 0
+    enhanced_at: list[float] = []
     try:
         while True:
+            before = track.c.enhanced
             try:
                 await asyncio.wait_for(track.recv(), 5)
             except Exception as e:  # MediaStreamError at the end of the clip
                 assert type(e).__name__ == "MediaStreamError", repr(e)
                 break
             got += 1
+            if track.c.enhanced > before:
+                enhanced_at.append(time.monotonic())
     finally:
         stats = track.stats()
-        await track.aclose()
-    stats["got"] = got
-    stats["sent"] = src.sent
+        t = time.monotonic()
+        await track.aclose(timeout=close_timeout)
+        stats["closed_in"] = time.monotonic() - t
+    stats.update(got=got, sent=src.sent, enhanced_at=enhanced_at)
     return stats
 
 
@@ -285,32 +292,10 @@ def test_track_with_generator_stuck_forever_keeps_the_rate_and_stops_reusing_sta
     frames, fps = load_clip(CLIP, 60)
     warm_detectors()
     engine = StuckAfter(after=15)
-
-    async def scenario() -> dict:
-        src = ClipTrack(frames, fps, max_frames=150)
-        pipe = FramePipeline(engine, reuse=ReuseConfig())
-        track = EnhancingTrack(src, pipe, name="stuck-reuse")
-        enhanced_at: list[float] = []
-        got = 0
-        try:
-            while True:
-                before = track.c.enhanced
-                try:
-                    await asyncio.wait_for(track.recv(), 5)
-                except Exception as e:  # MediaStreamError at the end of the clip
-                    assert type(e).__name__ == "MediaStreamError", repr(e)
-                    break
-                got += 1
-                if track.c.enhanced > before:
-                    enhanced_at.append(time.monotonic())
-        finally:
-            t = time.monotonic()
-            await track.aclose(timeout=2.0)
-            closed_in = time.monotonic() - t
-            engine.release.set()
-        return {"got": got, "sent": src.sent, "enhanced_at": enhanced_at, "closed_in": closed_in}
-
-    r = asyncio.run(scenario())
+    try:
+        r = asyncio.run(_stream(FramePipeline(engine, reuse=ReuseConfig()), frames, fps, 150, close_timeout=2.0))
+    finally:
+        engine.release.set()
     assert engine.stuck_at is not None
     after = [t - engine.stuck_at for t in r["enhanced_at"] if t > engine.stuck_at]
     print(f"\n{r['got']}/{r['sent']} frames, {len(r['enhanced_at'])} enhanced, last enhanced "
