@@ -200,13 +200,14 @@ def prefer_codec(transceiver: RTCRtpTransceiver, codec: str | None) -> None:
     transceiver.setCodecPreferences(first + rest)
 
 
-def _capped(base: type) -> type:
+def capped_encoder_class(base: type) -> type:
     """An aiortc encoder class whose target bitrate starts at, and never exceeds, a cap.
 
     aiortc encoders start at a fixed default and follow the receiver's REMB estimate within
     built-in bounds; the bridge wants the operator's bitrate as the ceiling and start point.
     """
-    mangled = f"_{base.__name__}__target_bitrate"
+    owner = next(c for c in base.__mro__ if "target_bitrate" in vars(c))  # aiortc's class, for subclasses too
+    mangled = f"_{owner.__name__.lstrip('_')}__target_bitrate"
 
     class Capped(base):  # type: ignore[misc, valid-type]
         def __init__(self, cap: int) -> None:
@@ -226,7 +227,12 @@ def _capped(base: type) -> type:
     return Capped
 
 
-_CAPPED = {"video/vp8": _capped(Vp8Encoder), "video/h264": _capped(H264Encoder)}
+def clamp_bitrate(bitrate: int) -> int:
+    """An operator's bitrate ceiling brought into the range the encoders accept."""
+    return max(BITRATE_RANGE[0], min(int(bitrate), BITRATE_RANGE[1]))
+
+
+_CAPPED = {"video/vp8": capped_encoder_class(Vp8Encoder), "video/h264": capped_encoder_class(H264Encoder)}
 
 
 def set_sender_bitrate(sender: RTCRtpSender, bitrate: int | None) -> None:
@@ -238,7 +244,7 @@ def set_sender_bitrate(sender: RTCRtpSender, bitrate: int | None) -> None:
     """
     if not bitrate:
         return
-    bitrate = max(BITRATE_RANGE[0], min(int(bitrate), BITRATE_RANGE[1]))
+    bitrate = clamp_bitrate(bitrate)
     original = sender._next_encoded_frame
     attr = "_RTCRtpSender__encoder"
 
@@ -248,6 +254,16 @@ def set_sender_bitrate(sender: RTCRtpSender, bitrate: int | None) -> None:
         return await original(codec)
 
     sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign]
+
+
+def negotiated_codecs(sdp: str) -> list[str | None]:
+    """Per m-line of an answer (in order, every kind), the mime type it sends with (lower case),
+    None for an m-line without codecs or an SDP that does not parse."""
+    try:
+        desc = SessionDescription.parse(sdp)
+    except Exception:
+        return []
+    return [m.rtp.codecs[0].mimeType.lower() if m.rtp.codecs else None for m in desc.media]
 
 
 def negotiated_codec(sdp: str) -> str | None:

@@ -1,8 +1,9 @@
 """The bridge server: rooms with enhanced fan-out, WHIP/WHEP endpoints, the web page and its API.
 
 * A publisher (WHIP ``POST /whip/{room}``, or the page's ``POST /api/offer``) sends video;
-  the bridge wraps it in an ``EnhancingTrack`` and fans it out with one aiortc
-  ``MediaRelay`` to every viewer (WHEP ``POST /whep/{room}``) of the room.
+  the bridge wraps it in an ``EnhancingTrack`` and fans it out to every viewer (WHEP
+  ``POST /whep/{room}``) of the room: enhanced once (one aiortc ``MediaRelay`` per publisher)
+  and, by default, encoded once per codec (``fanout.SharedEncoder``), not once per viewer.
 * Non-trickle ICE: answers carry all candidates, so PATCH on a session is 405.
 * Safety: loopback bind by default; a non-loopback bind needs a bearer token, which then
   guards every endpoint under /api, /whip and /whep. Bodies are capped; bad SDP is a 400.
@@ -21,7 +22,7 @@ import secrets
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from enhancer.errors import InputError, LikenessError, ModelError
 
+from .fanout import PacketTrack, SharedEncoder, shareable
 from .identities import (
     EnrollUnavailable,
     enroll_function,
@@ -54,6 +56,7 @@ from .rtc import (
     is_loopback_host,
     keep_loopback_candidates,
     negotiated_codec,
+    negotiated_codecs,
     prefer_codec,
     rtc_configuration,
     set_sender_bitrate,
@@ -66,6 +69,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 ROOM_RE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 SESSION_OPEN_TIMEOUT_S = 30.0  # a session whose peer never connects is reaped after this
 WATCH_INTERVAL_S = 0.5  # how often each session's watchdog looks
+FANOUTS = ("shared", "per-viewer")
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,9 @@ class BridgeConfig:
     # Viewers likewise: one whose RTCP receiver reports (sent every ~1 s while video arrives) stop
     # for this long is gone, and closing it stops an encoder that would run for nobody.
     media_idle_s: float = 8.0
+    # "shared": one encoder per publisher and codec feeds all its viewers (an SFU's one encoding);
+    # "per-viewer": aiortc's default, an encoder per viewer (each at its own REMB bitrate)
+    fanout: str = "shared"
 
     @property
     def loopback(self) -> str:
@@ -122,6 +129,8 @@ def check_config(config: BridgeConfig) -> None:
         raise LikenessError(f"invalid identity name {config.identity!r}")
     if config.token is not None and len(config.token) < 8:
         raise LikenessError("token too short: use at least 8 characters")
+    if config.fanout not in FANOUTS:
+        raise LikenessError(f"fanout must be one of {', '.join(FANOUTS)}, got {config.fanout!r}")
     if config.media_idle_s < 0:
         raise LikenessError("media_idle_s must be >= 0 (0 turns the idle watch off)")
     if config.loopback not in ("only", "add", "off"):
@@ -185,6 +194,7 @@ class Bridge:
         self.config = config
         self.factory = factory
         self.relay = MediaRelay()
+        self.encoders: dict[tuple[str, str], SharedEncoder] = {}  # (publisher id, codec mime)
         self.sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -364,15 +374,22 @@ class Bridge:
         sid = secrets.token_urlsafe(9)
         pc = self._new_pc(sid)
         session = Session(sid, room, "viewer", pc)
+        shared = self.config.fanout == "shared"
+        pending: list[tuple[int, Session, Any, PacketTrack]] = []  # (m-line, publisher, transceiver, track)
         vi = 0
-        for kind in info.kinds:
+        for mline, kind in enumerate(info.kinds):
             if kind == "video":
                 if vi < len(pubs):
-                    proxy = self.relay.subscribe(pubs[vi].track, buffered=False)  # type: ignore[arg-type]
-                    session.subscriptions.append(proxy)
-                    session.publishers.append(pubs[vi].id)
-                    t = pc.addTransceiver(proxy, direction="sendonly")
-                    set_sender_bitrate(t.sender, self.config.bitrate)
+                    pub = pubs[vi]
+                    # shared: bound to the publisher's encoder once the answer has picked the codec
+                    track = PacketTrack() if shared else self.relay.subscribe(pub.track, buffered=False)  # type: ignore[arg-type]
+                    session.subscriptions.append(track)
+                    session.publishers.append(pub.id)
+                    t = pc.addTransceiver(track, direction="sendonly")
+                    if isinstance(track, PacketTrack):
+                        pending.append((mline, pub, t, track))
+                    else:
+                        set_sender_bitrate(t.sender, self.config.bitrate)
                 else:
                     t = pc.addTransceiver("video", direction="inactive")
                 prefer_codec(t, self.config.codec)
@@ -381,6 +398,13 @@ class Bridge:
                 pc.addTransceiver("audio", direction="inactive")
         try:
             await self._answer(pc, sdp)
+            codecs = negotiated_codecs(pc.localDescription.sdp)
+            for mline, pub, t, track in pending:
+                mime = codecs[mline] if mline < len(codecs) else None
+                if shareable(mime):
+                    self._shared_encoder(pub, mime).subscribe(track, t.sender)
+                else:  # nothing negotiated on this m-line: nothing will be sent on it
+                    track.stop()
         except BaseException:
             await self._dispose(session)
             raise
@@ -389,6 +413,17 @@ class Bridge:
         self._watchdog(session)
         log.info("viewer %s joined room %s (%d streams)", sid, room, len(session.publishers))
         return session
+
+    def _shared_encoder(self, pub: Session, mime: str) -> SharedEncoder:
+        """The publisher's encoder for ``mime``, created (reading its own relay subscription) on first use."""
+        key = (pub.id, mime.lower())
+        enc = self.encoders.get(key)
+        if enc is None or enc.closed:
+            source = self.relay.subscribe(pub.track, buffered=False)  # type: ignore[arg-type]
+            enc = SharedEncoder(source, mime, self.config.bitrate,
+                                on_idle=lambda e: self.encoders.pop(key, None) if self.encoders.get(key) is e else None)
+            self.encoders[key] = enc
+        return enc
 
     async def _dispose(self, session: Session) -> None:
         if session.watchdog is not None and session.watchdog is not asyncio.current_task():
@@ -427,7 +462,11 @@ class Bridge:
             if (session and s.id != session) or (room and s.room != room):
                 continue
             rooms.setdefault(s.room, []).append(s.describe())
-        return {"rooms": rooms}
+        in_room = {s.id for s in self.room_sessions(room)} if room else None
+        encoders = [{"publisher": pid, "codec": mime, "viewers": len(e.subscribers), **asdict(e.stats)}
+                    for (pid, mime), e in self.encoders.items()
+                    if (not session or pid == session) and (in_room is None or pid in in_room)]
+        return {"rooms": rooms, "fanout": self.config.fanout, "shared_encoders": encoders}
 
 
 BRIDGE_KEY = web.AppKey("bridge", Bridge)

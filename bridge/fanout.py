@@ -1,0 +1,291 @@
+"""Encode a publisher's enhanced video once, however many viewers watch it.
+
+aiortc encodes per ``RTCRtpSender``, so N viewers of one publisher cost N video encodes of the
+same frames. On a 2-core bridge those encodes, not the enhancer, were what capped a room (8
+viewers: 23 fps, a third of frames enhanced, because the encoders took the cores). An SFU
+sends one encoding to everybody; ``SharedEncoder`` does the same inside the bridge: one encoder
+per (publisher, codec), whose bitstream every viewer's sender gets as pre-encoded ``av.Packet``
+objects. aiortc then only packetizes them (each viewer keeps its own SSRC, RTP sequence,
+timestamps, VP8 picture ids, NACK history).
+
+What sharing costs, as in any SFU without simulcast: one bitrate for all viewers (the lowest
+receiver estimate, REMB), and a keyframe for all whenever one viewer joins, falls behind or
+reports loss (PLI/FIR). The encoder is aiortc's own (same settings, rate control and keyframe
+logic); only its packetizer is skipped, so the bitstream is exactly what a per-viewer sender
+would have made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import av
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpsender import RTCRtpSender
+
+from .rtc import capped_encoder_class, clamp_bitrate
+
+log = logging.getLogger(__name__)
+
+VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)  # RTP video clock; what the encoders return timestamps in
+QUEUE_FRAMES = 8  # a viewer further behind than this is resynchronised at the next keyframe
+ANNEX_B = b"\x00\x00\x00\x01"
+ENCODER_ATTR = "_RTCRtpSender__encoder"  # aiortc creates it lazily; we install ours before media flows
+
+
+def vp8_is_keyframe(frame: bytes) -> bool:
+    """RFC 6386 9.1: bit 0 of the frame tag is 0 for a key frame."""
+    return len(frame) > 0 and frame[0] & 0x01 == 0
+
+
+def h264_is_keyframe(nals: Iterable[bytes]) -> bool:
+    """An IDR slice (NAL type 5) makes an access unit decodable on its own."""
+    return any(len(n) > 0 and n[0] & 0x1F == 5 for n in nals)
+
+
+class _Vp8Bitstream(Vp8Encoder):
+    """aiortc's VP8 encoder, returning the whole encoded frame instead of RTP payloads."""
+
+    @classmethod
+    def _packetize(cls, buffer: bytes, picture_id: int) -> list[bytes]:  # type: ignore[override]
+        return [buffer] if buffer else []
+
+
+class _H264Bitstream(H264Encoder):
+    """aiortc's H.264 encoder, returning the access unit's NAL units instead of RTP payloads."""
+
+    @classmethod
+    def _packetize(cls, packages: Iterable[bytes]) -> list[bytes]:  # type: ignore[override]
+        return list(packages)
+
+
+def _join(mime: str, chunks: list[bytes]) -> tuple[bytes, bool]:
+    """The encoder's output as one packet's bytes (VP8 frame, or H.264 Annex B) and whether it is a keyframe."""
+    if mime == "video/vp8":
+        return chunks[0], vp8_is_keyframe(chunks[0])
+    return b"".join(ANNEX_B + n for n in chunks), h264_is_keyframe(chunks)
+
+
+BITSTREAM_ENCODERS: dict[str, type] = {"video/vp8": _Vp8Bitstream, "video/h264": _H264Bitstream}
+PACKERS: dict[str, type] = {"video/vp8": Vp8Encoder, "video/h264": H264Encoder}
+
+
+def shareable(mime: str | None) -> bool:
+    return mime is not None and mime.lower() in BITSTREAM_ENCODERS
+
+
+def lowest_estimate(estimates: Iterable[int | None]) -> int | None:
+    """The shared encoder's target: the lowest receiver estimate among viewers that reported one
+    (None: nobody has yet, keep the encoder's own start). The encoder clamps it as aiortc would
+    for a single viewer (and to the operator's cap). Pure, so it is tested alone."""
+    vals = [int(e) for e in estimates if e is not None]
+    return min(vals) if vals else None
+
+
+def _reporting_packer(base: type, report: Callable[[int], None]) -> Any:
+    """A per-sender packer whose REMB updates are passed on to the shared encoder (the sender
+    sets ``target_bitrate`` on its encoder when a receiver estimate arrives)."""
+
+    class Reporting(base):  # type: ignore[misc, valid-type]
+        @property
+        def target_bitrate(self) -> int:
+            return super().target_bitrate
+
+        @target_bitrate.setter
+        def target_bitrate(self, bitrate: int) -> None:
+            report(int(bitrate))
+
+    return Reporting()
+
+
+@dataclass
+class FanoutStats:
+    frames_encoded: int = 0
+    keyframes: int = 0
+    keyframe_requests: int = 0
+    bitrate: int = 0
+
+
+class PacketTrack(MediaStreamTrack):
+    """One viewer's copy of the shared bitstream, for its sender to packetize."""
+
+    kind = "video"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._owner: SharedEncoder | None = None  # set by SharedEncoder.subscribe
+        self._queue: asyncio.Queue[tuple[bytes, int] | None] = asyncio.Queue(QUEUE_FRAMES)
+        self._need_key = True  # a decoder can only start at a keyframe
+        self.estimate: int | None = None  # this viewer's latest REMB, bit/s
+        self.sent = 0
+        self.resyncs = 0  # times it fell QUEUE_FRAMES behind and was restarted at a keyframe
+
+    def offer(self, data: bytes, timestamp: int, keyframe: bool) -> bool:
+        """Queue one encoded frame; False if this viewer needs a keyframe first (caller asks for one)."""
+        if self._need_key and not keyframe:
+            return False
+        if self._queue.full():  # behind: drop its backlog, restart at the next keyframe
+            self._drain()
+            self._need_key = True
+            self.resyncs += 1
+            return False
+        self._need_key = False
+        self._queue.put_nowait((data, timestamp))
+        return True
+
+    def _drain(self) -> None:
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    def end(self) -> None:
+        """The source ended: the next ``recv`` raises, which stops the viewer's sender."""
+        self._drain()
+        self._queue.put_nowait(None)
+
+    async def recv(self) -> av.Packet:  # type: ignore[override]
+        if self.readyState != "live":
+            raise MediaStreamError
+        item = await self._queue.get()
+        if item is None:
+            self.stop()
+            raise MediaStreamError
+        packet = av.Packet(item[0])
+        packet.pts = item[1]
+        packet.time_base = VIDEO_TIME_BASE
+        self.sent += 1
+        return packet
+
+    def stop(self) -> None:
+        super().stop()
+        if self._owner is not None:
+            self._owner.unsubscribe(self)
+
+
+class SharedEncoder:
+    """One encoder for one publisher's video in one codec, feeding any number of viewers.
+
+    Runs only while someone watches: the first subscriber starts the encode loop, the last one
+    leaving stops it and the relay subscription it reads from (``on_idle`` lets the bridge
+    forget it)."""
+
+    def __init__(self, source: MediaStreamTrack, mime: str, cap: int | None = None,
+                 on_idle: Callable[[SharedEncoder], None] | None = None) -> None:
+        mime = mime.lower()
+        if mime not in BITSTREAM_ENCODERS:
+            raise ValueError(f"no shared encoder for {mime}")
+        self.source = source
+        self.mime = mime
+        self.subscribers: list[PacketTrack] = []
+        base = BITSTREAM_ENCODERS[mime]
+        # with a cap, the operator's ceiling and start point, exactly as for a per-viewer sender
+        self._encoder = capped_encoder_class(base)(clamp_bitrate(cap)) if cap else base()
+        self.stats = FanoutStats(bitrate=self._encoder.target_bitrate)
+        self._force_keyframe = False
+        self._on_idle = on_idle
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------ viewers
+
+    def subscribe(self, track: PacketTrack, sender: RTCRtpSender) -> None:
+        """Feed ``track``, the track of ``sender`` (negotiated in this codec), the shared bitstream.
+
+        Hooks the sender so its keyframe requests (PLI/FIR from its viewer) and its receiver
+        estimates (REMB) reach this encoder. A track stopped before this is left alone."""
+        if self._closed:
+            raise RuntimeError("shared encoder closed")
+        if track.readyState != "live":
+            return
+        track._owner = self
+
+        def report(bitrate: int) -> None:
+            track.estimate = bitrate
+
+        setattr(sender, ENCODER_ATTR, _reporting_packer(PACKERS[self.mime], report))
+        original = sender._send_keyframe
+
+        def send_keyframe() -> None:
+            original()
+            self.request_keyframe()
+
+        sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+        self.subscribers.append(track)
+        self.request_keyframe()  # the new viewer starts decoding there
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"likeness-encode-{self.mime}")
+
+    def unsubscribe(self, track: PacketTrack) -> None:
+        if track in self.subscribers:
+            self.subscribers.remove(track)
+        if not self.subscribers:
+            self.close()
+
+    def request_keyframe(self) -> None:
+        self.stats.keyframe_requests += 1
+        self._force_keyframe = True
+
+    # ------------------------------------------------------------ encoding
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self.subscribers:
+                frame = await self.source.recv()
+                if not self.subscribers:
+                    break
+                target = lowest_estimate(s.estimate for s in self.subscribers)
+                if target is not None:
+                    self._encoder.target_bitrate = target
+                self.stats.bitrate = self._encoder.target_bitrate
+                force, self._force_keyframe = self._force_keyframe, False
+                chunks, timestamp = await loop.run_in_executor(None, self._encoder.encode, frame, force)
+                if not chunks:
+                    continue
+                data, key = _join(self.mime, chunks)
+                self.stats.frames_encoded += 1
+                self.stats.keyframes += key
+                for sub in list(self.subscribers):
+                    if not sub.offer(data, timestamp, key):
+                        self._force_keyframe = True
+        except MediaStreamError:
+            pass  # the publisher left
+        except Exception:  # an encoder fault must not leave viewers hanging silently
+            log.exception("shared %s encoder failed; ending its viewers' streams", self.mime)
+        finally:
+            self._end_all()
+
+    def _end_all(self) -> None:
+        for sub in list(self.subscribers):
+            sub.end()
+        self.close()
+
+    def close(self) -> None:
+        """Stop encoding and release the source; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        self.source.stop()
+        if self._on_idle is not None:
+            self._on_idle(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def wait_closed(self) -> None:
+        """For shutdown: let a cancelled encode loop finish unwinding."""
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
