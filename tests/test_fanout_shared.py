@@ -1,0 +1,218 @@
+"""Shared fan-out: one encoder per publisher and codec, whatever the number of viewers.
+
+The bitstream helpers run on real VP8/H.264 encodes; the bridge tests use real aiortc peers
+on loopback (publisher, bridge, several viewers), real keyframe requests (RTCP PLI sent by a
+viewer's receiver) and real receiver estimates (REMB).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+
+import av
+import numpy as np
+import pytest
+from aiortc.mediastreams import MediaStreamError
+
+from bridge.factory import default_processor_factory
+from bridge.fanout import (
+    BITSTREAM_ENCODERS,
+    QUEUE_FRAMES,
+    PacketTrack,
+    _join,
+    h264_is_keyframe,
+    lowest_estimate,
+    vp8_is_keyframe,
+)
+from bridge.server import BridgeConfig, check_config
+from bridge.testing import (
+    ClipTrack,
+    assert_no_leaks,
+    http_client,
+    load_clip,
+    publish,
+    read_stamp,
+    serve_bridge,
+    snapshot,
+    stamp,
+    videos_dir,
+    view,
+)
+from enhancer.errors import LikenessError
+
+CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"  # 480x480, 30 fps, one face
+
+
+def _frames(n: int) -> list[av.VideoFrame]:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    out = []
+    for i in range(n):
+        f = av.VideoFrame.from_ndarray(stamp(np.roll(base, 3 * i, axis=1), i), format="bgr24")
+        f.pts, f.time_base = i * 3000, fractions.Fraction(1, 90_000)
+        out.append(f)
+    return out
+
+
+@pytest.mark.parametrize("mime", ["video/vp8", "video/h264"])
+def test_bitstream_keyframes_are_where_they_were_asked_for(mime: str) -> None:
+    """The shared encoder's output marks keyframes exactly: the first frame and a forced one."""
+    enc = BITSTREAM_ENCODERS[mime]()
+    keys, sizes = [], []
+    for i, f in enumerate(_frames(12)):
+        chunks, ts = enc.encode(f, i == 7)
+        assert abs(ts - i * 3000) <= 1, ts  # RTP clock, rounded
+        data, key = _join(mime, chunks)
+        keys.append(key)
+        sizes.append(len(data))
+    assert keys == [i in (0, 7) for i in range(12)], keys
+    assert sizes[7] > 2 * np.median(sizes[1:7]), sizes  # a keyframe really is a whole picture
+
+
+@pytest.mark.parametrize("mime", ["video/vp8", "video/h264"])
+def test_shared_bitstream_decodes_to_the_frames(mime: str) -> None:
+    """What viewers get decodes, frame for frame, to what was encoded (stamps survive)."""
+    enc = BITSTREAM_ENCODERS[mime]()
+    dec = av.CodecContext.create("libvpx" if mime == "video/vp8" else "h264", "r")
+    got = []
+    for i, f in enumerate(_frames(10)):
+        data, _ = _join(mime, enc.encode(f, i == 0)[0])
+        for out in dec.decode(av.Packet(data)):
+            got.append(read_stamp(out.to_ndarray(format="gray")))
+    assert got == list(range(10)), got
+
+
+def test_keyframe_flags_on_handmade_headers() -> None:
+    assert vp8_is_keyframe(b"\x10\x02\x00") and not vp8_is_keyframe(b"\x11\x02\x00") and not vp8_is_keyframe(b"")
+    assert h264_is_keyframe([b"\x67", b"\x68", b"\x65"])  # SPS, PPS, IDR slice
+    assert not h264_is_keyframe([b"\x41"]) and not h264_is_keyframe([])
+
+
+def test_lowest_estimate() -> None:
+    assert lowest_estimate([]) is None and lowest_estimate([None, None]) is None
+    assert lowest_estimate([900_000, None, 400_000]) == 400_000
+
+
+def test_slow_viewer_is_restarted_at_a_keyframe() -> None:
+    async def go() -> None:
+        t = PacketTrack()
+        assert not t.offer(b"delta", 0, keyframe=False)  # cannot start on a delta frame
+        assert t.offer(b"key", 1, keyframe=True)
+        for i in range(QUEUE_FRAMES - 1):
+            assert t.offer(b"delta", 2 + i, keyframe=False)
+        assert not t.offer(b"delta", 99, keyframe=False)  # queue full: backlog dropped
+        assert t.resyncs == 1
+        assert not t.offer(b"delta", 100, keyframe=False)  # waits for a keyframe again
+        assert t.offer(b"key2", 101, keyframe=True)
+        p = await t.recv()
+        assert bytes(p) == b"key2" and p.pts == 101
+        t.end()
+        with pytest.raises(MediaStreamError):
+            await t.recv()
+        assert t.readyState == "ended"
+
+    asyncio.run(go())
+
+
+def test_bad_fanout_setting_is_a_one_line_error() -> None:
+    with pytest.raises(LikenessError, match="fanout must be one of shared, per-viewer"):
+        check_config(BridgeConfig(fanout="mesh"))
+
+
+def _frames_encoded(bridge) -> int:  # type: ignore[no-untyped-def]
+    return sum(e["frames_encoded"] for e in bridge.stats()["shared_encoders"])
+
+
+@pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
+@pytest.mark.timeout(90)
+def test_three_viewers_one_encoder_late_joiner_pli_and_leaving() -> None:
+    async def scenario() -> None:
+        frames, fps = load_clip(CLIP, 150)
+        async with serve_bridge(BridgeConfig(port=0), default_processor_factory) as (base, bridge), \
+                http_client() as http:
+            pub = await publish(http, f"{base}/whip/r", ClipTrack(frames, fps))
+            viewers = [await view(http, f"{base}/whep/r") for _ in range(3)]
+            await asyncio.sleep(3.0)
+            assert len(bridge.encoders) == 1, bridge.stats()
+            enc = next(iter(bridge.encoders.values()))
+            assert len(enc.subscribers) == 3
+            track = bridge.publishers("r")[0].track
+            e0, k0, n0 = enc.stats.frames_encoded, track.c.frames_out, [len(v.sinks[0].frames) for v in viewers]
+            await asyncio.sleep(4.0)
+            encoded, produced = enc.stats.frames_encoded - e0, track.c.frames_out - k0
+            got = [len(v.sinks[0].frames) - n for v, n in zip(viewers, n0, strict=True)]
+            # one encode per enhanced frame, not one per viewer per frame
+            assert produced > 40 and encoded <= produced + 2, (encoded, produced)
+            assert min(got) >= 0.8 * encoded, (got, encoded)
+            for v in viewers:  # every viewer gets the frames in order, none twice
+                idx = [r.index for r in v.sinks[0].frames if r.index >= 0]
+                assert idx == sorted(set(idx)), idx[:40]
+            # every viewer's receiver estimate reached the shared encoder (REMB over real RTCP)
+            assert all(s.estimate is not None for s in enc.subscribers), [s.estimate for s in enc.subscribers]
+            lowest = max(250_000, min(1_500_000, min(s.estimate for s in enc.subscribers)))  # aiortc's bounds
+            assert abs(enc.stats.bitrate - lowest) <= 0.15 * lowest, (enc.stats, [s.estimate for s in enc.subscribers])
+
+            # a late joiner is started with a keyframe and gets video within a couple of seconds
+            keys = enc.stats.keyframes
+            late = await view(http, f"{base}/whep/r")
+            t0 = time.monotonic()
+            while not late.sinks or not late.sinks[0].frames:
+                assert time.monotonic() - t0 < 5.0, "late viewer got no frame"
+                await asyncio.sleep(0.05)
+            assert enc.stats.keyframes > keys and len(enc.subscribers) == 4
+
+            # a real PLI from one viewer's receiver makes the shared encoder send a keyframe
+            await asyncio.sleep(1.0)
+            keys = enc.stats.keyframes
+            first = next(s for s in bridge.sessions.values() if s.role == "viewer")
+            ssrc = first.pc.getSenders()[0]._ssrc  # the media SSRC that viewer receives
+            receiver = next(v for v in viewers if v.resource.url.endswith(first.id)).pc.getReceivers()[0]
+            await receiver._send_rtcp_pli(ssrc)
+            await asyncio.sleep(0.5)
+            assert enc.stats.keyframes > keys, enc.stats
+
+            # viewers leaving: the others keep receiving; the last one out stops the encoder
+            assert await viewers[0].leave(http) == 200
+            before = [len(v.sinks[0].frames) for v in viewers[1:]]
+            await asyncio.sleep(1.5)
+            assert all(len(v.sinks[0].frames) > b + 20 for v, b in zip(viewers[1:], before, strict=True))
+            for v in (*viewers[1:], late):
+                assert await v.leave(http) == 200
+            await asyncio.sleep(0.3)
+            assert bridge.encoders == {} and enc.closed
+            assert await pub.leave(http) == 200
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
+@pytest.mark.timeout(60)
+def test_publisher_leaving_ends_shared_streams() -> None:
+    async def scenario() -> None:
+        frames, fps = load_clip(CLIP, 90)
+        async with serve_bridge(BridgeConfig(port=0), default_processor_factory) as (base, bridge), \
+                http_client() as http:
+            before = snapshot()
+            pub = await publish(http, f"{base}/whip/r", ClipTrack(frames, fps))
+            viewers = [await view(http, f"{base}/whep/r") for _ in range(2)]
+            await asyncio.sleep(2.5)
+            enc = next(iter(bridge.encoders.values()))
+            assert all(v.sinks and v.sinks[0].frames for v in viewers)
+            assert await pub.leave(http) == 200
+            t0 = time.monotonic()
+            while not enc.closed:
+                assert time.monotonic() - t0 < 5.0, "shared encoder outlived its publisher"
+                await asyncio.sleep(0.05)
+            assert bridge.encoders == {}
+            tracks = [t for s in bridge.sessions.values() if s.role == "viewer" for t in s.subscriptions]
+            assert len(tracks) == 2 and all(t.readyState == "ended" for t in tracks)  # the viewers' senders stop
+            counts = [len(v.sinks[0].frames) for v in viewers]
+            await asyncio.sleep(1.0)
+            assert [len(v.sinks[0].frames) for v in viewers] == counts
+            for v in viewers:
+                assert await v.leave(http) == 200
+            await assert_no_leaks(before)
+
+    asyncio.run(scenario())
