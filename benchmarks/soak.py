@@ -69,15 +69,17 @@ class Call:
 
 @asynccontextmanager
 async def running_call(fps: float, viewers: int = 1, codec: str | None = "vp8", engine: str = "bicubic",
-                       frames: int = 240, late_frames: str = "reuse", generator_nice: int = 0) -> AsyncIterator[Call]:
+                       frames: int = 240, late_frames: str = "reuse", generator_nice: int = 0,
+                       fanout: str = "shared") -> AsyncIterator[Call]:
     """Publisher -> bridge -> ``viewers`` viewers on loopback, with the real clip looped at ``fps``;
-    ``late_frames``: what the bridge sends when the generator misses a deadline (reuse | raw)."""
+    ``late_frames``: what the bridge sends when the generator misses a deadline (reuse | raw);
+    ``fanout``: one encoder for all viewers (shared) or one each (per-viewer)."""
     clip, _ = load_clip(CLIP, frames)
     warm_detectors()
     src = ClipTrack(clip, fps)
     reuse = ReuseConfig(generator_nice=generator_nice) if late_frames == "reuse" else None
     factory = make_factory(engine, reuse=reuse)
-    async with serve_bridge(BridgeConfig(port=0, codec=codec), factory) as (base, bridge), \
+    async with serve_bridge(BridgeConfig(port=0, codec=codec, fanout=fanout), factory) as (base, bridge), \
             http_client() as http:
         pub = await publish(http, f"{base}/whip/soak", src, codec=codec)
         peers = [await view(http, f"{base}/whep/soak") for _ in range(viewers)]

@@ -330,12 +330,18 @@ class Bridge:
                 raise HttpError(400, f"cannot use SDP offer: {e}") from None
             if session.track is None:
                 raise HttpError(400, "SDP offer does not send video (direction must be sendonly or sendrecv)")
+            echo_track: MediaStreamTrack | None = None
             if echo and first_video is not None:
-                proxy = self.relay.subscribe(session.track, buffered=False)
-                session.subscriptions.append(proxy)
-                first_video.sender.replaceTrack(proxy)
-                set_sender_bitrate(first_video.sender, self.config.bitrate)
+                shared = self.config.fanout == "shared"
+                echo_track = PacketTrack() if shared else self.relay.subscribe(session.track, buffered=False)
+                session.subscriptions.append(echo_track)
+                first_video.sender.replaceTrack(echo_track)
+                if not shared:
+                    set_sender_bitrate(first_video.sender, self.config.bitrate)
             await self._finish_answer(pc)
+            if isinstance(echo_track, PacketTrack):  # the echo shares the encoder its viewers use
+                mline = info.kinds.index("video")  # the echo rides on the first video m-line
+                self._bind_shared(echo_track, session, first_video, mline, pc.localDescription.sdp)
         except BaseException:
             await self._dispose(session)
             raise
@@ -398,13 +404,8 @@ class Bridge:
                 pc.addTransceiver("audio", direction="inactive")
         try:
             await self._answer(pc, sdp)
-            codecs = negotiated_codecs(pc.localDescription.sdp)
             for mline, pub, t, track in pending:
-                mime = codecs[mline] if mline < len(codecs) else None
-                if shareable(mime):
-                    self._shared_encoder(pub, mime).subscribe(track, t.sender)
-                else:  # nothing negotiated on this m-line: nothing will be sent on it
-                    track.stop()
+                self._bind_shared(track, pub, t, mline, pc.localDescription.sdp)
         except BaseException:
             await self._dispose(session)
             raise
@@ -413,6 +414,15 @@ class Bridge:
         self._watchdog(session)
         log.info("viewer %s joined room %s (%d streams)", sid, room, len(session.publishers))
         return session
+
+    def _bind_shared(self, track: PacketTrack, pub: Session, transceiver: Any, mline: int, answer: str) -> None:
+        """Feed ``track`` from ``pub``'s shared encoder for the codec the answer chose on ``mline``."""
+        codecs = negotiated_codecs(answer)
+        mime = codecs[mline] if mline < len(codecs) else None
+        if shareable(mime):
+            self._shared_encoder(pub, mime).subscribe(track, transceiver.sender)  # type: ignore[arg-type]
+        else:  # nothing negotiated on this m-line: nothing will be sent on it
+            track.stop()
 
     def _shared_encoder(self, pub: Session, mime: str) -> SharedEncoder:
         """The publisher's encoder for ``mime``, created (reading its own relay subscription) on first use."""

@@ -216,3 +216,48 @@ def test_publisher_leaving_ends_shared_streams() -> None:
             await assert_no_leaks(before)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
+@pytest.mark.timeout(60)
+def test_page_echo_and_a_viewer_share_one_encoder() -> None:
+    """The page's publisher gets its enhanced video back on the same connection (/api/offer);
+    that echo and the room's viewer are fed by one encoder."""
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    from bridge.rtc import rtc_configuration
+    from bridge.testing import FrameSink
+
+    async def scenario() -> None:
+        frames, fps = load_clip(CLIP, 90)
+        async with serve_bridge(BridgeConfig(port=0), default_processor_factory) as (base, bridge), \
+                http_client() as http:
+            before = snapshot()
+            pc = RTCPeerConnection(rtc_configuration())
+            pc.addTransceiver(ClipTrack(frames, fps), direction="sendrecv")
+            echo: list[FrameSink] = []
+            pc.on("track", lambda track: echo.append(FrameSink(track).start()))
+            await pc.setLocalDescription(await pc.createOffer())
+            async with http.post(f"{base}/api/offer?room=page", json={"sdp": pc.localDescription.sdp,
+                                                                     "type": "offer"}) as r:
+                assert r.status == 200, await r.text()
+                answer = await r.json()
+            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+            viewer = await view(http, f"{base}/whep/page")
+            await asyncio.sleep(3.0)
+            assert len(bridge.encoders) == 1, bridge.stats()["shared_encoders"]
+            enc = next(iter(bridge.encoders.values()))
+            assert len(enc.subscribers) == 2
+            n_echo, n_view, e0 = len(echo[0].frames), len(viewer.sinks[0].frames), enc.stats.frames_encoded
+            await asyncio.sleep(2.0)
+            assert len(echo[0].frames) - n_echo > 30 and len(viewer.sinks[0].frames) - n_view > 30
+            assert enc.stats.frames_encoded - e0 <= 2.0 * 30 + 5  # one encode per frame for both
+            assert await viewer.leave(http) == 200
+            async with http.delete(f"{base}{answer['location']}") as r:
+                assert r.status == 200
+            await echo[0].stop()
+            await pc.close()
+            assert bridge.encoders == {}
+            await assert_no_leaks(before)
+
+    asyncio.run(scenario())

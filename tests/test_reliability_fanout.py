@@ -1,7 +1,8 @@
 """Fan-out cost: one publisher watched by 1 viewer, then by 6, through one bridge.
 
 The enhancer must run once per source frame however many watch (one MediaRelay per
-publisher); each extra viewer costs the bridge one more encoder. Measured per phase: process
+publisher), and so must the encoder (one shared encoder per publisher and codec): an extra
+viewer costs the bridge only packetizing and sending (here also that viewer's own decode). Measured per phase: process
 CPU (split into aiortc decoder threads, which are mostly the test's viewers, and the rest:
 enhancer, encoders, event loop), the publisher track's fps in/out and enhanced share, and
 each viewer's fps. Figures are printed and written to test-artifacts/fanout.json.
@@ -40,8 +41,13 @@ def thread_cpu() -> dict[str, float]:
     return out
 
 
-async def measure(sinks: list[FrameSink], track, seconds: float) -> dict:  # type: ignore[no-untyped-def]
+def encoded(bridge) -> int:  # type: ignore[no-untyped-def]
+    return sum(e["frames_encoded"] for e in bridge.stats()["shared_encoders"])
+
+
+async def measure(sinks: list[FrameSink], track, seconds: float, bridge) -> dict:  # type: ignore[no-untyped-def]
     c0, n0, t0 = thread_cpu(), [len(s.frames) for s in sinks], time.monotonic()
+    e0 = encoded(bridge)
     k0 = (track.c.frames_in, track.c.frames_out, track.c.enhanced)
     watch = CpuWatch().start()
     await asyncio.sleep(seconds)
@@ -57,6 +63,7 @@ async def measure(sinks: list[FrameSink], track, seconds: float) -> dict:  # typ
         "cpu_cores_other": round((c1["other"] - c0["other"]) / dt, 3),
         "track_fps_in": round((k1[0] - k0[0]) / dt, 2),
         "track_fps_out": round((k1[1] - k0[1]) / dt, 2),
+        "encode_fps": round((encoded(bridge) - e0) / dt, 2),
         "enhanced_share": round((k1[2] - k0[2]) / max(1, k1[1] - k0[1]), 3),
         "viewer_fps_min": round(min(fps), 2),
         "viewer_fps_median": round(statistics.median(fps), 2),
@@ -76,12 +83,12 @@ def test_fanout_one_vs_six_viewers() -> None:
             viewers = [await whep_view(http, f"{base}/whep/fan")]
             track = bridge.publishers("fan")[0].track
             await asyncio.sleep(3.0)  # ICE/DTLS, first keyframes, detector warm-up
-            one = await measure([v.sinks[0] for v in viewers], track, PHASE_S)
+            one = await measure([v.sinks[0] for v in viewers], track, PHASE_S, bridge)
             for _ in range(5):
                 viewers.append(await whep_view(http, f"{base}/whep/fan"))
             await asyncio.sleep(3.0)
             assert all(v.sinks for v in viewers), "a viewer got no track"
-            six = await measure([v.sinks[0] for v in viewers], track, PHASE_S)
+            six = await measure([v.sinks[0] for v in viewers], track, PHASE_S, bridge)
             for p in (*viewers, pub):
                 assert await p.leave(http) == 200
         return [one, six]
@@ -98,6 +105,8 @@ def test_fanout_one_vs_six_viewers() -> None:
     for ph in (one, six):
         # one enhancement per source frame, whatever the number of viewers (the relay fans out its output)
         assert ph["track_fps_out"] <= ph["track_fps_in"] * 1.1 + 0.5, ph
+        # and one encode per enhanced frame, not one per viewer
+        assert ph["encode_fps"] <= ph["track_fps_out"] * 1.1 + 0.5, ph
         assert ph["viewer_fps_min"] > 0, ph
     assert six["viewer_fps_median"] >= (0.25 if busy else 0.5) * one["viewer_fps_median"], (one, six)
     assert six["track_fps_out"] >= (0.4 if busy else 0.7) * one["track_fps_out"], (one, six)

@@ -67,6 +67,13 @@ def register(sub) -> None:
         help="ICE on 127.0.0.1: 'add' it to the host candidates (default for a loopback --host), "
         "'only' it (media never leaves loopback), or 'off'",
     )
+    p.add_argument(
+        "--fanout",
+        choices=["shared", "per-viewer"],
+        default="shared",
+        help="encode each participant's video once for all its viewers (default), or once per viewer "
+        "(each viewer then gets its own bitrate; costs one encode per viewer)",
+    )
     add_rtc_args(p)
     p.set_defaults(func=_serve)
 
@@ -86,6 +93,7 @@ def _serve(args) -> int:
         identity=args.identity,
         deadline_frames=args.deadline_frames,
         loopback_ice=args.loopback_ice,
+        fanout=args.fanout,
     )
     check_config(config)
     factory = make_factory(args.engine, args.strength, late_frames_config(args.late_frames))
