@@ -45,6 +45,7 @@ from .identities import (
     report_to_json,
     valid_name,
 )
+from .jitter import release_frames_on_marker
 from .rtc import (
     CODECS,
     MAX_SDP_BYTES,
@@ -70,6 +71,7 @@ ROOM_RE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456
 SESSION_OPEN_TIMEOUT_S = 30.0  # a session whose peer never connects is reaped after this
 WATCH_INTERVAL_S = 0.5  # how often each session's watchdog looks
 FANOUTS = ("shared", "per-viewer")
+FRAME_RELEASES = ("marker", "aiortc")
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,9 @@ class BridgeConfig:
     # "shared": one encoder per publisher and codec feeds all its viewers (an SFU's one encoding);
     # "per-viewer": aiortc's default, an encoder per viewer (each at its own REMB bitrate)
     fanout: str = "shared"
+    # "marker": an incoming video frame goes to the decoder when its last (RTP-marked) packet
+    # arrives; "aiortc": when the next frame's first packet does (aiortc's rule, one frame later)
+    frame_release: str = "marker"
 
     @property
     def loopback(self) -> str:
@@ -129,6 +134,8 @@ def check_config(config: BridgeConfig) -> None:
         raise LikenessError(f"invalid identity name {config.identity!r}")
     if config.token is not None and len(config.token) < 8:
         raise LikenessError("token too short: use at least 8 characters")
+    if config.frame_release not in FRAME_RELEASES:
+        raise LikenessError(f"frame_release must be one of {', '.join(FRAME_RELEASES)}, got {config.frame_release!r}")
     if config.fanout not in FANOUTS:
         raise LikenessError(f"fanout must be one of {', '.join(FANOUTS)}, got {config.fanout!r}")
     if config.media_idle_s < 0:
@@ -358,6 +365,8 @@ class Bridge:
             if kind == "video":
                 t = pc.addTransceiver("video", direction="sendrecv" if echo and first_video is None else "recvonly")
                 prefer_codec(t, self.config.codec)
+                if self.config.frame_release == "marker":
+                    release_frames_on_marker(t.receiver)
                 first_video = first_video or t
             elif kind == "audio":
                 pc.addTransceiver("audio", direction="inactive")  # video bridge: audio stays with the call app

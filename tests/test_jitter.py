@@ -1,0 +1,139 @@
+"""The marker-aware jitter buffer: frames out on their last packet, otherwise aiortc's behaviour.
+
+Packets are aiortc ``RtpPacket`` objects as its receiver fills them (``_data`` = depayloaded
+bytes); the equivalence test replays a seeded stream with loss-and-retransmit and reordering
+through both buffers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from aiortc.jitterbuffer import JitterBuffer
+from aiortc.rtp import RtpPacket
+
+from bridge.factory import default_processor_factory
+from bridge.jitter import RECEIVER_ATTR, MarkerJitterBuffer
+from bridge.server import BridgeConfig, check_config
+from bridge.testing import ClipTrack, http_client, load_clip, publish, serve_bridge, videos_dir, view
+from enhancer.errors import LikenessError
+
+CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"
+
+
+def pkt(seq: int, ts: int, marker: bool, data: bytes) -> RtpPacket:
+    p = RtpPacket(payload_type=96, marker=int(marker), sequence_number=seq % 65536, timestamp=ts)
+    p._data = data  # type: ignore[attr-defined]
+    return p
+
+
+def stream(frames: int, seed: int, first_seq: int = 65500) -> list[RtpPacket]:
+    """``frames`` frames of 1-4 packets each, marker on each frame's last packet (sequence wraps)."""
+    rng = random.Random(seed)
+    out, seq = [], first_seq
+    for f in range(frames):
+        n = rng.randint(1, 4)
+        for i in range(n):
+            out.append(pkt(seq, 3000 * f, i == n - 1, f"{f}.{i};".encode()))
+            seq += 1
+    return out
+
+
+def test_frame_leaves_on_its_last_packet() -> None:
+    jb = MarkerJitterBuffer(capacity=64, is_video=True)
+    assert jb.add(pkt(10, 0, False, b"a"))[1] is None
+    assert jb.add(pkt(11, 0, False, b"b"))[1] is None
+    frame = jb.add(pkt(12, 0, True, b"c"))[1]
+    assert frame is not None and frame.data == b"abc" and frame.timestamp == 0
+    frame = jb.add(pkt(13, 3000, True, b"d"))[1]  # a one-packet frame: out at once
+    assert frame is not None and frame.data == b"d" and frame.timestamp == 3000
+
+
+def test_aiortc_buffer_holds_the_same_frame_until_the_next_one() -> None:
+    """What the marker buys: aiortc's buffer returns nothing until a new timestamp arrives."""
+    jb = JitterBuffer(capacity=64, is_video=True)
+    assert jb.add(pkt(10, 0, False, b"a"))[1] is None
+    assert jb.add(pkt(11, 0, True, b"b"))[1] is None
+    frame = jb.add(pkt(12, 3000, True, b"c"))[1]
+    assert frame is not None and frame.data == b"ab"
+
+
+def test_reordered_and_missing_packets_wait_for_the_gap() -> None:
+    jb = MarkerJitterBuffer(capacity=64, is_video=True)
+    assert jb.add(pkt(1, 0, False, b"a"))[1] is None
+    assert jb.add(pkt(3, 0, True, b"c"))[1] is None  # 2 is missing: not complete
+    frame = jb.add(pkt(2, 0, False, b"b"))[1]  # the retransmission fills the gap
+    assert frame is not None and frame.data == b"abc"
+
+
+def test_unmarked_stream_behaves_like_aiortc() -> None:
+    a, m = JitterBuffer(capacity=64, is_video=True), MarkerJitterBuffer(capacity=64, is_video=True)
+    for p in [pkt(s, 3000 * (s // 2), False, bytes([s])) for s in range(20)]:
+        fa, fm = a.add(p)[1], m.add(p)[1]
+        assert (fa is None) == (fm is None)
+        if fa is not None:
+            assert (fa.data, fa.timestamp) == (fm.data, fm.timestamp)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_same_frames_as_aiortc_under_loss_and_reordering(seed: int) -> None:
+    """Same frames, same order, same bytes; each leaves the marker buffer no later than aiortc's."""
+    rng = random.Random(seed)
+    packets = stream(300, seed)
+    arrival: list[RtpPacket] = []
+    late: list[RtpPacket] = []
+    for p in packets:
+        r = rng.random()
+        if r < 0.05:
+            late.append(p)  # lost now, retransmitted a few packets later
+        elif r < 0.10 and arrival:
+            arrival.insert(len(arrival) - 1, p)  # swapped with its predecessor
+        else:
+            arrival.append(p)
+        if late and rng.random() < 0.3:
+            arrival.append(late.pop(0))
+    arrival.extend(late)
+    a, m = JitterBuffer(capacity=512, is_video=True), MarkerJitterBuffer(capacity=512, is_video=True)
+    got_a: list[tuple[bytes, int, int]] = []
+    got_m: list[tuple[bytes, int, int]] = []
+    for i, p in enumerate(arrival):
+        if (f := a.add(p)[1]) is not None:
+            got_a.append((f.data, f.timestamp, i))
+        if (f := m.add(p)[1]) is not None:
+            got_m.append((f.data, f.timestamp, i))
+    assert len(got_a) > 200
+    assert [g[:2] for g in got_a] == [g[:2] for g in got_m[: len(got_a)]]
+    assert all(gm[2] <= ga[2] for ga, gm in zip(got_a, got_m, strict=False))
+    earlier = sum(gm[2] < ga[2] for ga, gm in zip(got_a, got_m, strict=False))
+    assert earlier > 0.5 * len(got_a)  # most frames leave earlier
+
+
+def test_bad_frame_release_is_a_one_line_error() -> None:
+    with pytest.raises(LikenessError, match="frame_release must be one of marker, aiortc"):
+        check_config(BridgeConfig(frame_release="eager"))
+
+
+@pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["marker", "aiortc"])
+def test_bridge_receives_with_the_chosen_buffer(mode: str) -> None:
+    """A real publisher's video reaches a viewer through the bridge with either rule, and the
+    bridge's receiver really uses the buffer the config names."""
+
+    async def scenario() -> None:
+        frames, fps = load_clip(CLIP, 60)
+        config = BridgeConfig(port=0, frame_release=mode)
+        async with serve_bridge(config, default_processor_factory) as (base, bridge), http_client() as http:
+            pub = await publish(http, f"{base}/whip/j", ClipTrack(frames, fps))
+            viewer = await view(http, f"{base}/whep/j")
+            await asyncio.sleep(2.5)
+            session = bridge.publishers("j")[0]
+            buffers = [getattr(r, RECEIVER_ATTR) for r in session.pc.getReceivers() if r.track.kind == "video"]
+            assert buffers and all(isinstance(b, MarkerJitterBuffer) == (mode == "marker") for b in buffers)
+            assert len(viewer.sinks[0].frames) > 30
+            for p in (viewer, pub):
+                assert await p.leave(http) == 200
+
+    asyncio.run(scenario())
