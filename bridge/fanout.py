@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)  # RTP video clock; what the encoders return timestamps in
 QUEUE_FRAMES = 8  # a viewer further behind than this is resynchronised at the next keyframe
+# Forced keyframes (joins, PLIs, resyncs) at most this often: each is several times a delta
+# frame's size for *every* viewer, so one stalled or lossy viewer must not flood the rest.
+# A request made in between is served when the interval is up.
+KEYFRAME_MIN_INTERVAL_S = 0.5
 ANNEX_B = b"\x00\x00\x00\x01"
 ENCODER_ATTR = "_RTCRtpSender__encoder"  # aiortc creates it lazily; we install ours before media flows
 
@@ -124,22 +128,29 @@ class PacketTrack(MediaStreamTrack):
         self._owner: SharedEncoder | None = None  # set by SharedEncoder.subscribe
         self._queue: asyncio.Queue[tuple[bytes, int] | None] = asyncio.Queue(QUEUE_FRAMES)
         self._need_key = True  # a decoder can only start at a keyframe
+        # the sender starts reading once its connection is up (ICE, DTLS): until then nothing is
+        # queued and no keyframe is asked for, so a viewer still connecting (or never) costs nothing
+        self._started = False
         self.estimate: int | None = None  # this viewer's latest REMB, bit/s
         self.sent = 0
         self.resyncs = 0  # times it fell QUEUE_FRAMES behind and was restarted at a keyframe
 
-    def offer(self, data: bytes, timestamp: int, keyframe: bool) -> bool:
-        """Queue one encoded frame; False if this viewer needs a keyframe first (caller asks for one)."""
-        if self._need_key and not keyframe:
-            return False
-        if self._queue.full():  # behind: drop its backlog, restart at the next keyframe
+    @property
+    def wants_keyframe(self) -> bool:
+        return self._started and self._need_key
+
+    def offer(self, data: bytes, timestamp: int, keyframe: bool) -> None:
+        """Queue one encoded frame, if this viewer can use it (``wants_keyframe`` says when it cannot)."""
+        if not self._started:
+            return
+        if self._queue.full():  # behind: drop its backlog, restart at a keyframe
             self._drain()
             self._need_key = True
             self.resyncs += 1
-            return False
+        if self._need_key and not keyframe:
+            return
         self._need_key = False
         self._queue.put_nowait((data, timestamp))
-        return True
 
     def _drain(self) -> None:
         while not self._queue.empty():
@@ -153,6 +164,10 @@ class PacketTrack(MediaStreamTrack):
     async def recv(self) -> av.Packet:  # type: ignore[override]
         if self.readyState != "live":
             raise MediaStreamError
+        if not self._started:
+            self._started = True
+            if self._owner is not None:
+                self._owner.request_keyframe()  # this viewer's decoder starts there
         item = await self._queue.get()
         if item is None:
             self.stop()
@@ -189,17 +204,19 @@ class SharedEncoder:
         self._encoder = capped_encoder_class(base)(clamp_bitrate(cap)) if cap else base()
         self.stats = FanoutStats(bitrate=self._encoder.target_bitrate)
         self._force_keyframe = False
+        self._last_forced = -float("inf")  # loop time of the last forced keyframe
         self._on_idle = on_idle
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
     # ------------------------------------------------------------ viewers
 
-    def subscribe(self, track: PacketTrack, sender: RTCRtpSender) -> None:
+    def subscribe(self, track: PacketTrack, sender: RTCRtpSender | None) -> None:
         """Feed ``track``, the track of ``sender`` (negotiated in this codec), the shared bitstream.
 
         Hooks the sender so its keyframe requests (PLI/FIR from its viewer) and its receiver
-        estimates (REMB) reach this encoder. A track stopped before this is left alone."""
+        estimates (REMB) reach this encoder (no sender: no hooks). A track stopped before this is
+        left alone. The track asks for its first keyframe when its sender starts reading."""
         if self._closed:
             raise RuntimeError("shared encoder closed")
         if track.readyState != "live":
@@ -209,16 +226,16 @@ class SharedEncoder:
         def report(bitrate: int) -> None:
             track.estimate = bitrate
 
-        setattr(sender, ENCODER_ATTR, _reporting_packer(PACKERS[self.mime], report))
-        original = sender._send_keyframe
+        if sender is not None:
+            setattr(sender, ENCODER_ATTR, _reporting_packer(PACKERS[self.mime], report))
+            original = sender._send_keyframe
 
-        def send_keyframe() -> None:
-            original()
-            self.request_keyframe()
+            def send_keyframe() -> None:
+                original()
+                self.request_keyframe()
 
-        sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+            sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
         self.subscribers.append(track)
-        self.request_keyframe()  # the new viewer starts decoding there
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"likeness-encode-{self.mime}")
 
@@ -245,7 +262,9 @@ class SharedEncoder:
                 if target is not None:
                     self._encoder.target_bitrate = target
                 self.stats.bitrate = self._encoder.target_bitrate
-                force, self._force_keyframe = self._force_keyframe, False
+                force = self._force_keyframe and loop.time() - self._last_forced >= KEYFRAME_MIN_INTERVAL_S
+                if force:
+                    self._force_keyframe, self._last_forced = False, loop.time()
                 chunks, timestamp = await loop.run_in_executor(None, self._encoder.encode, frame, force)
                 if not chunks:
                     continue
@@ -253,8 +272,11 @@ class SharedEncoder:
                 self.stats.frames_encoded += 1
                 self.stats.keyframes += key
                 for sub in list(self.subscribers):
-                    if not sub.offer(data, timestamp, key):
-                        self._force_keyframe = True
+                    sub.offer(data, timestamp, key)
+                if key:  # any keyframe answers every request so far (joins, PLIs, resyncs)
+                    self._force_keyframe = False
+                if any(sub.wants_keyframe for sub in self.subscribers):
+                    self._force_keyframe = True
         except MediaStreamError:
             pass  # the publisher left
         except Exception:  # an encoder fault must not leave viewers hanging silently

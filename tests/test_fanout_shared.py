@@ -14,13 +14,14 @@ import time
 import av
 import numpy as np
 import pytest
-from aiortc.mediastreams import MediaStreamError
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from bridge.factory import default_processor_factory
 from bridge.fanout import (
     BITSTREAM_ENCODERS,
     QUEUE_FRAMES,
     PacketTrack,
+    SharedEncoder,
     _join,
     h264_is_keyframe,
     lowest_estimate,
@@ -98,20 +99,75 @@ def test_lowest_estimate() -> None:
 def test_slow_viewer_is_restarted_at_a_keyframe() -> None:
     async def go() -> None:
         t = PacketTrack()
-        assert not t.offer(b"delta", 0, keyframe=False)  # cannot start on a delta frame
-        assert t.offer(b"key", 1, keyframe=True)
-        for i in range(QUEUE_FRAMES - 1):
-            assert t.offer(b"delta", 2 + i, keyframe=False)
-        assert not t.offer(b"delta", 99, keyframe=False)  # queue full: backlog dropped
-        assert t.resyncs == 1
-        assert not t.offer(b"delta", 100, keyframe=False)  # waits for a keyframe again
-        assert t.offer(b"key2", 101, keyframe=True)
+        t.offer(b"key0", 0, keyframe=True)  # its sender has not started: nothing queued, nothing asked
+        assert not t.wants_keyframe and t._queue.empty()
+        reader = asyncio.ensure_future(t.recv())  # the sender starts reading
+        await asyncio.sleep(0)
+        assert t.wants_keyframe
+        t.offer(b"delta", 1, keyframe=False)  # cannot start on a delta frame
+        assert t.wants_keyframe and not reader.done()
+        t.offer(b"key", 2, keyframe=True)
+        p = await reader
+        assert bytes(p) == b"key" and p.pts == 2 and not t.wants_keyframe
+        for i in range(QUEUE_FRAMES):
+            t.offer(b"delta", 3 + i, keyframe=False)
+        t.offer(b"delta", 99, keyframe=False)  # queue full: backlog dropped, waits for a keyframe
+        assert t.resyncs == 1 and t.wants_keyframe and t._queue.empty()
+        t.offer(b"key2", 101, keyframe=True)
         p = await t.recv()
         assert bytes(p) == b"key2" and p.pts == 101
         t.end()
         with pytest.raises(MediaStreamError):
             await t.recv()
         assert t.readyState == "ended"
+
+    asyncio.run(go())
+
+
+class PacedFrames(MediaStreamTrack):
+    """Synthetic stamped frames at ``fps`` (real time), for the encoder alone."""
+
+    kind = "video"
+
+    def __init__(self, fps: float = 30.0) -> None:
+        super().__init__()
+        self.frames, self.i, self.fps = _frames(30), 0, fps
+
+    async def recv(self) -> av.VideoFrame:
+        await asyncio.sleep(1 / self.fps)
+        f = self.frames[self.i % len(self.frames)]
+        f.pts = self.i * 3000
+        self.i += 1
+        return f
+
+
+def test_viewer_not_yet_reading_costs_no_keyframes_and_requests_are_rate_limited() -> None:
+    async def go() -> None:
+        enc = SharedEncoder(PacedFrames(), "video/vp8")
+        reading, idle = PacketTrack(), PacketTrack()
+        enc.subscribe(reading, None)
+        enc.subscribe(idle, None)  # a viewer still connecting (its sender never reads)
+        got: list[av.Packet] = []
+
+        async def read(track: PacketTrack) -> None:
+            while True:
+                got.append(await track.recv())
+
+        task = asyncio.ensure_future(read(reading))
+        await asyncio.sleep(1.5)
+        assert enc.stats.frames_encoded > 30
+        assert enc.stats.keyframes == 1, enc.stats  # the first frame only: the idle viewer asked for none
+        assert vp8_is_keyframe(bytes(got[0]))
+        for _ in range(20):  # a burst of PLIs
+            enc.request_keyframe()
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.9)
+        assert 2 <= enc.stats.keyframes <= 3, enc.stats  # served, but at most one per 0.5 s
+        task.cancel()
+        idle.stop()
+        reading.stop()
+        assert enc.closed
+        await enc.wait_closed()
 
     asyncio.run(go())
 
