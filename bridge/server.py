@@ -88,13 +88,13 @@ class BridgeConfig:
     deadline_frames: float = 1.5
     max_body_bytes: int = 24 * 1024 * 1024  # enrolment uploads; SDP is capped separately
     max_enroll_images: int = 32
-    max_sessions: int = 24  # publishers + viewers; each costs an encoder or a pipeline
+    max_sessions: int = 24  # publishers + viewers; each costs a pipeline, or a sender (and, per-viewer, an encoder)
     loopback_ice: str | None = None  # "only" | "add" | "off"; None: "add" when host is loopback
     # a connected publisher that sends no video for this long is closed (0: never). Without it a
     # killed or unplugged sender is noticed only by ICE consent expiry, ~30 s of frozen video for
     # its viewers; browsers keep sending (black) frames while a camera is muted, so silence is death.
     # Viewers likewise: one whose RTCP receiver reports (sent every ~1 s while video arrives) stop
-    # for this long is gone, and closing it stops an encoder that would run for nobody.
+    # for this long is gone, and closing it stops sending (and encoding, if it was the last) for nobody.
     media_idle_s: float = 8.0
     # "shared": one encoder per publisher and codec feeds all its viewers (an SFU's one encoding);
     # "per-viewer": aiortc's default, an encoder per viewer (each at its own REMB bitrate)
