@@ -86,6 +86,27 @@ def shareable(mime: str | None) -> bool:
     return mime is not None and mime.lower() in BITSTREAM_ENCODERS
 
 
+RAISE_STEP = 1.25  # raise the shared bitrate only by at least this factor ...
+RAISE_INTERVAL_S = 2.0  # ... and at most this often; a drop of over 10 % is followed at once
+DROP_STEP = 0.9
+
+
+def next_bitrate(current: int, lowest: int | None, since_change_s: float) -> int:
+    """The shared encoder's next target from the lowest receiver estimate.
+
+    Why not follow every estimate: aiortc's encoders (ours too) restart, with a keyframe, on any
+    bitrate change over 10 %, and REMB ramps up in ~5 % steps, so a fresh call used to get a
+    keyframe every ~1.5 s for its first ~20 s, for every viewer at once. Congestion is still
+    followed at once (a drop past 10 %); increases wait for a 25 % step, at most every 2 s."""
+    if lowest is None:
+        return current
+    if lowest < current * DROP_STEP:
+        return lowest
+    if lowest >= current * RAISE_STEP and since_change_s >= RAISE_INTERVAL_S:
+        return lowest
+    return current
+
+
 def lowest_estimate(estimates: Iterable[int | None]) -> int | None:
     """The shared encoder's target: the lowest receiver estimate among viewers that reported one
     (None: nobody has yet, keep the encoder's own start). The encoder clamps it as aiortc would
@@ -205,6 +226,7 @@ class SharedEncoder:
         self.stats = FanoutStats(bitrate=self._encoder.target_bitrate)
         self._force_keyframe = False
         self._last_forced = -float("inf")  # loop time of the last forced keyframe
+        self._last_rate_change = -float("inf")  # loop time the target bitrate last changed
         self._on_idle = on_idle
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -258,9 +280,13 @@ class SharedEncoder:
                 frame = await self.source.recv()
                 if not self.subscribers:
                     break
-                target = lowest_estimate(s.estimate for s in self.subscribers)
-                if target is not None:
+                current = self._encoder.target_bitrate
+                target = next_bitrate(current, lowest_estimate(s.estimate for s in self.subscribers),
+                                      loop.time() - self._last_rate_change)
+                if target != current:
                     self._encoder.target_bitrate = target
+                    if self._encoder.target_bitrate != current:  # not clamped back to where it was
+                        self._last_rate_change = loop.time()
                 self.stats.bitrate = self._encoder.target_bitrate
                 force = self._force_keyframe and loop.time() - self._last_forced >= KEYFRAME_MIN_INTERVAL_S
                 if force:
