@@ -48,13 +48,13 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run(label: str, factory, frames: list[np.ndarray], fps: float, seconds: float, codec: str,
-              bitrate: int | None, frame_release: str = "marker") -> dict:
+              bitrate: int | None, frame_release: str = "marker", viewer_marker: bool = False) -> dict:
     proc = psutil.Process()
     src = ClipTrack(frames, fps)
     config = BridgeConfig(port=0, codec=codec, bitrate=bitrate, frame_release=frame_release)
     async with serve_bridge(config, factory) as (base, bridge), http_client() as http:
         pub = await publish(http, f"{base}/whip/bench", src, codec=codec, bitrate=bitrate)
-        viewer = await view(http, f"{base}/whep/bench")
+        viewer = await view(http, f"{base}/whep/bench", release_on_marker=viewer_marker)
         await asyncio.sleep(3.0)  # connection set-up, first keyframes, detector warm-up
         t0 = time.monotonic()
         proc.cpu_percent(None)
@@ -72,6 +72,7 @@ async def run(label: str, factory, frames: list[np.ndarray], fps: float, seconds
     return {
         "label": label,
         "frame_release": frame_release,
+        "viewer_release": "marker" if viewer_marker else "aiortc",
         "viewer_fps": round(len(got) / (t1 - t0), 2),
         "source_fps": round(len(sent) / (t1 - t0), 2),
         "latency_ms": {"p50": pct(lat, 50), "p90": pct(lat, 90), "p99": pct(lat, 99),

@@ -6,8 +6,10 @@ only when the next frame's first packet arrives; ``bridge/jitter.py`` releases i
 bridge -> aiortc viewer on loopback) with both rules, alternated ``--pairs`` times so drift on
 a shared machine hits both, with a passthrough processor (the bridge alone) and, with
 ``--enhanced``, the bicubic pipeline too. Latency is per frame (stamped indices), p50 over each run.
+The test viewer is aiortc and waits a frame on its side too; ``--viewer-marker`` adds runs whose
+viewer releases on the marker as a browser does, for the glass-to-glass figure a browser would see.
 
-    python -m benchmarks.frame_release [--pairs 3] [--seconds 10] [--codec vp8] [--enhanced] [--out PATH]
+    python -m benchmarks.frame_release [--pairs 3] [--seconds 10] [--codec vp8] [--enhanced] [--viewer-marker]
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def summarise(runs: list[dict]) -> dict:
     """Per mode and processor: median over runs of the per-run latency p50 (and p90), and fps."""
     out: dict[str, dict] = {}
     for r in runs:
-        key = f"{r['label']}/{r['frame_release']}"
+        key = f"{r['label']}/{r['frame_release']}" + ("/viewer-marker" if r.get("viewer_release") == "marker" else "")
         out.setdefault(key, {"p50": [], "p90": [], "viewer_fps": []})
         out[key]["p50"].append(r["latency_ms"]["p50"])
         out[key]["p90"].append(r["latency_ms"]["p90"])
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--codec", choices=["vp8", "h264"], default="vp8")
     ap.add_argument("--enhanced", action="store_true", help="also run the bicubic pipeline (tracking, paste-back)")
+    ap.add_argument("--viewer-marker", action="store_true",
+                    help="also run with the test viewer releasing frames on the marker, as a browser does")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
     if not CLIP.is_file():
@@ -67,13 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     if a.enhanced:
         processors.append(("enhanced_bicubic", default_processor_factory))
     runs = []
+    modes = [(m, False) for m in MODES] + ([("marker", True)] if a.viewer_marker else [])
     for i in range(a.pairs):
-        order = MODES if i % 2 == 0 else MODES[::-1]
-        for mode in order:
+        order = modes if i % 2 == 0 else modes[::-1]
+        for mode, viewer_marker in order:
             for label, factory in processors:
-                r = asyncio.run(run(label, factory, frames, fps, a.seconds, a.codec, None, frame_release=mode))
+                r = asyncio.run(run(label, factory, frames, fps, a.seconds, a.codec, None, frame_release=mode,
+                                    viewer_marker=viewer_marker))
                 runs.append(r)
-                print(f"pair {i + 1} {label:17s} {mode:7s} latency p50 {r['latency_ms']['p50']:6.1f} ms "
+                tag = mode + (" viewer-marker" if viewer_marker else "")
+                print(f"pair {i + 1} {label:17s} {tag:20s} latency p50 {r['latency_ms']['p50']:6.1f} ms "
                       f"p90 {r['latency_ms']['p90']:6.1f}  viewer {r['viewer_fps']:.1f} fps", flush=True)
     result = {
         "benchmark": "frame_release",

@@ -32,6 +32,7 @@ from av import VideoFrame
 from enhancer.pipeline import BicubicEngine, FramePipeline
 
 from .client import Resource, delete, negotiate
+from .jitter import release_frames_on_marker
 from .rtc import enable_loopback_candidates, prefer_codec, rtc_configuration, set_sender_bitrate
 from .server import BRIDGE_KEY, Bridge, BridgeConfig, create_app
 from .track import ProcessorFactory
@@ -280,12 +281,17 @@ async def publish(
 
 
 async def view(
-    http: aiohttp.ClientSession, url: str, videos: int = 1, token: str | None = None, keep_every: int = 0
+    http: aiohttp.ClientSession, url: str, videos: int = 1, token: str | None = None, keep_every: int = 0,
+    release_on_marker: bool = False,
 ) -> Peer:
-    """Receive a room from a WHEP endpoint with ``videos`` recvonly video m-lines."""
+    """Receive a room from a WHEP endpoint with ``videos`` recvonly video m-lines; with
+    ``release_on_marker`` this viewer decodes a frame on its last packet, as browsers do (aiortc's
+    own rule, the default, waits for the next frame's first packet)."""
     pc = RTCPeerConnection(rtc_configuration())
     for _ in range(videos):
-        pc.addTransceiver("video", direction="recvonly")
+        t = pc.addTransceiver("video", direction="recvonly")
+        if release_on_marker:
+            release_frames_on_marker(t.receiver)
     sinks: list[FrameSink] = []
 
     @pc.on("track")
