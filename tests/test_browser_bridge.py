@@ -86,6 +86,9 @@ def test_browser_page_sends_camera_and_shows_enhanced_stream(tmp_path: Path, mon
                 watch.stop()
                 dt = time.monotonic() - t0
                 server = bridge.stats(room="browser")["rooms"]["browser"]
+                # the page's stats name the one encoder that feeds its preview (and its viewers)
+                await page.wait_for_function(
+                    "document.getElementById('stats').textContent.includes('encoder (vp8)')", timeout=10_000)
                 await page.screenshot(path=str(ARTIFACTS / "bridge_browser_after.png"))
                 # another participant joins over WHIP; the page watches the room over WHEP
                 async with http_client() as http:

@@ -232,6 +232,11 @@ async function pollStats() {
         rows.push(row("late / busy / dropped", `${t.passthrough_late} / ${t.passthrough_busy} / ${t.dropped}`));
         const errs = Object.entries(t.errors).map(([k, v]) => `${k}×${v}`).join(", ");
         rows.push(row("errors", errs || "none"));
+        // one encoder feeds your preview and everyone watching you (bridge/fanout.py)
+        for (const e of (body.shared_encoders || []).filter((x) => x.publisher === me.id)) {
+          rows.push(row(`encoder (${e.codec.split("/")[1]})`,
+            `${e.viewers} stream(s) @ ${Math.round(e.bitrate / 1000)} kbit/s, keyframes ${e.keyframes}`));
+        }
       }
     } catch (e) { rows.push(row("server stats", e.message)); }
   }
