@@ -282,7 +282,7 @@ async def publish(
 
 async def view(
     http: aiohttp.ClientSession, url: str, videos: int = 1, token: str | None = None, keep_every: int = 0,
-    release_on_marker: bool = False,
+    release_on_marker: bool = False, codec: str | None = None,
 ) -> Peer:
     """Receive a room from a WHEP endpoint with ``videos`` recvonly video m-lines; with
     ``release_on_marker`` this viewer decodes a frame on its last packet, as browsers do (aiortc's
@@ -290,6 +290,7 @@ async def view(
     pc = RTCPeerConnection(rtc_configuration())
     for _ in range(videos):
         t = pc.addTransceiver("video", direction="recvonly")
+        prefer_codec(t, codec)
         if release_on_marker:
             release_frames_on_marker(t.receiver)
     sinks: list[FrameSink] = []

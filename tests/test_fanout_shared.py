@@ -330,3 +330,27 @@ def test_page_echo_and_a_viewer_share_one_encoder() -> None:
             await assert_no_leaks(before)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
+@pytest.mark.timeout(60)
+def test_viewers_with_different_codecs_get_one_encoder_each() -> None:
+    async def scenario() -> None:
+        frames, fps = load_clip(CLIP, 90)
+        async with serve_bridge(BridgeConfig(port=0), default_processor_factory) as (base, bridge), \
+                http_client() as http:
+            before = snapshot()
+            pub = await publish(http, f"{base}/whip/mix", ClipTrack(frames, fps))
+            viewers = [await view(http, f"{base}/whep/mix", codec=c) for c in ("vp8", "h264", "vp8")]
+            await asyncio.sleep(3.0)
+            codecs = sorted((mime, len(e.subscribers)) for (_, mime), e in bridge.encoders.items())
+            assert codecs == [("video/h264", 1), ("video/vp8", 2)], codecs
+            n0 = [len(v.sinks[0].frames) for v in viewers]
+            await asyncio.sleep(2.0)
+            assert all(len(v.sinks[0].frames) - n > 30 for v, n in zip(viewers, n0, strict=True))
+            for p in (*viewers, pub):
+                assert await p.leave(http) == 200
+            assert bridge.encoders == {}
+            await assert_no_leaks(before)
+
+    asyncio.run(scenario())
