@@ -820,7 +820,8 @@ def webrtc_section(cfg: BenchConfig, src: Source, best: EngineSpec, steps: int,
     return {
         "resolution": res, "engine": best.label, "model": "student", "steps": steps, "crop": 128,
         "codec": cfg.codec, "seconds": cfg.webrtc_seconds, "source_fps": src.fps,
-        "path": "aiortc publisher -> bridge (marker release, EnhancingTrack, MediaRelay, shared encoder) -> aiortc WHEP viewer, 127.0.0.1",
+        "path": ("aiortc publisher -> bridge (marker release, EnhancingTrack, MediaRelay, shared encoder)"
+                 " -> aiortc WHEP viewer, 127.0.0.1"),
         "added_latency_ms_p50": added(50), "added_latency_ms_p95": added(95),
         "fps": on["viewer_fps"], "fps_enhancement_off": off["viewer_fps"],
         "enhanced_share": on["bridge_track"].get("enhanced_share_total"),

@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
         "setup": {"clip": CLIP.name, "size": list(SIZE), "source_fps": fps, "codec": args.codec,
                   "bitrate": args.bitrate, "seconds": args.seconds, "engine": "BicubicEngine",
-                  "path": "aiortc publisher -> bridge (marker release, EnhancingTrack, MediaRelay, shared encoder) -> aiortc WHEP viewer, 127.0.0.1"},
+                  "path": ("aiortc publisher -> bridge (marker release, EnhancingTrack, MediaRelay, shared encoder)"
+                           " -> aiortc WHEP viewer, 127.0.0.1")},
         "pipeline_only": pipeline_only(frames[:200]),
         "runs": runs,
         "added_latency_ms_p50": round(enh["latency_ms"]["p50"] - base["latency_ms"]["p50"], 1),
