@@ -153,7 +153,6 @@ class PacketTrack(MediaStreamTrack):
         # queued and no keyframe is asked for, so a viewer still connecting (or never) costs nothing
         self._started = False
         self.estimate: int | None = None  # this viewer's latest REMB, bit/s
-        self.sent = 0
         self.resyncs = 0  # times it fell QUEUE_FRAMES behind and was restarted at a keyframe
 
     @property
@@ -196,7 +195,6 @@ class PacketTrack(MediaStreamTrack):
         packet = av.Packet(item[0])
         packet.pts = item[1]
         packet.time_base = VIDEO_TIME_BASE
-        self.sent += 1
         return packet
 
     def stop(self) -> None:

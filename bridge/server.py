@@ -347,8 +347,9 @@ class Bridge:
                     set_sender_bitrate(first_video.sender, self.config.bitrate)
             await self._finish_answer(pc)
             if isinstance(echo_track, PacketTrack):  # the echo shares the encoder its viewers use
+                codecs = negotiated_codecs(pc.localDescription.sdp)
                 mline = info.kinds.index("video")  # the echo rides on the first video m-line
-                self._bind_shared(echo_track, session, first_video, mline, pc.localDescription.sdp)
+                self._bind_shared(echo_track, session, first_video, codecs[mline] if mline < len(codecs) else None)
         except BaseException:
             await self._dispose(session)
             raise
@@ -413,8 +414,9 @@ class Bridge:
                 pc.addTransceiver("audio", direction="inactive")
         try:
             await self._answer(pc, sdp)
+            codecs = negotiated_codecs(pc.localDescription.sdp)
             for mline, pub, t, track in pending:
-                self._bind_shared(track, pub, t, mline, pc.localDescription.sdp)
+                self._bind_shared(track, pub, t, codecs[mline] if mline < len(codecs) else None)
         except BaseException:
             await self._dispose(session)
             raise
@@ -424,10 +426,8 @@ class Bridge:
         log.info("viewer %s joined room %s (%d streams)", sid, room, len(session.publishers))
         return session
 
-    def _bind_shared(self, track: PacketTrack, pub: Session, transceiver: Any, mline: int, answer: str) -> None:
-        """Feed ``track`` from ``pub``'s shared encoder for the codec the answer chose on ``mline``."""
-        codecs = negotiated_codecs(answer)
-        mime = codecs[mline] if mline < len(codecs) else None
+    def _bind_shared(self, track: PacketTrack, pub: Session, transceiver: Any, mime: str | None) -> None:
+        """Feed ``track`` from ``pub``'s shared encoder for ``mime``, the codec the answer chose for it."""
         if shareable(mime):
             self._shared_encoder(pub, mime).subscribe(track, transceiver.sender)  # type: ignore[arg-type]
         else:  # nothing negotiated on this m-line: nothing will be sent on it

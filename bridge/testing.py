@@ -306,6 +306,15 @@ async def view(
         raise
 
 
+async def wait_until(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Poll ``cond()`` every 50 ms; AssertionError naming ``what`` if it is still false after ``timeout`` s."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
 @dataclass
 class RtpLoss:
     """Counts of what ``drop_incoming_rtp`` let through and dropped."""

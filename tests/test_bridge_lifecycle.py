@@ -9,7 +9,6 @@ import asyncio
 import importlib.util
 import json
 import os
-import time
 from pathlib import Path
 
 import aiohttp
@@ -30,6 +29,7 @@ from bridge.testing import (
     snapshot,
     videos_dir,
     view,
+    wait_until,
 )
 from enhancer.cli import main as cli_main
 from enhancer.errors import LikenessError
@@ -38,14 +38,6 @@ VIDEOS = videos_dir()
 CLIP = VIDEOS / "LivePortrait__assets__examples__driving__d7.mp4"  # 480x480, 30 fps
 needs_clip = pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
 TOKEN = "test-token-0123456789"
-
-
-async def wait_until(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @needs_clip

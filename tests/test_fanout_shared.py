@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-import time
 
 import av
 import numpy as np
@@ -43,10 +42,12 @@ from bridge.testing import (
     stamp,
     videos_dir,
     view,
+    wait_until,
 )
 from enhancer.errors import LikenessError
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"  # 480x480, 30 fps, one face
+needs_clip = pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
 
 
 def _frames(n: int) -> list[av.VideoFrame]:
@@ -189,11 +190,7 @@ def test_bad_fanout_setting_is_a_one_line_error() -> None:
         check_config(BridgeConfig(fanout="mesh"))
 
 
-def _frames_encoded(bridge) -> int:  # type: ignore[no-untyped-def]
-    return sum(e["frames_encoded"] for e in bridge.stats()["shared_encoders"])
-
-
-@pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
+@needs_clip
 @pytest.mark.timeout(90)
 def test_three_viewers_one_encoder_late_joiner_pli_and_leaving() -> None:
     async def scenario() -> None:
@@ -226,10 +223,7 @@ def test_three_viewers_one_encoder_late_joiner_pli_and_leaving() -> None:
             # a late joiner is started with a keyframe and gets video within a couple of seconds
             keys = enc.stats.keyframes
             late = await view(http, f"{base}/whep/r")
-            t0 = time.monotonic()
-            while not late.sinks or not late.sinks[0].frames:
-                assert time.monotonic() - t0 < 5.0, "late viewer got no frame"
-                await asyncio.sleep(0.05)
+            await wait_until(lambda: late.sinks and late.sinks[0].frames, 5.0, "a frame at the late viewer")
             assert enc.stats.keyframes > keys and len(enc.subscribers) == 4
 
             # a real PLI from one viewer's receiver makes the shared encoder send a keyframe
@@ -256,7 +250,7 @@ def test_three_viewers_one_encoder_late_joiner_pli_and_leaving() -> None:
     asyncio.run(scenario())
 
 
-@pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
+@needs_clip
 @pytest.mark.timeout(60)
 def test_publisher_leaving_ends_shared_streams() -> None:
     async def scenario() -> None:
@@ -270,10 +264,7 @@ def test_publisher_leaving_ends_shared_streams() -> None:
             enc = next(iter(bridge.encoders.values()))
             assert all(v.sinks and v.sinks[0].frames for v in viewers)
             assert await pub.leave(http) == 200
-            t0 = time.monotonic()
-            while not enc.closed:
-                assert time.monotonic() - t0 < 5.0, "shared encoder outlived its publisher"
-                await asyncio.sleep(0.05)
+            await wait_until(lambda: enc.closed, 5.0, "the shared encoder to close after its publisher")
             assert bridge.encoders == {}
             tracks = [t for s in bridge.sessions.values() if s.role == "viewer" for t in s.subscriptions]
             assert len(tracks) == 2 and all(t.readyState == "ended" for t in tracks)  # the viewers' senders stop
@@ -287,7 +278,7 @@ def test_publisher_leaving_ends_shared_streams() -> None:
     asyncio.run(scenario())
 
 
-@pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
+@needs_clip
 @pytest.mark.timeout(60)
 def test_page_echo_and_a_viewer_share_one_encoder() -> None:
     """The page's publisher gets its enhanced video back on the same connection (/api/offer);
@@ -332,7 +323,7 @@ def test_page_echo_and_a_viewer_share_one_encoder() -> None:
     asyncio.run(scenario())
 
 
-@pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
+@needs_clip
 @pytest.mark.timeout(60)
 def test_viewers_with_different_codecs_get_one_encoder_each() -> None:
     async def scenario() -> None:

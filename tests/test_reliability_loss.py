@@ -37,10 +37,6 @@ LOSS = 0.05
 WINDOW_S = 8.0
 
 
-def fps(sink, since: float) -> float:  # type: ignore[no-untyped-def]
-    return sum(1 for r in sink.frames if r.at >= since) / (time.monotonic() - since)
-
-
 @pytest.mark.timeout(90)
 def test_lossy_viewer_does_not_hurt_the_clean_one() -> None:
     async def scenario() -> dict:
@@ -57,7 +53,7 @@ def test_lossy_viewer_does_not_hurt_the_clean_one() -> None:
             watch = CpuWatch().start()
             await asyncio.sleep(WINDOW_S)
             watch.stop()
-            out = {"clean_fps": fps(clean.sinks[0], t0), "lossy_fps": fps(lossy.sinks[0], t0),
+            out = {"clean_fps": clean.sinks[0].fps(since=t0), "lossy_fps": lossy.sinks[0].fps(since=t0),
                    "keyframes": enc.stats.keyframes - k0, "requests": enc.stats.keyframe_requests - r0,
                    "dropped": loss.dropped, "passed": loss.passed, "busy": watch.busy, "note": watch.note()}
             for p in (clean, lossy, pub):
@@ -90,7 +86,7 @@ def test_lossy_publisher_still_reaches_the_viewer() -> None:
             await asyncio.sleep(WINDOW_S)
             watch.stop()
             track = session.track.stats()
-            out = {"viewer_fps": fps(viewer.sinks[0], t0), "dropped": loss.dropped, "passed": loss.passed,
+            out = {"viewer_fps": viewer.sinks[0].fps(since=t0), "dropped": loss.dropped, "passed": loss.passed,
                    "faces": track["faces"], "busy": watch.busy, "note": watch.note()}
             for p in (viewer, pub):
                 assert await p.leave(http) == 200
