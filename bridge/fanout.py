@@ -31,7 +31,13 @@ from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
 
-from .rtc import capped_encoder_class, clamp_bitrate
+from .rtc import (
+    DEFAULT_BITRATES,
+    ENCODER_ATTR,
+    budget_retransmissions,
+    capped_encoder_class,
+    clamp_bitrate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +48,6 @@ QUEUE_FRAMES = 8  # a viewer further behind than this is resynchronised at the n
 # A request made in between is served when the interval is up.
 KEYFRAME_MIN_INTERVAL_S = 0.5
 ANNEX_B = b"\x00\x00\x00\x01"
-ENCODER_ATTR = "_RTCRtpSender__encoder"  # aiortc creates it lazily; we install ours before media flows
 
 
 def vp8_is_keyframe(frame: bytes) -> bool:
@@ -108,9 +113,9 @@ def next_bitrate(current: int, lowest: int | None, since_change_s: float) -> int
 
 
 def lowest_estimate(estimates: Iterable[int | None]) -> int | None:
-    """The shared encoder's target: the lowest receiver estimate among viewers that reported one
-    (None: nobody has yet, keep the encoder's own start). The encoder clamps it as aiortc would
-    for a single viewer (and to the operator's cap). Pure, so it is tested alone."""
+    """The shared encoder's target: the lowest receiver estimate among viewers
+    that reported one (None: nobody has yet, keep the encoder's own start). The encoder clamps
+    it to its floor and the operator's cap. Pure, so it is tested alone."""
     vals = [int(e) for e in estimates if e is not None]
     return min(vals) if vals else None
 
@@ -137,6 +142,7 @@ class FanoutStats:
     keyframes: int = 0
     keyframe_requests: int = 0
     bitrate: int = 0
+    retransmits_denied: int = 0  # NACKed packets not resent: over a viewer's RetransmitBudget
 
 
 class PacketTrack(MediaStreamTrack):
@@ -154,6 +160,7 @@ class PacketTrack(MediaStreamTrack):
         self._started = False
         self.estimate: int | None = None  # this viewer's latest REMB, bit/s
         self.resyncs = 0  # times it fell QUEUE_FRAMES behind and was restarted at a keyframe
+        self.retransmits_denied = 0  # NACKed packets over its retransmission budget
 
     @property
     def wants_keyframe(self) -> bool:
@@ -219,8 +226,10 @@ class SharedEncoder:
         self.mime = mime
         self.subscribers: list[PacketTrack] = []
         base = BITSTREAM_ENCODERS[mime]
-        # with a cap, the operator's ceiling and start point, exactly as for a per-viewer sender
-        self._encoder = capped_encoder_class(base)(clamp_bitrate(cap)) if cap else base()
+        # with a cap, the operator's ceiling and start point, exactly as for a per-viewer sender;
+        # without, rtc.DEFAULT_BITRATES' start and ceiling. The floor is ours, below aiortc's (rtc.py).
+        start, ceiling = DEFAULT_BITRATES[mime]
+        self._encoder = capped_encoder_class(base)(clamp_bitrate(cap) if cap else ceiling, None if cap else start)
         self.stats = FanoutStats(bitrate=self._encoder.target_bitrate)
         self._force_keyframe = False
         self._last_forced = -float("inf")  # loop time of the last forced keyframe
@@ -255,9 +264,14 @@ class SharedEncoder:
                 self.request_keyframe()
 
             sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+            budget_retransmissions(sender, lambda: self._encoder.target_bitrate, lambda: self._denied(track))
         self.subscribers.append(track)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"likeness-encode-{self.mime}")
+
+    def _denied(self, track: PacketTrack) -> None:
+        track.retransmits_denied += 1
+        self.stats.retransmits_denied += 1
 
     def unsubscribe(self, track: PacketTrack) -> None:
         if track in self.subscribers:

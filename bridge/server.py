@@ -52,6 +52,7 @@ from .rtc import (
     OfferInfo,
     SdpError,
     check_offer,
+    control_sender_rate,
     enable_loopback_candidates,
     ice_server,
     is_loopback_host,
@@ -60,7 +61,6 @@ from .rtc import (
     negotiated_codecs,
     prefer_codec,
     rtc_configuration,
-    set_sender_bitrate,
 )
 from .track import EnhancingTrack, ProcessorFactory
 
@@ -344,7 +344,7 @@ class Bridge:
                 session.subscriptions.append(echo_track)
                 first_video.sender.replaceTrack(echo_track)
                 if not shared:
-                    set_sender_bitrate(first_video.sender, self.config.bitrate)
+                    control_sender_rate(first_video.sender, self.config.bitrate)
             await self._finish_answer(pc)
             if isinstance(echo_track, PacketTrack):  # the echo shares the encoder its viewers use
                 codecs = negotiated_codecs(pc.localDescription.sdp)
@@ -405,7 +405,7 @@ class Bridge:
                     if isinstance(track, PacketTrack):
                         pending.append((mline, pub, t, track))
                     else:
-                        set_sender_bitrate(t.sender, self.config.bitrate)
+                        control_sender_rate(t.sender, self.config.bitrate)
                 else:
                     t = pc.addTransceiver("video", direction="inactive")
                 prefer_codec(t, self.config.codec)

@@ -33,7 +33,7 @@ from enhancer.pipeline import BicubicEngine, FramePipeline
 
 from .client import Resource, delete, negotiate
 from .jitter import release_frames_on_marker
-from .rtc import enable_loopback_candidates, prefer_codec, rtc_configuration, set_sender_bitrate
+from .rtc import control_sender_rate, enable_loopback_candidates, is_loopback_host, prefer_codec, rtc_configuration
 from .server import BRIDGE_KEY, Bridge, BridgeConfig, create_app
 from .track import ProcessorFactory
 
@@ -227,22 +227,27 @@ def latencies_ms(sink: FrameSink, source: ClipTrack, since: float | None = None)
 
 @asynccontextmanager
 async def serve_bridge(config: BridgeConfig, factory: ProcessorFactory) -> AsyncIterator[tuple[str, Bridge]]:
-    """Run a bridge on 127.0.0.1 (free port) for the duration of the block; yields (base URL, Bridge).
+    """Run a bridge on ``config.host`` (free port with port 0) for the duration of the block;
+    yields (base URL, Bridge).
 
-    Media stays on loopback: every ICE agent in the process gathers 127.0.0.1 only.
+    On a loopback host media stays on loopback: every ICE agent in the process gathers 127.0.0.1
+    only. On another address (e.g. a ``netlab.ShapedLink``'s ``host_ip``) ICE gathers as aioice
+    does by itself, so a peer behind that link pairs over it.
     """
+    loopback = is_loopback_host(config.host)
     if config.loopback_ice is None:
-        config = dataclasses.replace(config, loopback_ice="only")
+        config = dataclasses.replace(config, loopback_ice="only" if loopback else "off")
     app = create_app(config, factory)
     runner = web.AppRunner(app, handle_signals=False)
     previous = aioice.ice.get_host_addresses
-    enable_loopback_candidates(only=True)
+    if loopback:
+        enable_loopback_candidates(only=True)
     try:
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", config.port)
+        site = web.TCPSite(runner, config.host, config.port)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        yield f"http://127.0.0.1:{port}", app[BRIDGE_KEY]
+        yield f"http://{config.host}:{port}", app[BRIDGE_KEY]
     finally:
         await runner.cleanup()
         aioice.ice.get_host_addresses = previous  # leave the process as we found it
@@ -272,7 +277,7 @@ async def publish(
     pc = RTCPeerConnection(rtc_configuration())
     t = pc.addTransceiver(track, direction="sendonly")
     prefer_codec(t, codec)
-    set_sender_bitrate(t.sender, bitrate)
+    control_sender_rate(t.sender, bitrate)
     try:
         return Peer(pc, await negotiate(http, url, pc, token))
     except BaseException:

@@ -29,6 +29,7 @@ from bridge.fanout import (
     next_bitrate,
     vp8_is_keyframe,
 )
+from bridge.rtc import DEFAULT_BITRATES, RetransmitBudget
 from bridge.server import BridgeConfig, check_config
 from bridge.testing import (
     ClipTrack,
@@ -107,6 +108,31 @@ def test_next_bitrate_follows_drops_at_once_and_raises_in_steps() -> None:
 def test_lowest_estimate() -> None:
     assert lowest_estimate([]) is None and lowest_estimate([None, None]) is None
     assert lowest_estimate([900_000, None, 400_000]) == 400_000
+
+
+def test_retransmit_budget_is_a_share_of_the_bitrate() -> None:
+    b = RetransmitBudget(share=0.1, burst_s=0.5)  # at 400 kbit/s: 5,000 bytes/s, bucket of 2,500
+    assert b.allow(1200, 0.0, 400_000) and b.allow(1200, 0.0, 400_000)  # starts full
+    assert not b.allow(1200, 0.0, 400_000) and b.denied == 1  # 100 bytes left
+    assert not b.allow(1200, 0.2, 400_000)  # +1,000 after 0.2 s: 1,100 < 1,200
+    assert b.allow(1200, 0.3, 400_000)  # +500 more
+    assert b.allow(1200, 10.0, 400_000) and b.allow(1200, 10.0, 400_000)  # refilled, but only to the bucket
+    assert not b.allow(1200, 10.0, 400_000) and b.denied == 3
+    assert not b.allow(1200, 20.0, 80_000)  # a low bitrate is a small bucket: 500 bytes
+
+
+def test_shared_encoder_starts_low_and_may_go_under_aiortcs_floor() -> None:
+    start, ceiling = DEFAULT_BITRATES["video/vp8"]
+    src = ClipTrack([np.zeros((48, 64, 3), np.uint8)], 30.0)
+    enc = SharedEncoder(src, "video/vp8")
+    assert enc.stats.bitrate == start == 300_000 and ceiling == 1_500_000  # aiortc starts at 500 kbit/s
+    enc._encoder.target_bitrate = 10 * ceiling
+    assert enc._encoder.target_bitrate == ceiling
+    enc._encoder.target_bitrate = 150_000  # a 200 kbit/s viewer: aiortc's own floor is 250 kbit/s
+    assert enc._encoder.target_bitrate == 150_000
+    capped = SharedEncoder(src, "video/vp8", cap=300_000)
+    assert capped.stats.bitrate == 300_000
+    enc.close(), capped.close()
 
 
 def test_slow_viewer_is_restarted_at_a_keyframe() -> None:
@@ -216,8 +242,8 @@ def test_three_viewers_one_encoder_late_joiner_pli_and_leaving() -> None:
                 assert idx == sorted(set(idx)), idx[:40]
             # every viewer's receiver estimate reached the shared encoder (REMB over real RTCP)
             assert all(s.estimate is not None for s in enc.subscribers), [s.estimate for s in enc.subscribers]
-            lowest = max(250_000, min(1_500_000, min(s.estimate for s in enc.subscribers)))  # aiortc's bounds
-            # never more than 10 % above what the slowest viewer can take (within one frame's lag)
+            lowest = max(100_000, min(1_500_000, lowest_estimate(s.estimate for s in enc.subscribers)))
+            # never more than 10 % above the slowest viewer's target (within one frame's lag)
             assert enc.stats.bitrate <= lowest / DROP_STEP * 1.02, (enc.stats, [s.estimate for s in enc.subscribers])
 
             # a late joiner is started with a keyframe and gets video within a couple of seconds

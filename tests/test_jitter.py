@@ -68,6 +68,60 @@ def test_reordered_and_missing_packets_wait_for_the_gap() -> None:
     assert frame is not None and frame.data == b"abc"
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_hole_never_filled_is_given_up_with_the_frame_after_it() -> None:
+    clock = Clock()
+    jb = MarkerJitterBuffer(capacity=64, is_video=True, give_up_s=0.5, clock=clock)
+    assert jb.add(pkt(0, 0, False, b"a0"))[1] is None
+    assert jb.add(pkt(1, 0, True, b"a1"))[1].data == b"a0a1"  # frame A
+    # frame B = 2, 3: packet 2 is lost for good; frame C = 4, 5; frame D = 6
+    assert jb.add(pkt(3, 3000, True, b"b1")) == (False, None)
+    clock.t = 0.2
+    assert jb.add(pkt(4, 6000, False, b"c0")) == (False, None)
+    assert jb.add(pkt(5, 6000, True, b"c1")) == (False, None)  # C is complete but waits behind the hole
+    clock.t = 0.6  # 0.6 s since the hole was first seen
+    pli, frame = jb.add(pkt(6, 9000, True, b"d0"))
+    assert pli and frame is not None and (frame.data, frame.timestamp) == (b"c0c1", 6000)  # B dropped, C out
+    assert jb.holes_skipped == 1
+    # the stream goes on behind it, one frame per packet as aiortc's buffer releases them
+    assert jb.add(pkt(7, 12000, True, b"e0"))[1].data == b"d0"
+    assert jb.add(pkt(8, 15000, True, b"f0"))[1].data == b"e0"
+
+
+def test_a_hole_inside_a_frame_is_given_up_too() -> None:
+    clock = Clock()
+    jb = MarkerJitterBuffer(capacity=64, is_video=True, give_up_s=0.5, clock=clock)
+    # frame A = 0, 1, 2 with 1 lost for good; B = 3; C = 4
+    assert jb.add(pkt(0, 0, False, b"a0")) == (False, None)
+    assert jb.add(pkt(2, 0, True, b"a2")) == (False, None)
+    assert jb.add(pkt(3, 3000, True, b"b0")) == (False, None)
+    clock.t = 0.7
+    pli, frame = jb.add(pkt(4, 6000, True, b"c0"))
+    # A is dropped; B starts right after A's present last packet, so it is whole and comes out
+    assert pli and frame is not None and frame.data == b"b0" and jb.holes_skipped == 1
+    assert jb.add(pkt(5, 9000, True, b"d0"))[1].data == b"c0"
+
+
+def test_a_hole_filled_in_time_is_not_given_up() -> None:
+    clock = Clock()
+    jb = MarkerJitterBuffer(capacity=64, is_video=True, give_up_s=0.5, clock=clock)
+    jb.add(pkt(0, 0, True, b"a"))
+    assert jb.add(pkt(2, 3000, True, b"c")) == (False, None)  # 1 missing
+    clock.t = 0.4
+    pli, frame = jb.add(pkt(1, 3000, False, b"b"))  # the retransmission, in time
+    assert not pli and frame.data == b"bc" and jb.holes_skipped == 0
+    clock.t = 5.0  # long after: nothing is blocked, nothing to give up
+    pli, frame = jb.add(pkt(3, 6000, True, b"d"))
+    assert not pli and frame.data == b"d"
+
+
 def test_unmarked_stream_behaves_like_aiortc() -> None:
     a, m = JitterBuffer(capacity=64, is_video=True), MarkerJitterBuffer(capacity=64, is_video=True)
     for p in [pkt(s, 3000 * (s // 2), False, bytes([s])) for s in range(20)]:
@@ -95,7 +149,8 @@ def test_same_frames_as_aiortc_under_loss_and_reordering(seed: int) -> None:
         if late and rng.random() < 0.3:
             arrival.append(late.pop(0))
     arrival.extend(late)
-    a, m = JitterBuffer(capacity=512, is_video=True), MarkerJitterBuffer(capacity=512, is_video=True)
+    # holes here are always filled; a frozen clock keeps the give-up (tested below) out of it
+    a, m = JitterBuffer(capacity=512, is_video=True), MarkerJitterBuffer(capacity=512, is_video=True, clock=lambda: 0.0)
     got_a: list[tuple[bytes, int, int]] = []
     got_m: list[tuple[bytes, int, int]] = []
     for i, p in enumerate(arrival):

@@ -123,7 +123,6 @@ async function start() {
     Object.assign(state, { session: ans.id, location: ans.location, codec: ans.codec });
     setStatus(`connecting (room ${ans.room}, ${ans.codec})…`);
     $("stop").disabled = false;
-    $("watch").disabled = false;
   } catch (e) {
     setStatus("start failed: " + e.message, "err");
     await stop();
@@ -138,7 +137,6 @@ async function stop() {
   showView();
   $("start").disabled = false;
   $("stop").disabled = true;
-  $("watch").disabled = true;
   if (!state.error) setStatus("idle");
 }
 
@@ -327,6 +325,8 @@ async function init() {
   await loadIdentities();
   setInterval(pollStats, 1000);
   if (params.get("autostart") === "1") start();
+  // watching needs no camera: ?watch=1 is a link for people who only view the room
+  if (params.get("watch") === "1") watch().catch((e) => { $("room-info").textContent = e.message; });
 }
 
 init();

@@ -45,8 +45,13 @@ async def publish(args) -> int:
 
     from bridge.client import delete, negotiate
     from bridge.factory import make_factory
-    from bridge.rtc import enable_loopback_candidates, is_loopback_host, prefer_codec, rtc_configuration
-    from bridge.rtc import set_sender_bitrate as set_bitrate
+    from bridge.rtc import (
+        control_sender_rate,
+        enable_loopback_candidates,
+        is_loopback_host,
+        prefer_codec,
+        rtc_configuration,
+    )
     from bridge.sources import open_source
     from bridge.track import EnhancingTrack
 
@@ -74,7 +79,7 @@ async def publish(args) -> int:
     try:
         t = pc.addTransceiver(track, direction="sendonly")
         prefer_codec(t, args.codec)
-        set_bitrate(t.sender, bitrate)
+        control_sender_rate(t.sender, bitrate)
         async with aiohttp.ClientSession() as http:
             resource = await negotiate(http, args.whip, pc, args.token)
             try:  # from here on, leave with DELETE whatever happens
@@ -113,16 +118,33 @@ def _stop_on_signals() -> asyncio.Event:
 async def _run(pc, track, args, stop: asyncio.Event) -> None:
     end = None if args.duration is None else time.monotonic() + args.duration
     last = time.monotonic()
+    prev_sent: int | None = None
     while (end is None or time.monotonic() < end) and not stop.is_set():
         await asyncio.sleep(0.25 if end is None else min(0.25, max(0.0, end - time.monotonic())))
         if pc.connectionState in ("failed", "closed"):
             raise LikenessError(f"connection to the WHIP endpoint {pc.connectionState}")
         if args.stats_every and time.monotonic() - last >= args.stats_every:
-            last = time.monotonic()
+            now = time.monotonic()
             s = track.stats()
+            sent = await _sent_bytes(pc)
+            link = ""
+            if sent is not None and prev_sent is not None:
+                link = f"  sending {8 * (sent - prev_sent) / (now - last) / 1000:.0f} kbit/s"
+            prev_sent, last = sent, now
             with contextlib.suppress(Exception):
                 print(
                     f"fps {s['fps_out']:.1f}  enhanced {s['enhanced_share'] * 100:.0f}%  faces {s['faces']}  "
-                    f"engine {s['stage_ms'].get('total', 0):.1f} ms  dropped {s['dropped']}",
+                    f"engine {s['stage_ms'].get('total', 0):.1f} ms  dropped {s['dropped']}{link}",
                     flush=True,
                 )
+
+
+async def _sent_bytes(pc) -> int | None:
+    """RTP payload bytes the video sender has sent so far (None if it cannot tell): what the
+    link gives the call, which on a slow connection is the estimate, not the camera."""
+    with contextlib.suppress(Exception):
+        for sender in pc.getSenders():
+            for st in (await sender.getStats()).values():
+                if st.type == "outbound-rtp":
+                    return int(st.bytesSent)
+    return None
