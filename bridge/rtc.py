@@ -213,7 +213,7 @@ def prefer_codec(transceiver: RTCRtpTransceiver, codec: str | None) -> None:
 #   ``BITRATE_RANGE[0]``, 100 kbit/s.
 # * aiortc answers every NACK. On a congested link the answers keep it congested: the queue drops
 #   packets, the receiver NACKs them, the retransmissions fill the queue again (without the
-#   budget, 20-23 % loss and 6-17 s frozen in 15 s at 200-300 kbit/s in 3 of 4 runs). Resends get
+#   budget, 11-23 % loss and 6-17 s frozen in 15 s at 200-300 kbit/s in 3 of 4 runs). Resends get
 #   a budget of RETRANSMIT_SHARE of the bitrate; past it, a receiver recovers by a keyframe.
 # Encoding at 0.85 of the estimate as well measured no different and cost 15 % of the bitrate
 # on every link, so the encoder follows the estimate itself.
