@@ -513,9 +513,14 @@ async def _read_sdp(request: web.Request) -> str:
         raise HttpError(415, "Content-Type must be application/sdp")
     if request.content_length is not None and request.content_length > MAX_SDP_BYTES:
         raise HttpError(413, f"SDP larger than {MAX_SDP_BYTES} bytes")
-    body = await request.content.read(MAX_SDP_BYTES + 1)
-    if len(body) > MAX_SDP_BYTES:
-        raise HttpError(413, f"SDP larger than {MAX_SDP_BYTES} bytes")
+    # read(n) returns what has arrived, up to n bytes, not the whole body: one call took the
+    # first TCP segments of a browser's 25 KB WHEP offer now and then, and the truncated offer
+    # failed as "malformed SDP", "no DTLS fingerprint" or an answer with m-lines missing
+    body = bytearray()
+    while chunk := await request.content.read(MAX_SDP_BYTES + 1 - len(body)):
+        body += chunk
+        if len(body) > MAX_SDP_BYTES:
+            raise HttpError(413, f"SDP larger than {MAX_SDP_BYTES} bytes")
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:

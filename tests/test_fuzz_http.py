@@ -437,6 +437,29 @@ def test_oversized_bodies_are_413_and_unknown_rooms_404(harness: Harness) -> Non
     assert harness.request("GET", "/api/stats?room=no-such-room", {}, b"")[0] == 200
 
 
+def test_an_offer_arriving_in_pieces_is_read_whole(harness: Harness) -> None:
+    """A real offer sent in 500-byte pieces with pauses between them (as a browser's 25 KB WHEP offer
+    sometimes arrives over several TCP segments) is answered, not cut at the first piece."""
+    body = harness.offer.encode()
+    assert len(body) > 2000
+
+    async def slow() -> tuple[int, str]:
+        async def gen():  # type: ignore[no-untyped-def]
+            for i in range(0, len(body), 500):
+                yield body[i:i + 500]
+                await asyncio.sleep(0.02)
+
+        async with harness.http.post(harness.url("/whip/pieces"), data=gen(),
+                                     headers={"Content-Type": "application/sdp"}) as r:
+            return r.status, await r.text()
+
+    status, text = harness.loop.run_until_complete(slow())
+    assert status == 201, text
+    assert text.count("m=video") == harness.offer.count("m=video")
+    sid = next(s.id for s in harness.bridge.room_sessions("pieces"))
+    assert harness.request("DELETE", f"/whip/pieces/{sid}", {}, b"")[0] == 200
+
+
 def test_api_offer_oversized_json_is_413(harness: Harness) -> None:
     body = json.dumps({"sdp": "v=0\r\n" + "a=x\r\n" * (MAX_SDP_BYTES // 5 + 10), "type": "offer"}).encode()
     assert harness.request("POST", "/api/offer", {"Content-Type": "application/json"}, body)[0] == 413
