@@ -278,9 +278,10 @@ async def call_run(shape: LinkShape, clip: Path, warmup: float, seconds: float,
     with ShapedLink(up=shape) as link:
         cfg = BridgeConfig(host=link.host_ip, port=0, token=token, codec="vp8")
         async with serve_bridge(cfg, lambda identity: Passthrough()) as (base, bridge):
+            # --opt=value: a token may start with "-", which argparse would take for an option
             cmd = ["ip", "netns", "exec", link.ns, sys.executable, "-m", "enhancer.cli", "call",
-                   "--whip", f"{base}/whip/{ROOM}", "--source", str(clip), "--token", token,
-                   "--engine", engine, "--duration", str(warmup + seconds + 2), "--stats-every", "0"]
+                   f"--whip={base}/whip/{ROOM}", f"--source={clip}", f"--token={token}",
+                   f"--engine={engine}", f"--duration={warmup + seconds + 2}", "--stats-every=0"]
             proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
                                                         stderr=asyncio.subprocess.STDOUT)
             try:
@@ -288,7 +289,10 @@ async def call_run(shape: LinkShape, clip: Path, warmup: float, seconds: float,
                 while not bridge.publishers(ROOM) and time.monotonic() < t_end:
                     await asyncio.sleep(0.1)
                 if not bridge.publishers(ROOM):
-                    raise RuntimeError("likeness call never published")
+                    proc.kill()
+                    out, _ = await proc.communicate()
+                    raise RuntimeError(f"likeness call never published within 30 s; bridge: {bridge.stats()}; "
+                                       f"call said: {out.decode(errors='replace')[-1500:]}")
                 session = bridge.publishers(ROOM)[0]
                 stop = asyncio.Event()
                 times, poller = _arrivals(bridge, stop)

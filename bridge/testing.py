@@ -33,7 +33,14 @@ from enhancer.pipeline import BicubicEngine, FramePipeline
 
 from .client import Resource, delete, negotiate
 from .jitter import release_frames_on_marker
-from .rtc import control_sender_rate, enable_loopback_candidates, is_loopback_host, prefer_codec, rtc_configuration
+from .rtc import (
+    control_sender_rate,
+    disable_loopback_candidates,
+    enable_loopback_candidates,
+    is_loopback_host,
+    prefer_codec,
+    rtc_configuration,
+)
 from .server import BRIDGE_KEY, Bridge, BridgeConfig, create_app
 from .track import ProcessorFactory
 
@@ -242,6 +249,8 @@ async def serve_bridge(config: BridgeConfig, factory: ProcessorFactory) -> Async
     previous = aioice.ice.get_host_addresses
     if loopback:
         enable_loopback_candidates(only=True)
+    else:  # whatever an earlier bridge in this process set up: gather the real interfaces
+        disable_loopback_candidates()
     try:
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port)

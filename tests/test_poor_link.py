@@ -110,10 +110,10 @@ def test_shaped_link_refuses_clearly_without_root(monkeypatch: pytest.MonkeyPatc
 @pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
 @pytest.mark.timeout(120)
 def test_likeness_call_through_a_slow_uplink_keeps_the_picture_moving() -> None:
-    """``likeness call`` (its own process, in the namespace) publishes through 250 kbit/s. Its
-    first second at aiortc's 500 kbit/s start loses packets that the retransmission budget may
-    not resend; the bridge must give up on those holes and ask for a keyframe. Before, it
-    waited for 512 packets (~16 s at this rate): frozen for good after the first second."""
+    """``likeness call`` (its own process, in the namespace) publishes through 250 kbit/s. Packets
+    its first second loses may not be resent (retransmission budget); the bridge must give up
+    on those holes and ask for a keyframe. Before, it waited for 512 packets (~16 s at this
+    rate): frozen for good after the first second, then closed as silent."""
     from benchmarks.poor_link import call_run
 
     watch = CpuWatch().start()
