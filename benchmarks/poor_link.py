@@ -21,7 +21,7 @@ Each condition runs on a fresh bridge, link and browser: ``--warmup`` s to settl
 encoder. Needs root, iproute2 and /usr/bin/chromium.
 
     python -m benchmarks.poor_link [--scenario viewer|publisher|call|both] [--rates 0,1000,500,300,200]
-        [--queue-ms 200] [--seconds 20] [--warmup 8] [--processor passthrough|enhance]
+        [--queue-ms 200] [--seconds 20] [--warmup 8] [--processor passthrough|bicubic|auto]
         [--fanout shared|per-viewer] [--repeats 1] [--ablate none|budget] [--out results.json]
 """
 
@@ -45,7 +45,7 @@ from typing import Any
 
 from benchmarks.bench_bridge import CLIP, SIZE, Passthrough
 from bridge import rtc
-from bridge.factory import default_processor_factory, warm_detectors
+from bridge.factory import make_factory, warm_detectors
 from bridge.netlab import LinkShape, ShapedLink, unavailable
 from bridge.server import Bridge, BridgeConfig
 from bridge.testing import ClipTrack, http_client, load_clip, publish, serve_bridge, write_y4m
@@ -141,6 +141,8 @@ def summarise(samples: list[dict], warmup: float, link_kbit: int, side: str) -> 
         out["encoder_kbit_final"] = round(rates[-1] / 1000, 1) if rates else None
         out["remb_kbit_median"] = round(statistics.median(ests) / 1000, 1) if ests else None
         enc = [(s["t"] - t_start, s["bridge"]["bitrate"]) for s in samples if s["bridge"]["bitrate"]]
+        shares = [s["bridge"]["publisher"]["enhanced_share"] for s in window if s["bridge"].get("publisher")]
+        out["enhanced_share"] = round(statistics.median(shares), 3) if shares else None
     else:
         out |= {
             "fps_sent": round(_delta(a, b, "framesEncoded") / dt, 2),
@@ -197,7 +199,8 @@ async def viewer_call(shape: LinkShape, factory, frames, fps: float, warmup: flo
                 await page.goto(f"{base}/?room={ROOM}#token={token}")
                 await page.wait_for_function("window.likeness && window.likeness.config", timeout=10_000)
                 await page.evaluate("watch()")
-                samples = await _sample(page, "viewer", warmup + seconds, lambda: encoder_state(bridge))
+                samples = await _sample(page, "viewer", warmup + seconds,
+                                        lambda: {**encoder_state(bridge), "publisher": _publisher_state(bridge)})
                 shown = await page.evaluate("[...document.querySelectorAll('#others video')].map(v => v.videoWidth)")
             finally:
                 await browser.close()
@@ -354,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queue-ms", type=float, default=200.0, help="the bottleneck's queue, in ms at its rate")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--warmup", type=float, default=8.0)
-    ap.add_argument("--processor", choices=["passthrough", "enhance"], default="passthrough")
+    ap.add_argument("--processor", choices=["passthrough", "bicubic", "auto"], default="passthrough",
+                    help="what the bridge does to frames: nothing, the bicubic pipeline, or the trained engine")
     ap.add_argument("--fanout", choices=["shared", "per-viewer"], default="shared")
     ap.add_argument("--repeats", type=int, default=1, help="runs per condition (fresh bridge, link, browser)")
     ap.add_argument("--ablate", choices=["none", "budget"], default="none",
@@ -374,9 +378,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"poor_link: cannot run: {why}")
         return 2
     frames, fps = load_clip(CLIP, 300, SIZE)
-    if args.processor == "enhance":
+    if args.processor != "passthrough":
         warm_detectors()
-        factory = default_processor_factory
+        factory = make_factory(args.processor)
     else:
         def factory(identity):  # noqa: ANN001, ANN202
             return Passthrough()
