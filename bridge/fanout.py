@@ -31,13 +31,7 @@ from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
 
-from .rtc import (
-    DEFAULT_BITRATES,
-    ENCODER_ATTR,
-    budget_retransmissions,
-    capped_encoder_class,
-    clamp_bitrate,
-)
+from .rtc import ENCODER_ATTR, ENCODERS, budget_retransmissions, capped_encoder_class, rate_controlled_encoder
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +78,6 @@ def _join(mime: str, chunks: list[bytes]) -> tuple[bytes, bool]:
 
 
 BITSTREAM_ENCODERS: dict[str, type] = {"video/vp8": _Vp8Bitstream, "video/h264": _H264Bitstream}
-PACKERS: dict[str, type] = {"video/vp8": Vp8Encoder, "video/h264": H264Encoder}
 
 
 def shareable(mime: str | None) -> bool:
@@ -225,11 +218,8 @@ class SharedEncoder:
         self.source = source
         self.mime = mime
         self.subscribers: list[PacketTrack] = []
-        base = BITSTREAM_ENCODERS[mime]
-        # with a cap, the operator's ceiling and start point, exactly as for a per-viewer sender;
-        # without, rtc.DEFAULT_BITRATES' start and ceiling. The floor is ours, below aiortc's (rtc.py).
-        start, ceiling = DEFAULT_BITRATES[mime]
-        self._encoder = capped_encoder_class(base)(clamp_bitrate(cap) if cap else ceiling, None if cap else start)
+        # the same start, ceiling and floor as a per-viewer sender's encoder (rtc.py)
+        self._encoder = rate_controlled_encoder(mime, cap, capped_encoder_class(BITSTREAM_ENCODERS[mime]))
         self.stats = FanoutStats(bitrate=self._encoder.target_bitrate)
         self._force_keyframe = False
         self._last_forced = -float("inf")  # loop time of the last forced keyframe
@@ -256,7 +246,7 @@ class SharedEncoder:
             track.estimate = bitrate
 
         if sender is not None:
-            setattr(sender, ENCODER_ATTR, _reporting_packer(PACKERS[self.mime], report))
+            setattr(sender, ENCODER_ATTR, _reporting_packer(ENCODERS[self.mime], report))
             original = sender._send_keyframe
 
             def send_keyframe() -> None:

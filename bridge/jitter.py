@@ -38,7 +38,7 @@ class MarkerJitterBuffer(JitterBuffer):
         super().__init__(capacity, prefetch, is_video)
         self.give_up_s = give_up_s
         self._clock = clock
-        self._blocked_since: float | None = None  # when a hole at the origin was first seen
+        self._blocked_since: float | None = None  # when a hole first held frames back
         self.holes_skipped = 0
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:

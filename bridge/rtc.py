@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aioice.ice
@@ -315,7 +316,18 @@ def clamp_bitrate(bitrate: int) -> int:
     return max(BITRATE_RANGE[0], min(int(bitrate), BITRATE_RANGE[1]))
 
 
-_CAPPED = {"video/vp8": capped_encoder_class(Vp8Encoder), "video/h264": capped_encoder_class(H264Encoder)}
+# aiortc's encoder per codec: what a sender encodes with (and, in fanout.py, packetizes with)
+ENCODERS: dict[str, type] = {"video/vp8": Vp8Encoder, "video/h264": H264Encoder}
+_CAPPED = {mime: capped_encoder_class(base) for mime, base in ENCODERS.items()}
+
+
+def rate_controlled_encoder(mime: str, cap: int | None, capped: type | None = None) -> Any:
+    """An encoder for ``mime`` (``capped``: a ``capped_encoder_class``, default aiortc's own
+    encoder's) starting at ``cap`` and never above it, or without a cap at
+    ``DEFAULT_BITRATES``' start and ceiling; one rule for a sender's encoder and a shared one."""
+    start, ceiling = DEFAULT_BITRATES[mime]
+    cls = capped if capped is not None else _CAPPED[mime]
+    return cls(clamp_bitrate(cap), None) if cap else cls(ceiling, start)
 
 
 def control_sender_rate(sender: RTCRtpSender, cap: int | None) -> None:
@@ -326,19 +338,17 @@ def control_sender_rate(sender: RTCRtpSender, cap: int | None) -> None:
     aiortc creates the encoder lazily on the first frame with no parameters; we wrap the
     sender's per-instance frame hook to install ours instead. Per sender, no global state.
     """
-    cap = clamp_bitrate(cap) if cap else None
     original = sender._next_encoded_frame
 
     async def next_encoded_frame(codec: RTCRtpCodecParameters):  # type: ignore[no-untyped-def]
         mime = codec.mimeType.lower()
         if getattr(sender, ENCODER_ATTR, None) is None and mime in _CAPPED:
-            start, ceiling = DEFAULT_BITRATES[mime]
-            setattr(sender, ENCODER_ATTR, _CAPPED[mime](cap or ceiling, None if cap else start))
+            setattr(sender, ENCODER_ATTR, rate_controlled_encoder(mime, cap))
         return await original(codec)
 
     def bitrate() -> int:
         enc = getattr(sender, ENCODER_ATTR, None)
-        return int(getattr(enc, "target_bitrate", 0) or cap or BITRATE_RANGE[0])
+        return int(getattr(enc, "target_bitrate", 0) or (clamp_bitrate(cap) if cap else BITRATE_RANGE[0]))
 
     sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign]
     budget_retransmissions(sender, bitrate)
