@@ -16,6 +16,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aioice.ice
+import av
+import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCRtpSender, RTCRtpTransceiver
 from aiortc.codecs import h264, vpx
 from aiortc.codecs.h264 import H264Encoder
@@ -279,6 +281,34 @@ def budget_retransmissions(sender: RTCRtpSender, bitrate: Callable[[], int],
     return budget
 
 
+def _copy_plane(src: Any, dst: Any) -> None:
+    rows, width = dst.height, dst.width
+    s = np.frombuffer(src, np.uint8)[: rows * src.line_size].reshape(rows, src.line_size)
+    d = np.frombuffer(dst, np.uint8)[: rows * dst.line_size].reshape(rows, dst.line_size)
+    d[:, :width] = s[:, :width]
+
+
+def private_frame(frame: av.VideoFrame) -> av.VideoFrame:
+    """``frame`` as yuv420p in a frame object nobody else holds (pixels copied when it already is).
+
+    Why: PyAV's encode rebases the frame's pts to the codec's time base *in place* (VP8
+    1/1,000,000, H.264 1/30) and aiortc marks forced keyframes on it, while a relayed frame is
+    one object for every encoder of that publisher, each on its own executor thread. A VP8
+    encode that read a pts the H.264 thread had just rebased to 1/30 failed with 'Invalid data
+    found when processing input' (libvpx: pts below the first), which ended every viewer's
+    stream; short of that, the two codecs' timestamps jittered each other. Cost: one memcpy of
+    the frame (about 1 ms at 720p), nothing when the frame needs converting anyway."""
+    if frame.format.name != "yuv420p":
+        return frame.reformat(format="yuv420p")  # a new frame, pts and time base copied
+    own = av.VideoFrame(frame.width, frame.height, "yuv420p")
+    for src, dst in zip(frame.planes, own.planes, strict=True):
+        _copy_plane(src, dst)
+    own.pts = frame.pts
+    if frame.time_base is not None:
+        own.time_base = frame.time_base
+    return own
+
+
 def capped_encoder_class(base: type) -> type:
     """An aiortc encoder class whose target bitrate starts at, and never exceeds, a cap.
 
@@ -295,6 +325,9 @@ def capped_encoder_class(base: type) -> type:
             super().__init__()
             self._cap = int(cap)
             setattr(self, mangled, self._bound(start if start is not None else cap))
+
+        def encode(self, frame: Any, force_keyframe: bool = False) -> Any:
+            return super().encode(private_frame(frame), force_keyframe)
 
         def _bound(self, bitrate: float) -> int:
             return max(BITRATE_RANGE[0], min(int(bitrate), self._cap))

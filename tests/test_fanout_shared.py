@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import threading
 
 import av
 import numpy as np
@@ -29,7 +30,7 @@ from bridge.fanout import (
     next_bitrate,
     vp8_is_keyframe,
 )
-from bridge.rtc import DEFAULT_BITRATES, RetransmitBudget
+from bridge.rtc import DEFAULT_BITRATES, RetransmitBudget, capped_encoder_class, rate_controlled_encoder
 from bridge.server import BridgeConfig, check_config
 from bridge.testing import (
     ClipTrack,
@@ -94,6 +95,55 @@ def test_keyframe_flags_on_handmade_headers() -> None:
     assert vp8_is_keyframe(b"\x10\x02\x00") and not vp8_is_keyframe(b"\x11\x02\x00") and not vp8_is_keyframe(b"")
     assert h264_is_keyframe([b"\x67", b"\x68", b"\x65"])  # SPS, PPS, IDR slice
     assert not h264_is_keyframe([b"\x41"]) and not h264_is_keyframe([])
+
+
+def _yuv_frames(n: int, size: tuple[int, int] = (120, 160)) -> list[av.VideoFrame]:
+    """yuv420p frames, as a decoder (or a passed-through frame) hands them to the encoders."""
+    out = []
+    for f in _frames(n):
+        y = f.reformat(format="yuv420p", width=size[1], height=size[0])
+        y.pts, y.time_base = 1_000_000 + f.pts, f.time_base  # a receiver's clock does not start at 0
+        out.append(y)
+    return out
+
+
+@pytest.mark.parametrize("mime", ["video/vp8", "video/h264"])
+def test_encoding_leaves_a_relayed_frame_as_it_was(mime: str) -> None:
+    """A relayed frame is one object for every encoder of its publisher: ours must not rebase its
+    pts to their codec's time base or mark it a keyframe (PyAV and aiortc do both in place)."""
+    enc = rate_controlled_encoder(mime, None, capped_encoder_class(BITSTREAM_ENCODERS[mime]))
+    frames = _yuv_frames(3)
+    for i, f in enumerate(frames):
+        before = (f.pts, f.time_base, f.pict_type)
+        _, ts = enc.encode(f, i == 1)
+        assert (f.pts, f.time_base, f.pict_type) == before
+        assert abs(ts - f.pts) <= 1, (ts, f.pts)
+
+
+def test_two_codecs_encoding_the_same_frames_at_once_keep_their_clocks() -> None:
+    """The bridge's VP8 and H.264 encoders of one publisher run on two executor threads over the
+    same frame objects. Before private frames the H.264 thread's in-place rebase to 1/30 reached
+    the VP8 encode (timestamps off by up to a frame; once in CI libvpx refused a pts 'below the
+    first' and every VP8 viewer's stream ended)."""
+    frames = _yuv_frames(150)
+    stamps: dict[str, list[int]] = {}
+    errors: list[BaseException] = []
+
+    def run(mime: str) -> None:
+        enc = rate_controlled_encoder(mime, None, capped_encoder_class(BITSTREAM_ENCODERS[mime]))
+        try:
+            stamps[mime] = [enc.encode(f, False)[1] for f in frames]
+        except BaseException as e:  # reported below, not lost in the thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(m,)) for m in ("video/vp8", "video/h264")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    for mime, got in stamps.items():
+        assert all(abs(ts - f.pts) <= 1 for ts, f in zip(got, frames, strict=True)), mime  # RTP clock, rounded
 
 
 def test_next_bitrate_follows_drops_at_once_and_raises_in_steps() -> None:
