@@ -123,8 +123,8 @@ def test_encoding_leaves_a_relayed_frame_as_it_was(mime: str) -> None:
 def test_two_codecs_encoding_the_same_frames_at_once_keep_their_clocks() -> None:
     """The bridge's VP8 and H.264 encoders of one publisher run on two executor threads over the
     same frame objects. Before private frames the H.264 thread's in-place rebase to 1/30 reached
-    the VP8 encode (timestamps off by up to a frame; once in CI libvpx refused a pts 'below the
-    first' and every VP8 viewer's stream ended)."""
+    the VP8 encode (timestamps off by up to a frame; once libvpx refused a pts 'below the
+    first' in a full test run and every VP8 viewer's stream ended)."""
     frames = _yuv_frames(150)
     stamps: dict[str, list[int]] = {}
     errors: list[BaseException] = []
