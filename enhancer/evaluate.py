@@ -30,6 +30,7 @@ from tqdm import tqdm
 from .dataprep import align_one, read_labels
 from .degrade import degrade
 from .detect import face_descriptor
+from .enroll import reference_set
 from .errors import InputError
 from .metrics import identity_separability, landmark_distance, psnr, ssim
 from .stats import eval_intervals
@@ -62,6 +63,9 @@ class EvalConfig:
     # references = the first ``ref_pool`` photos by file name, tests = the next ones (no shuffle):
     # for folders whose names encode an enrol/test split, e.g. enrol on one clip, test on another.
     ordered: bool = False
+    # each reference also mirrored (2K images into the encoder): the model trained on references
+    # mirrored by their own coin, so the map and tokens it learnt from were mixtures of both sides
+    ref_mirror: bool = False
 
 
 def _seed_of(*parts) -> int:
@@ -170,7 +174,7 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
 
     torch.manual_seed(cfg.seed)
     with torch.inference_mode():
-        idents = [model.encode(to_tensor(np.stack(r))[None]) for _, r, _ in people]
+        idents = [model.encode(to_tensor(reference_set(np.stack(r), cfg.ref_mirror))[None]) for _, r, _ in people]
         # a second view of each person (their first test photo, alone) for the encoder's own score
         views = [model.encode(to_tensor(t[0][None])[None]) for _, _, t in people]
     encoder = identity_separability(torch.cat(idents)[:, 0].numpy(), torch.cat(views)[:, 0].numpy())

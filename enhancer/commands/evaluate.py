@@ -31,6 +31,8 @@ def register(sub) -> None:
     p.add_argument("--strength", default="full", choices=["full", "adaptive"],
                    help="full: the generator's output as is (default); adaptive: blended as the pipeline "
                         "does (enhancer/strength.py)")
+    p.add_argument("--ref-mirror", action="store_true",
+                   help="add each reference's mirror image to the set the encoder reads")
     p.set_defaults(func=_run)
 
 
@@ -45,7 +47,7 @@ def _run(args) -> int:
     cfg = EvalConfig(data=str(args.data), refs=args.refs, preset=args.preset, seed=args.seed, steps=args.steps,
                      model=args.model, weights=str(args.weights) if args.weights else None,
                      limit_identities=args.limit_identities, identities=args.identities, max_tests=args.max_tests,
-                     strength=args.strength, ref_pool=args.ref_pool, ordered=args.ordered)
+                     strength=args.strength, ref_pool=args.ref_pool, ordered=args.ordered, ref_mirror=args.ref_mirror)
     r = evaluate(cfg, args.grid)
     write_json(args.json, r)
     print(summary_table(r))
