@@ -118,6 +118,7 @@ class FramePipeline:
         # restored detail per face, kept only when late frames may reuse it (no per-frame copies otherwise)
         self.details = DetailStore(reuse) if reuse is not None else None
         self._generator: _Generator | None = None  # started on the first call with a budget
+        self._finish_s = 0.0  # smoothed seconds from the end of a budgeted wait to the pasted frame
         self._clock0 = time.monotonic()
         self.identity = identity
         self.tracker = FaceTracker(tracker_config or TrackerConfig(max_faces=max_faces))
@@ -262,7 +263,9 @@ class FramePipeline:
         fut = gen.submit(lambda: self._restore(*inputs, now))
         restored = None
         if fut is not None:
-            wait = budget_s - (t2 - t0) - PASTE_RESERVE_S
+            wait = budget_s - (t2 - t0) - max(PASTE_RESERVE_S, FINISH_MARGIN * self._finish_s)
+            if gen.last_ms is not None and gen.last_ms / 1e3 > wait:
+                wait = 0.0  # the last call took longer than this frame has left: holding it is futile
             try:
                 restored = fut.result(timeout=max(wait, 0.0))
                 gen.collected(fut)
@@ -272,14 +275,18 @@ class FramePipeline:
                 gen.collected(fut)
                 self.details.clear()
                 raise
-        tm["engine"] = (time.perf_counter() - t2) * 1e3
+        t3 = time.perf_counter()
+        tm["engine"] = (t3 - t2) * 1e3
         if gen.last_ms is not None:
             tm["generator"] = gen.last_ms
         if restored is not None:
             keep = np.ones(len(faces), bool)
-            return self._paste(frame_bgr, faces, mats, crops, restored, keep, tm, t0, len(faces), 0)
-        restored, keep = self._with_detail(faces, crops, now)
-        return self._paste(frame_bgr, faces, mats, crops, restored, keep, tm, t0, 0, int(keep.sum()))
+            result = self._paste(frame_bgr, faces, mats, crops, restored, keep, tm, t0, len(faces), 0)
+        else:
+            restored, keep = self._with_detail(faces, crops, now)
+            result = self._paste(frame_bgr, faces, mats, crops, restored, keep, tm, t0, 0, int(keep.sum()))
+        self._finish_s += FINISH_SMOOTHING * (time.perf_counter() - t3 - self._finish_s)
+        return result
 
     def close(self) -> None:
         """Stop the background generator thread, if one was started (idempotent)."""
@@ -287,7 +294,12 @@ class FramePipeline:
             self._generator.close()
 
 
-PASTE_RESERVE_S = 0.002  # kept back from a frame's budget for paste-back (measured ~0.8 ms at 480p)
+PASTE_RESERVE_S = 0.002  # kept back from a frame's budget for paste-back (measured ~0.8 ms at 480p) ...
+# ... or this times the measured time from the end of the wait to the pasted frame (detail, motion
+# gate, paste), smoothed, when that is more: 2.4 ms on a loaded 2-core machine, where a fixed 2 ms
+# made the frame that waited for the generator miss its deadline and go out raw
+FINISH_MARGIN = 1.5
+FINISH_SMOOTHING = 0.2
 
 
 class _Generator:
