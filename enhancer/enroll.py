@@ -214,11 +214,6 @@ def select_references(cands: list[Candidate], k: int) -> list[Candidate]:
     return [pool[i] for i in chosen]
 
 
-def reference_set(crops: np.ndarray, mirror: bool) -> np.ndarray:
-    """Aligned references (K, S, S, 3), with ``mirror`` followed by their mirror images (2K)."""
-    return np.concatenate([crops, crops[:, :, ::-1]]) if mirror else crops
-
-
 def compute_identity(model: Any, crops: np.ndarray) -> np.ndarray:
     """One masked reference set through the encoder -> (1 + tokens, dim) float32."""
     import torch

@@ -30,7 +30,6 @@ from tqdm import tqdm
 from .dataprep import align_one, read_labels
 from .degrade import degrade
 from .detect import face_descriptor
-from .enroll import reference_set
 from .errors import InputError
 from .metrics import identity_separability, landmark_distance, psnr, ssim
 from .stats import eval_intervals
@@ -66,6 +65,11 @@ class EvalConfig:
     # each reference also mirrored (2K images into the encoder): the model trained on references
     # mirrored by their own coin, so the map and tokens it learnt from were mixtures of both sides
     ref_mirror: bool = False
+
+
+def reference_set(crops: np.ndarray, mirror: bool) -> np.ndarray:
+    """Aligned references (K, S, S, 3), with ``mirror`` followed by their mirror images (2K)."""
+    return np.concatenate([crops, crops[:, :, ::-1]]) if mirror else crops
 
 
 def _seed_of(*parts) -> int:

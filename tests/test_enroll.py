@@ -16,14 +16,7 @@ from conftest import celeba_by_identity
 from safetensors.numpy import load_file
 
 from enhancer.cli import main
-from enhancer.enroll import (
-    EnrollConfig,
-    EnrollmentError,
-    check_image,
-    enroll_from_images,
-    enroll_from_video,
-    reference_set,
-)
+from enhancer.enroll import EnrollConfig, EnrollmentError, check_image, enroll_from_images, enroll_from_video
 from enhancer.errors import InputError
 from enhancer.identity_store import FORMAT_VERSION, IDENTITY_SHAPE, KEEP_SIZE, IdentityStore
 from enhancer.weights import WEIGHTS_DIR, load_restorer
@@ -216,11 +209,3 @@ def test_identity_from_other_encoder_refused(person: list[Path], weights: Path, 
     with pytest.raises(ModelError, match=r"was made by model enc-0123456789ab.*re-enroll with `likeness enroll ann"):
         IdentityStore(tmp_path).load("ann", model_ids["encoder_id"])
 
-
-def test_reference_set_adds_mirror_images_only_when_asked() -> None:
-    rng = np.random.default_rng(0)
-    crops = rng.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8)
-    assert reference_set(crops, False) is crops
-    both = reference_set(crops, True)
-    assert both.shape == (6, 8, 8, 3) and np.array_equal(both[:3], crops)
-    assert np.array_equal(both[3:, :, 0], crops[:, :, -1]) and not np.array_equal(both[3:], crops)

@@ -19,7 +19,7 @@ from test_cli_foundation import assert_one_line_error, run_cli
 from enhancer.dataprep import align_one
 from enhancer.degrade import degrade
 from enhancer.errors import InputError
-from enhancer.evaluate import METHODS, EvalConfig, _seed_of, _select_identities, evaluate
+from enhancer.evaluate import METHODS, EvalConfig, _seed_of, _select_identities, evaluate, reference_set
 from enhancer.metrics import psnr
 from enhancer.weights import load_restorer
 
@@ -110,3 +110,12 @@ def test_trained_identities_are_exactly_the_ones_not_held_out(shared_data: Path)
         _select_identities(rows, replace(cfg, identities="trained"), [])
     r = _run(shared_data, refs=1, identities="trained")  # and evaluate() honours it end to end
     assert r["config"]["identities_mode"] == "trained" and not {p["identity"] for p in r["per_identity"]} & set(val)
+
+
+def test_reference_set_adds_mirror_images_only_when_asked() -> None:
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8)
+    assert reference_set(crops, False) is crops
+    both = reference_set(crops, True)
+    assert both.shape == (6, 8, 8, 3) and np.array_equal(both[:3], crops)
+    assert np.array_equal(both[3:, :, 0], crops[:, :, -1]) and not np.array_equal(both[3:], crops)

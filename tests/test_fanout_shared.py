@@ -107,11 +107,16 @@ def _yuv_frames(n: int, size: tuple[int, int] = (120, 160)) -> list[av.VideoFram
     return out
 
 
+def _shared_codec(mime: str):  # type: ignore[no-untyped-def]
+    """The encoder a SharedEncoder builds (fanout.py), without a source track."""
+    return rate_controlled_encoder(mime, None, capped_encoder_class(BITSTREAM_ENCODERS[mime]))
+
+
 @pytest.mark.parametrize("mime", ["video/vp8", "video/h264"])
 def test_encoding_leaves_a_relayed_frame_as_it_was(mime: str) -> None:
     """A relayed frame is one object for every encoder of its publisher: ours must not rebase its
     pts to their codec's time base or mark it a keyframe (PyAV and aiortc do both in place)."""
-    enc = rate_controlled_encoder(mime, None, capped_encoder_class(BITSTREAM_ENCODERS[mime]))
+    enc = _shared_codec(mime)
     frames = _yuv_frames(3)
     for i, f in enumerate(frames):
         before = (f.pts, f.time_base, f.pict_type)
@@ -130,7 +135,7 @@ def test_two_codecs_encoding_the_same_frames_at_once_keep_their_clocks() -> None
     errors: list[BaseException] = []
 
     def run(mime: str) -> None:
-        enc = rate_controlled_encoder(mime, None, capped_encoder_class(BITSTREAM_ENCODERS[mime]))
+        enc = _shared_codec(mime)
         try:
             stamps[mime] = [enc.encode(f, False)[1] for f in frames]
         except BaseException as e:  # reported below, not lost in the thread
