@@ -11,6 +11,11 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from enhancer.errors import LikenessError
 
 HTTP_TIMEOUT_S = 20.0
+# On a WHIP POST: "1" says the publisher already enhanced the video (``likeness call`` does), so
+# a Likeness bridge relays it untouched instead of restoring the faces a second time. A header,
+# not a query parameter: other WHIP servers ignore an unknown header, while an added query
+# parameter could break a signed or strictly parsed endpoint URL.
+ENHANCED_HEADER = "X-Likeness-Enhanced"
 
 
 class WhipError(LikenessError):
@@ -31,11 +36,13 @@ def _auth(token: str | None) -> dict[str, str]:
 
 
 async def negotiate(
-    http: aiohttp.ClientSession, endpoint: str, pc: RTCPeerConnection, token: str | None = None
+    http: aiohttp.ClientSession, endpoint: str, pc: RTCPeerConnection, token: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Resource:
-    """Offer ``pc``'s media to a WHIP/WHEP endpoint and apply its answer (non-trickle)."""
+    """Offer ``pc``'s media to a WHIP/WHEP endpoint and apply its answer (non-trickle);
+    ``headers`` go on the POST too (e.g. ``{ENHANCED_HEADER: "1"}``)."""
     await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers all candidates here
-    headers = {"Content-Type": "application/sdp", **_auth(token)}
+    headers = {**(headers or {}), "Content-Type": "application/sdp", **_auth(token)}
     try:
         async with http.post(
             endpoint,

@@ -4,6 +4,9 @@
   the bridge wraps it in an ``EnhancingTrack`` and fans it out to every viewer (WHEP
   ``POST /whep/{room}``) of the room: enhanced once (one aiortc ``MediaRelay`` per publisher)
   and, by default, encoded once per codec (``fanout.SharedEncoder``), not once per viewer.
+* A WHIP publisher that enhanced its video itself (``likeness call`` sends the header
+  ``X-Likeness-Enhanced: 1``; ``?enhanced=1`` works too) is relayed untouched, never enhanced
+  twice. The page's ``/api/offer`` ignores it: the page sends its raw camera.
 * Non-trickle ICE: answers carry all candidates, so PATCH on a session is 405.
 * Safety: loopback bind by default; a non-loopback bind needs a bearer token, which then
   guards every endpoint under /api, /whip and /whep. Bodies are capped; bad SDP is a 400.
@@ -36,6 +39,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from enhancer.errors import InputError, LikenessError, ModelError
 
+from .client import ENHANCED_HEADER
 from .fanout import PacketTrack, SharedEncoder, shareable
 from .identities import (
     EnrollUnavailable,
@@ -171,6 +175,7 @@ class Session:
     subscriptions: list[MediaStreamTrack] = field(default_factory=list)
     publishers: list[str] = field(default_factory=list)  # for viewers: who is on which video m-line
     codec: str | None = None
+    enhanced_by: str = "bridge"  # publishers: "publisher" when it sent enhanced video (relayed as is)
     created: float = field(default_factory=time.monotonic)
     watchdog: asyncio.Task[None] | None = None
 
@@ -187,6 +192,9 @@ class Session:
             "codec": self.codec,
             "age_s": round(time.monotonic() - self.created, 1),
         }
+        if self.role == "publisher":
+            d["enhanced_by"] = self.enhanced_by
+            d["processing"] = "relay" if self.enhanced_by == "publisher" else "enhance"
         if self.track is not None:
             d["track"] = self.track.stats()
         if self.role == "viewer":
@@ -298,25 +306,35 @@ class Bridge:
 
     # ---------------------------------------------------------------- sessions
 
-    async def publish(self, room: str, sdp: str, identity: str | None, echo: bool) -> Session:
-        """Accept a sender's offer; with ``echo`` the enhanced video also goes back on the same m-line."""
+    async def publish(self, room: str, sdp: str, identity: str | None, echo: bool,
+                      enhanced: bool = False) -> Session:
+        """Accept a sender's offer; with ``echo`` the enhanced video also goes back on the same m-line.
+        ``enhanced``: the sender enhanced its video itself; it is relayed untouched (no identity)."""
         info = check_offer(sdp)
         self._check_capacity()
         self._opening += 1
         try:
-            return await self._publish(room, sdp, info, identity, echo)
+            return await self._publish(room, sdp, info, identity, echo, enhanced)
         finally:
             self._opening -= 1
 
-    async def _publish(self, room: str, sdp: str, info: OfferInfo, identity: str | None, echo: bool) -> Session:
-        identity = identity or self.config.identity
-        try:
-            processor = await asyncio.to_thread(self.locked, self.factory, identity)
-        except LikenessError as e:
-            raise HttpError(400, str(e)) from None
+    async def _publish(self, room: str, sdp: str, info: OfferInfo, identity: str | None, echo: bool,
+                       enhanced: bool) -> Session:
+        processor: Any = None  # None: a relay (EnhancingTrack passes every frame through untouched)
+        if enhanced:
+            if identity:
+                log.info("publisher sent enhanced video; identity %r does not apply, relaying it", identity)
+            identity = None
+        else:
+            identity = identity or self.config.identity
+            try:
+                processor = await asyncio.to_thread(self.locked, self.factory, identity)
+            except LikenessError as e:
+                raise HttpError(400, str(e)) from None
         sid = secrets.token_urlsafe(9)
         pc = self._new_pc(sid)
-        session = Session(sid, room, "publisher", pc, identity=identity)
+        session = Session(sid, room, "publisher", pc, identity=identity,
+                          enhanced_by="publisher" if enhanced else "bridge")
         first_video = self._make_transceivers(pc, info, echo)
 
         @pc.on("track")
@@ -356,7 +374,8 @@ class Bridge:
         session.codec = negotiated_codec(pc.localDescription.sdp)
         self.sessions[sid] = session
         self._watchdog(session)
-        log.info("publisher %s joined room %s (identity %s, codec %s)", sid, room, identity, session.codec)
+        log.info("publisher %s joined room %s (%s, codec %s)", sid, room,
+                 "enhanced by the publisher: relayed" if enhanced else f"identity {identity}", session.codec)
         return session
 
     def _make_transceivers(self, pc: RTCPeerConnection, info: OfferInfo, echo: bool) -> Any:
@@ -534,6 +553,19 @@ def _identity_param(request: web.Request) -> str | None:
     return ident
 
 
+def _enhanced_flag(request: web.Request) -> bool:
+    """Whether a WHIP publisher says it enhanced its video already: the ``X-Likeness-Enhanced``
+    header (what ``likeness call`` sends) or the ``enhanced`` query parameter, "1"/"true"/"yes"."""
+    values = [v for v in (request.headers.get(ENHANCED_HEADER), request.query.get("enhanced")) if v is not None]
+    flags = set()
+    for v in values:
+        v = v.strip().lower()
+        if v not in ("1", "true", "yes", "0", "false", "no", ""):
+            raise HttpError(400, f"{ENHANCED_HEADER} (or ?enhanced=) must be 1 or 0, got {v!r}")
+        flags.add(v in ("1", "true", "yes"))
+    return True in flags
+
+
 def _created(session: Session) -> web.Response:
     return web.Response(
         status=201,
@@ -579,7 +611,8 @@ def _auth_middleware(token: str | None) -> Any:
 async def whip_post(request: web.Request) -> web.Response:
     bridge = request.app[BRIDGE_KEY]
     room = _room(request)
-    session = await bridge.publish(room, await _read_sdp(request), _identity_param(request), echo=False)
+    session = await bridge.publish(room, await _read_sdp(request), _identity_param(request), echo=False,
+                                   enhanced=_enhanced_flag(request))
     return _created(session)
 
 

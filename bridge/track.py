@@ -17,6 +17,9 @@ Design (why it is shaped like this):
   is late, gives the frame the last restored detail, so the worker finishes in time and
   frames go out enhanced ("reused") instead of raw while the cores are busy.
 * Output frames keep the source's pts/time_base, so A/V sync and RTP timing are untouched.
+* ``processor=None`` makes a relay: a stream its publisher already enhanced (``likeness call``)
+  keeps the pump (bounded queue, latest wins) and the stats, but no frame is converted or
+  processed (no worker thread); the stats say ``"processing": "relay"``.
 """
 
 from __future__ import annotations
@@ -105,11 +108,13 @@ class _Counters:
     dropped: int = 0  # frames never sent (consumer slower than source)
     unread: int = 0  # frames discarded while nobody was reading the track yet
     late_results: int = 0  # enhanced frames that came back after their deadline (discarded)
+    relayed: int = 0  # frames sent as they came, by a relay (``processor=None``)
 
 
 class EnhancingTrack(MediaStreamTrack):
     """Video track returning ``processor.process`` applied to ``source``'s frames, or the originals on time.
 
+    ``processor=None``: a relay, every frame goes out as it came (see the module docstring).
     Construct inside a running event loop; call ``aclose()`` (or ``stop()``) when done.
     Tracks whose processors share non-thread-safe state (dlib's detector) share ``lock``.
     """
@@ -119,7 +124,7 @@ class EnhancingTrack(MediaStreamTrack):
     def __init__(
         self,
         source: MediaStreamTrack,
-        processor: FrameProcessor,
+        processor: FrameProcessor | None,
         *,
         deadline_frames: float = 1.5,
         deadline_ms: float | None = None,
@@ -163,8 +168,10 @@ class EnhancingTrack(MediaStreamTrack):
         # processors with detail reuse take the time left to the deadline (see the module docstring)
         self._budgeted = getattr(processor, "reuse", None) is not None
         self._started = time.monotonic()
-        self._thread = threading.Thread(target=self._work, name=f"likeness-enhance-{name}", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if processor is not None:
+            self._thread = threading.Thread(target=self._work, name=f"likeness-enhance-{name}", daemon=True)
+            self._thread.start()
         self._pump_task = self._loop.create_task(self._pump(), name=f"likeness-pump-{name}")
 
     # ------------------------------------------------------------------ event-loop side
@@ -220,7 +227,7 @@ class EnhancingTrack(MediaStreamTrack):
 
     def _kick(self) -> None:
         """Hand the oldest job that can still make its deadline to the worker, if it is idle."""
-        if self._busy or self.readyState != "live":
+        if self._busy or self.readyState != "live" or self._processor is None:
             return
         now = time.monotonic()
         if now - self._last_demand > DEMAND_WINDOW_S and self._waiting is None:
@@ -284,6 +291,8 @@ class EnhancingTrack(MediaStreamTrack):
             if self.readyState != "live":
                 raise MediaStreamError
         job = self._pending.popleft()
+        if self._processor is None:  # a relay: nothing to wait for
+            return self._emit(job)
         self._waiting = job
         try:
             self._kick()
@@ -303,6 +312,9 @@ class EnhancingTrack(MediaStreamTrack):
         now = time.monotonic()
         self.c.frames_out += 1
         self._rate_out.add(now)
+        if self._processor is None:
+            self.c.relayed += 1
+            return job.frame
         if job.result is not None:
             self.c.enhanced += 1
             self._rate_enh.add(now)
@@ -335,6 +347,8 @@ class EnhancingTrack(MediaStreamTrack):
     # ------------------------------------------------------------------ worker thread
 
     def _work(self) -> None:
+        processor = self._processor
+        assert processor is not None  # relays start no worker
         while True:
             item = self._jobs.get()
             if item is None:
@@ -346,9 +360,9 @@ class EnhancingTrack(MediaStreamTrack):
                 with self._lock:
                     if self._budgeted:
                         budget = job.deadline - time.monotonic() - EMIT_RESERVE_S
-                        result = self._processor.process(img, t, budget_s=max(budget, 0.0))
+                        result = processor.process(img, t, budget_s=max(budget, 0.0))
                     else:
-                        result = self._processor.process(img, t)
+                        result = processor.process(img, t)
                 if result.enhanced:
                     out = VideoFrame.from_ndarray(np.ascontiguousarray(result.frame), format="bgr24")
                     out = out.reformat(format="yuv420p")  # what the encoder wants; do it here, off the loop
@@ -384,12 +398,12 @@ class EnhancingTrack(MediaStreamTrack):
         except (asyncio.CancelledError, Exception):
             pass
         end = time.monotonic() + timeout
-        while self._thread.is_alive() and time.monotonic() < end:
+        while self.worker_alive and time.monotonic() < end:
             await asyncio.sleep(0.01)
 
     @property
     def worker_alive(self) -> bool:
-        return self._thread.is_alive()
+        return self._thread is not None and self._thread.is_alive()
 
     def stats(self) -> dict[str, Any]:
         """A JSON-able snapshot for the stats endpoint and tests."""
@@ -399,6 +413,8 @@ class EnhancingTrack(MediaStreamTrack):
         return {
             "name": self.name,
             "state": self.readyState,
+            # "relay": the publisher enhanced the stream itself, frames go out untouched
+            "processing": "enhance" if self._processor is not None else "relay",
             "uptime_s": round(now - self._started, 2),
             "fps_in": round(self._rate_in.rate(now), 2),
             "fps_out": round(out_rate, 2),
@@ -418,6 +434,7 @@ class EnhancingTrack(MediaStreamTrack):
             "dropped": c.dropped,
             "unread": c.unread,
             "late_results": c.late_results,
+            "relayed": c.relayed,
             "errors": dict(self._errors),
             "faces": self._faces,
             "stage_ms": {k: round(v, 2) for k, v in self._stage_ms.items()},

@@ -43,7 +43,7 @@ async def publish(args) -> int:
     import aiohttp
     from aiortc import RTCPeerConnection
 
-    from bridge.client import delete, negotiate
+    from bridge.client import ENHANCED_HEADER, delete, negotiate
     from bridge.factory import make_factory
     from bridge.rtc import (
         control_sender_rate,
@@ -81,7 +81,8 @@ async def publish(args) -> int:
         prefer_codec(t, args.codec)
         control_sender_rate(t.sender, bitrate)
         async with aiohttp.ClientSession() as http:
-            resource = await negotiate(http, args.whip, pc, args.token)
+            # the video is enhanced here: a Likeness bridge must relay it, not restore it again
+            resource = await negotiate(http, args.whip, pc, args.token, headers={ENHANCED_HEADER: "1"})
             try:  # from here on, leave with DELETE whatever happens
                 try:
                     await asyncio.wait_for(connected.wait(), CONNECT_TIMEOUT_S)

@@ -1,0 +1,77 @@
+"""The call flow a new user follows: `likeness serve` plus `likeness call`, and what the bridge offers.
+
+Real aiortc peers, a real bridge, real clip frames on loopback; the `call` command runs as the
+CLI parses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bridge.client import ENHANCED_HEADER
+from bridge.factory import default_processor_factory
+from bridge.server import BridgeConfig
+from bridge.testing import (
+    ClipTrack,
+    http_client,
+    load_clip,
+    publish,
+    serve_bridge,
+    videos_dir,
+    view,
+    wait_until,
+)
+from bridge.track import FrameProcessor
+
+CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d7.mp4"  # 480x480, 30 fps, one face
+needs_clip = pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
+
+
+@needs_clip
+@pytest.mark.timeout(90)
+def test_call_is_relayed_not_enhanced_twice() -> None:
+    """`likeness call` enhances locally and says so on its WHIP POST: the bridge relays that stream
+    without building a pipeline for it, while a publisher that did not enhance is still enhanced."""
+    from enhancer.cli import build_parser
+    from enhancer.commands.call import publish as call_publish
+
+    built: list[str | None] = []  # identities the bridge built a pipeline for
+
+    def factory(identity: str | None) -> FrameProcessor:
+        built.append(identity)
+        return default_processor_factory(identity)
+
+    async def scenario() -> None:
+        frames, fps = load_clip(CLIP, 90)
+        async with serve_bridge(BridgeConfig(port=0), factory) as (base, bridge), http_client() as http:
+            async with http.post(f"{base}/whip/room1", data="v=0\r\n",
+                                 headers={"Content-Type": "application/sdp", ENHANCED_HEADER: "maybe"}) as r:
+                assert r.status == 400 and ENHANCED_HEADER in await r.text()
+            raw = await publish(http, f"{base}/whip/room1", ClipTrack(frames, fps))
+            assert built == [None]  # a plain WHIP publisher gets the bridge's pipeline
+            args = build_parser().parse_args(
+                ["call", "--whip", f"{base}/whip/room1", "--source", str(CLIP), "--duration", "6",
+                 "--engine", "bicubic", "--stats-every", "0"])
+            call = asyncio.get_running_loop().create_task(call_publish(args))
+            await wait_until(lambda: len(bridge.publishers("room1")) == 2 or call.done(), 20, "the call to join")
+            assert not call.done(), call.result()
+            v = await view(http, f"{base}/whep/room1", videos=2)
+            await wait_until(lambda: len(v.sinks) == 2 and all(len(s.frames) > 30 for s in v.sinks), 30,
+                             "the viewer to receive both streams")
+            pubs = {s["id"]: s for s in bridge.stats(room="room1")["rooms"]["room1"] if s["role"] == "publisher"}
+            by_call = pubs[bridge.publishers("room1")[1].id]
+            by_raw = pubs[bridge.publishers("room1")[0].id]
+            print(f"\ncall's stream at the bridge: {by_call['track']}\nraw stream: {by_raw['track']}")
+            assert built == [None], built  # no pipeline for the call's stream
+            assert by_call["enhanced_by"] == "publisher" and by_call["processing"] == "relay"
+            assert by_call["track"]["processing"] == "relay"
+            assert by_call["track"]["relayed"] > 30 and by_call["track"]["enhanced"] == 0, by_call["track"]
+            assert by_raw["enhanced_by"] == "bridge" and by_raw["track"]["processing"] == "enhance"
+            assert by_raw["track"]["enhanced"] > 0, by_raw["track"]
+            assert await call == 0
+            for peer in (v, raw):
+                assert await peer.leave(http) == 200
+
+    asyncio.run(scenario())
