@@ -7,9 +7,12 @@ crop with a preset, and restore it four ways -- (a) bicubic, (b) generic (null i
 references (control). The dlib 128-D descriptor is the independent judge of identity.
 
 JSON (stable keys): config, counts{identities,test_images,skipped}, methods{bicubic,generic,
-personalized,wrong_identity}{psnr,ssim,id_distance,landmark_distance}, win_rate{
+personalized,wrong_identity}{psnr,ssim,id_distance,landmark_distance,hf_energy,hf_corr}, win_rate{
 personalized_vs_generic, personalized_vs_wrong_identity}, wall_time_s; plus per_identity and ci95
-(95 % intervals of both win rates and of the identity gap, bootstrapped over identities).
+(95 % intervals of both win rates, of the identity gap and of each method's hf_energy and hf_corr
+as ``hf_energy_<method>``/``hf_corr_<method>``, bootstrapped over identities). hf_energy/hf_corr
+(enhancer/metrics.py) measure detail: how much of it relative to the truth, and whether it is the
+truth's; per_identity also holds each method's mean psnr, hf_energy and hf_corr (the --plot points).
 """
 
 from __future__ import annotations
@@ -31,13 +34,14 @@ from .dataprep import align_one, read_labels
 from .degrade import degrade
 from .detect import face_descriptor
 from .errors import InputError
-from .metrics import identity_separability, landmark_distance, psnr, ssim
-from .stats import eval_intervals
+from .metrics import hf_corr, hf_energy, identity_separability, landmark_distance, psnr, ssim
+from .stats import cluster_ratio_ci, eval_intervals
 from .strength import DEFAULT_STRENGTH, blend
 from .strength import strength as strength_weights
 from .weights import load_restorer
 
 METHODS = ("bicubic", "generic", "personalized", "wrong_identity")
+DETAIL_METRICS = ("hf_energy", "hf_corr")
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,7 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
     wins_g, wins_w, n_test = 0, 0, 0
     per_identity = []
     grid_rows = []
+    detail_sums: dict[tuple[str, str], list[tuple[float, int]]] = defaultdict(list)
     for n, (ident, _, tests) in enumerate(tqdm(people, desc=f"eval {cfg.preset}", unit="id")):
         gt = np.stack(tests)
         lq = degraded_tests(cfg, ident, tests)
@@ -211,13 +216,21 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
                 per_method[m]["ssim"].append(ssim(g, o))
                 per_method[m]["id_distance"].append(dd)
                 per_method[m]["landmark_distance"].append(landmark_distance(g, o))
+                per_method[m]["hf_energy"].append(hf_energy(o, g))
+                per_method[m]["hf_corr"].append(hf_corr(o, g))
         wg = sum(p < q for p, q in zip(dist["personalized"], dist["generic"], strict=True))
         ww = sum(p < q for p, q in zip(dist["personalized"], dist["wrong_identity"], strict=True))
         wins_g += wg
         wins_w += ww
         n_test += b
         per_identity.append({"identity": ident, "tests": b, "win_vs_generic": wg, "win_vs_wrong": ww,
-                             "id_distance": {m: float(np.mean(v)) for m, v in dist.items()}})
+                             "id_distance": {m: float(np.mean(v)) for m, v in dist.items()},
+                             **{k: {m: _nanmean(per_method[m][k][-b:]) for m in METHODS}
+                                for k in ("psnr", *DETAIL_METRICS)}})
+        for m in METHODS:  # finite sums and counts per identity, for the detail metrics' intervals
+            for k in DETAIL_METRICS:
+                v = np.array(per_method[m][k][-b:])
+                detail_sums[(k, m)].append((float(v[np.isfinite(v)].sum()), int(np.isfinite(v).sum())))
         if grid_path is not None and len(grid_rows) < 8:
             grid_rows.append(np.hstack([gt[0]] + [outs[m][0] for m in METHODS]))
     methods = {m: {k: _nanmean(v) for k, v in d.items()} for m, d in per_method.items()}
@@ -229,13 +242,23 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
         "methods": methods,
         "encoder_separability": encoder,
         "win_rate": {"personalized_vs_generic": wins_g / n_test, "personalized_vs_wrong_identity": wins_w / n_test},
-        "ci95": eval_intervals(per_identity),
+        "ci95": {**eval_intervals(per_identity), **_detail_intervals(detail_sums)},
         "wall_time_s": round(time.perf_counter() - t0, 1),
         "per_identity": per_identity,
     }
     if grid_path is not None and grid_rows:
         _write_grid(grid_path, grid_rows)
     return result
+
+
+def _detail_intervals(sums: dict[tuple[str, str], list[tuple[float, int]]]) -> dict[str, list[float]]:
+    """95 % intervals of each method's mean hf_energy and hf_corr, resampling identities (as the win rates)."""
+    out = {}
+    for (k, m), rows in sums.items():
+        s, n = np.array(rows, dtype=np.float64).T
+        lo, hi = cluster_ratio_ci(s, n) if n.sum() > 0 else (math.nan, math.nan)
+        out[f"{k}_{m}"] = [round(lo, 4), round(hi, 4)]
+    return out
 
 
 def _nanmean(v: list[float]) -> float:
@@ -255,10 +278,12 @@ def _write_grid(path: Path, rows: list[np.ndarray]) -> None:
 
 
 def summary_table(r: dict) -> str:
-    lines = [f"{'method':16s} {'PSNR':>7s} {'SSIM':>6s} {'ID dist':>8s} {'LM dist':>8s}"]
+    lines = [f"{'method':16s} {'PSNR':>7s} {'SSIM':>6s} {'ID dist':>8s} {'LM dist':>8s} {'HF en':>6s} {'HF corr':>7s}"]
     for m in METHODS:
         d = r["methods"][m]
-        lines.append(f"{m:16s} {d['psnr']:7.2f} {d['ssim']:6.3f} {d['id_distance']:8.3f} {d['landmark_distance']:8.3f}")
+        detail = f" {d['hf_energy']:6.3f} {d['hf_corr']:7.3f}" if "hf_corr" in d else ""  # older JSONs lack them
+        lines.append(f"{m:16s} {d['psnr']:7.2f} {d['ssim']:6.3f} {d['id_distance']:8.3f} "
+                     f"{d['landmark_distance']:8.3f}{detail}")
     w = r["win_rate"]
     lines.append(f"win rate personalised vs generic {w['personalized_vs_generic']:.1%}, "
                  f"vs wrong identity {w['personalized_vs_wrong_identity']:.1%}; "

@@ -1,7 +1,8 @@
 """`likeness eval` on real held-out photos: the JSON keys others build on, and ``--ref-pool``
 keeping the test photos fixed while the number of references changes (a fair few-shot curve),
 ``ordered`` taking references and tests by file name (enrol on one clip, test on another), and
-``trained`` evaluating exactly the people the weights were not held out from."""
+``trained`` evaluating exactly the people the weights were not held out from; the detail metrics
+(hf_energy, hf_corr) and their perception-distortion plot."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from conftest import celeba_by_identity
@@ -19,8 +21,9 @@ from test_cli_foundation import assert_one_line_error, run_cli
 from enhancer.dataprep import align_one
 from enhancer.degrade import degrade
 from enhancer.errors import InputError
-from enhancer.evaluate import METHODS, EvalConfig, _seed_of, _select_identities, evaluate, reference_set
+from enhancer.evaluate import METHODS, EvalConfig, _seed_of, _select_identities, evaluate, reference_set, summary_table
 from enhancer.metrics import psnr
+from enhancer.plots import write_perception_distortion_plot
 from enhancer.weights import load_restorer
 
 
@@ -119,3 +122,29 @@ def test_reference_set_adds_mirror_images_only_when_asked() -> None:
     both = reference_set(crops, True)
     assert both.shape == (6, 8, 8, 3) and np.array_equal(both[:3], crops)
     assert np.array_equal(both[3:, :, 0], crops[:, :, -1]) and not np.array_equal(both[3:], crops)
+
+
+def test_detail_metrics_per_method_and_their_plot(runs: dict[str, dict], tmp_path: Path) -> None:
+    """Bicubic of a severe degradation is a blurred truth: less detail than it (hf_energy < 1), still
+    aligned with it (hf_corr > 0); every method reports both, with intervals around the mean."""
+    r = runs["refs1_pool4"]
+    for m in METHODS:
+        d = r["methods"][m]
+        assert d["hf_energy"] > 0 and -1 <= d["hf_corr"] <= 1
+        for k in ("hf_energy", "hf_corr"):
+            lo, hi = r["ci95"][f"{k}_{m}"]
+            assert lo - 1e-4 <= d[k] <= hi + 1e-4
+            assert all(k in p and m in p[k] for p in r["per_identity"])
+    assert r["methods"]["bicubic"]["hf_energy"] < 1 and r["methods"]["bicubic"]["hf_corr"] > 0
+    assert "HF corr" in summary_table(r).splitlines()[0]
+    out = tmp_path / "pd.png"
+    write_perception_distortion_plot(out, r)
+    img = cv2.imread(str(out))
+    assert img is not None and img.shape[0] > 100 and img.shape[1] > 100
+
+
+def test_plot_into_a_missing_folder_is_a_one_line_error(shared_data: Path, tmp_path: Path) -> None:
+    r = run_cli("eval", "--data", shared_data / "celeba", "--json", tmp_path / "x.json",
+                "--plot", tmp_path / "nope" / "pd.png")
+    assert_one_line_error(r, "--plot", "does not exist")
+    assert not (tmp_path / "x.json").exists()

@@ -16,7 +16,7 @@ from enhancer.align import alignment_matrix, warp_crops
 from enhancer.degrade import degrade
 from enhancer.detect import detect_faces
 from enhancer.imageio import read_image
-from enhancer.metrics import flicker, identity_distance, landmark_distance, psnr, ssim
+from enhancer.metrics import flicker, hf_corr, hf_energy, identity_distance, landmark_distance, psnr, ssim
 
 
 def aligned_faces(
@@ -173,3 +173,54 @@ def test_identity_separability_tells_informative_from_collapsed_vectors() -> Non
     assert same["auc"] == 0.5 and same["spread"] == 0.0
     with pytest.raises(ValueError):
         identity_separability(a, b[:3])
+
+
+@pytest.fixture(scope="module")
+def face_crops(shared_data: Path) -> list[np.ndarray]:
+    """A few real CelebA face crops at the eval's 128x128 (resized, not aligned: texture is what counts)."""
+    paths = [ps[0] for ps in list(celeba_by_identity(shared_data).values())[:3]]
+    return [cv2.resize(read_image(shared_data / "celeba" / p), (128, 128), interpolation=cv2.INTER_AREA)
+            for p in paths]
+
+
+def test_hf_metrics_truth_blur_and_sharpen(face_crops: list[np.ndarray]) -> None:
+    for crop in face_crops:
+        assert hf_energy(crop, crop) == pytest.approx(1.0, abs=1e-6)
+        assert hf_corr(crop, crop) == pytest.approx(1.0, abs=1e-6)
+        blurred = cv2.GaussianBlur(crop, (0, 0), 2.0)
+        assert hf_energy(blurred, crop) < 0.5  # Gaussian sigma 2 keeps < 30 % amplitude past 0.125 c/px
+        assert 0 < hf_corr(blurred, crop) < 1
+        mild = cv2.GaussianBlur(crop, (0, 0), 1.0)  # less blur: more of the band kept, better aligned
+        assert hf_energy(blurred, crop) < hf_energy(mild, crop) < 1
+        assert hf_corr(blurred, crop) < hf_corr(mild, crop) < 1
+        sharpened = cv2.addWeighted(crop, 2.0, cv2.GaussianBlur(crop, (0, 0), 1.5), -1.0, 0)  # unsharp mask
+        assert hf_energy(sharpened, crop) > 1
+        assert hf_energy(crop, blurred) == pytest.approx(1 / hf_energy(blurred, crop))
+    with pytest.raises(ValueError):
+        hf_energy(face_crops[0], face_crops[0][:-1])
+
+
+def test_hf_corr_of_independent_noise_is_near_zero(face_crops: list[np.ndarray]) -> None:
+    rng = np.random.default_rng(0)
+    for crop in face_crops:
+        noise = rng.integers(0, 256, crop.shape, dtype=np.uint8)
+        assert abs(hf_corr(noise, crop)) < 0.1
+        assert hf_energy(noise, crop) > 1  # lots of detail, none of it right
+    flat = np.full((64, 64, 3), 90, np.uint8)
+    assert math.isnan(hf_energy(face_crops[0][:64, :64], flat)) and math.isnan(hf_corr(flat, flat))
+
+
+def test_hf_corr_is_the_pixel_pearson_of_the_high_passed_luma(face_crops: list[np.ndarray]) -> None:
+    """Independent transcription: window, FFT mask at 1/4 Nyquist, back to pixels, np.corrcoef."""
+
+    def high_pass(img: np.ndarray) -> np.ndarray:
+        f = img.astype(np.float64)
+        y = 0.299 * f[..., 2] + 0.587 * f[..., 1] + 0.114 * f[..., 0]
+        y = (y - y.mean()) * np.outer(np.hanning(y.shape[0]), np.hanning(y.shape[1]))
+        fy, fx = np.meshgrid(np.fft.fftfreq(y.shape[0]), np.fft.fftfreq(y.shape[1]), indexing="ij")
+        return np.fft.ifft2(np.fft.fft2(y) * (np.sqrt(fx**2 + fy**2) > 0.125)).real
+
+    a, b = face_crops[0], degrade(face_crops[0], "moderate", seed=0)
+    ha, hb = high_pass(a), high_pass(b)
+    assert hf_corr(b, a) == pytest.approx(float(np.corrcoef(ha.ravel(), hb.ravel())[0, 1]), abs=1e-9)
+    assert hf_energy(b, a) == pytest.approx(float((hb**2).sum() / (ha**2).sum()), rel=1e-9)

@@ -12,6 +12,8 @@ def register(sub) -> None:
     p.add_argument("--preset", default="severe", choices=["mild", "moderate", "severe"])
     p.add_argument("--json", type=Path, required=True, help="write the results JSON here")
     p.add_argument("--grid", type=Path, help="write a comparison image grid (PNG)")
+    p.add_argument("--plot", type=Path, help="write a perception-distortion scatter (PNG): PSNR against the "
+                                             "detail metrics hf_corr and hf_energy, one point per method")
     p.add_argument("--limit-identities", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's own)")
@@ -39,11 +41,14 @@ def register(sub) -> None:
 def _run(args) -> int:
     from ..errors import InputError
     from ..evaluate import EvalConfig, evaluate, summary_table, write_json
+    from ..plots import check_plot_path, write_perception_distortion_plot
 
     if not 1 <= args.refs <= 8:
         raise InputError("--refs must be between 1 and 8")
     if args.ref_pool is not None and not args.refs <= args.ref_pool <= 8:
         raise InputError("--ref-pool must be between --refs and 8")
+    if args.plot is not None:
+        check_plot_path(args.plot)  # before the run, not after it
     cfg = EvalConfig(data=str(args.data), refs=args.refs, preset=args.preset, seed=args.seed, steps=args.steps,
                      model=args.model, weights=str(args.weights) if args.weights else None,
                      limit_identities=args.limit_identities, identities=args.identities, max_tests=args.max_tests,
@@ -52,4 +57,7 @@ def _run(args) -> int:
     write_json(args.json, r)
     print(summary_table(r))
     print(f"wrote {args.json}")
+    if args.plot is not None:
+        write_perception_distortion_plot(args.plot, r)
+        print(f"wrote {args.plot}")
     return 0
