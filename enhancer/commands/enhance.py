@@ -54,7 +54,8 @@ def register(sub) -> None:
     e.set_defaults(func=_enhance)
 
     d = sub.add_parser("demo", help="run the whole pipeline on a built-in face photo; no camera or files needed")
-    d.add_argument("--out", type=Path, default=Path("demo-output"), help="folder for before/after image and timings")
+    d.add_argument("--out", type=Path, default=Path("demo-output"),
+                   help="folder for before_after.png, face_zoom.png (the face enlarged) and timings.json")
     d.add_argument("--preset", default="moderate", choices=["mild", "moderate", "severe"],
                    help="call quality to simulate (at 'severe' the sample photo's face is too small for HOG)")
     d.add_argument("--runs", type=int, default=30, help="timed pipeline runs for the summary")
@@ -95,9 +96,7 @@ def demo_image_path() -> Path:
 
 
 def _demo(args) -> int:
-    import cv2
-    import numpy as np
-
+    from .. import demo_figure as fig
     from ..degrade import degrade
     from ..imageio import read_image, write_image
 
@@ -115,17 +114,20 @@ def _demo(args) -> int:
         r = pipe.process(degraded)
         for k, v in r.timings_ms.items():
             totals.setdefault(k, []).append(v)
-    panel = np.hstack([clean, degraded, r.frame])
-    h = panel.shape[0]
-    for i, label in enumerate(("original", f"{args.preset} call quality", "Likeness")):
-        cv2.putText(panel, label, (i * clean.shape[1] + 10, h - 15), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2)
+    quality = f"{args.preset} call quality"
+    row = fig.frames_row([clean, degraded, r.frame], ["original", quality, "Likeness"])
+    box = fig.face_box(fig.largest_face(first.landmarks), degraded.shape)
+    strip = fig.zoom_strip([degraded, r.frame, clean], [quality, "Likeness", "original"], box)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_image(args.out / "before_after.png", panel)
+    write_image(args.out / "before_after.png", fig.before_after(row, strip))
+    write_image(args.out / "face_zoom.png", strip)
     summary = {"source": str(src), "frame": list(clean.shape[:2]), "faces": r.faces,
                "engine": getattr(pipe.engine, "describe", lambda: {"engine": pipe.engine.name})(),
                "identity": args.identity or "generic (null identity)", "runs": args.runs,
-               "timings_ms_median": {k: round(statistics.median(v), 2) for k, v in totals.items()}}
+               "timings_ms_median": {k: round(statistics.median(v), 2) for k, v in totals.items()},
+               "face_box": list(box)}
     (args.out / "timings.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     print(f"wrote {args.out / 'before_after.png'}")
+    print(f"wrote {args.out / 'face_zoom.png'}")
     return 0
