@@ -6,11 +6,12 @@ opt-in process-wide patch (aioice has no per-connection hook for host addresses)
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -70,11 +71,10 @@ def enable_loopback_candidates(only: bool = True) -> None:
     tests would pair over the machine's external interface. This swaps that one function:
 
     * ``only=True``: 127.0.0.1 is the only host candidate, so media never leaves loopback
-      (tests, benchmarks);
-    * ``only=False``: 127.0.0.1 is added to the usual addresses (``serve --host 127.0.0.1``,
-      ``call`` to a local URL): a browser that offers loopback candidates
-      (``--allow-loopback-in-peer-connection``) pairs over 127.0.0.1, an ordinary one over
-      the machine's own LAN address.
+      (``serve`` on a loopback host, tests, benchmarks);
+    * ``only=False``: 127.0.0.1 is added to the usual addresses (``call`` to a local URL, or
+      ``serve --loopback-ice add``): a peer that offers loopback candidates pairs over
+      127.0.0.1, another one over the machine's own LAN address.
 
     Process-wide and opt-in; ``only=False`` never widens an earlier ``only=True``.
     ``disable_loopback_candidates`` undoes it.
@@ -87,6 +87,20 @@ def enable_loopback_candidates(only: bool = True) -> None:
 def disable_loopback_candidates() -> None:
     """Restore aioice's own host-address gathering."""
     aioice.ice.get_host_addresses = _ORIGINAL_GET_HOST_ADDRESSES
+
+
+@contextlib.contextmanager
+def loopback_candidates(mode: str) -> Iterator[None]:
+    """For the block, every ICE agent in the process gathers host candidates as ``mode`` says:
+    'only' 127.0.0.1, 'add' 127.0.0.1 and the machine's addresses, 'off' aioice's own (the
+    machine's addresses, no loopback). Exactly that, whatever was set before; restored after."""
+    gather = {"only": _loopback_only, "add": _with_loopback, "off": _ORIGINAL_GET_HOST_ADDRESSES}[mode]
+    previous = aioice.ice.get_host_addresses
+    aioice.ice.get_host_addresses = gather
+    try:
+        yield
+    finally:
+        aioice.ice.get_host_addresses = previous
 
 
 def loopback_mode() -> str | None:

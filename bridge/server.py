@@ -57,10 +57,10 @@ from .rtc import (
     SdpError,
     check_offer,
     control_sender_rate,
-    enable_loopback_candidates,
     ice_server,
     is_loopback_host,
     keep_loopback_candidates,
+    loopback_candidates,
     negotiated_codec,
     negotiated_codecs,
     prefer_codec,
@@ -93,7 +93,10 @@ class BridgeConfig:
     max_body_bytes: int = 24 * 1024 * 1024  # enrolment uploads; SDP is capped separately
     max_enroll_images: int = 32
     max_sessions: int = 24  # publishers + viewers; each costs a pipeline, or a sender (and, per-viewer, an encoder)
-    loopback_ice: str | None = None  # "only" | "add" | "off"; None: "add" when host is loopback
+    # ICE host candidates: "only" 127.0.0.1 | "add" it to the machine's addresses | "off" (the
+    # machine's addresses only); None: "only" on a loopback host (a bridge bound to 127.0.0.1 is
+    # for this machine, so it should not announce the machine's network addresses), else "off"
+    loopback_ice: str | None = None
     # a connected publisher that sends no video for this long is closed (0: never). Without it a
     # killed or unplugged sender is noticed only by ICE consent expiry, ~30 s of frozen video for
     # its viewers; browsers keep sending (black) frames while a camera is muted, so silence is death.
@@ -112,7 +115,7 @@ class BridgeConfig:
         """How ICE treats 127.0.0.1 (see ``rtc.enable_loopback_candidates``)."""
         if self.loopback_ice is not None:
             return self.loopback_ice
-        return "add" if is_loopback_host(self.host) else "off"
+        return "only" if is_loopback_host(self.host) else "off"
 
 
 async def receiver_report_age_s(pc: RTCPeerConnection) -> float | None:
@@ -777,8 +780,11 @@ def create_app(config: BridgeConfig, factory: ProcessorFactory) -> web.Applicati
 async def run_server(config: BridgeConfig, factory: ProcessorFactory, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set (or forever); prints one line with the page's URL."""
     check_config(config)
-    if config.loopback != "off":
-        enable_loopback_candidates(only=config.loopback == "only")
+    with loopback_candidates(config.loopback):
+        await _serve(config, factory, stop)
+
+
+async def _serve(config: BridgeConfig, factory: ProcessorFactory, stop: asyncio.Event | None) -> None:
     app = create_app(config, factory)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()

@@ -7,12 +7,16 @@ CLI parses it.
 from __future__ import annotations
 
 import asyncio
+import socket
 
+import aioice.ice
 import pytest
+from aiortc import RTCPeerConnection
 
 from bridge.client import ENHANCED_HEADER
 from bridge.factory import default_processor_factory
-from bridge.server import BridgeConfig
+from bridge.rtc import disable_loopback_candidates, is_loopback_host, rtc_configuration
+from bridge.server import BridgeConfig, run_server
 from bridge.testing import (
     ClipTrack,
     http_client,
@@ -75,3 +79,76 @@ def test_call_is_relayed_not_enhanced_twice() -> None:
                 assert await peer.leave(http) == 200
 
     asyncio.run(scenario())
+
+
+def host_candidates(sdp: str) -> set[str]:
+    """Addresses of the host candidates in an SDP."""
+    out = set()
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            fields = line.split()
+            if fields[fields.index("typ") + 1] == "host":
+                out.add(fields[4])
+    return out
+
+
+TOKEN = "test-token-0123456789"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("bind", ["loopback", "network"])
+def test_bridge_offers_loopback_candidates_only_on_a_loopback_bind(bind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`likeness serve` as run (``run_server``, default ICE settings): bound to 127.0.0.1 it answers
+    with 127.0.0.1 host candidates only, although the machine has network addresses; bound to a
+    network address it answers with the machine's network addresses and no loopback."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", aioice.ice.get_host_addresses)  # restored after
+    disable_loopback_candidates()
+    network = [a for a in aioice.ice.get_host_addresses(True, True) if not is_loopback_host(a)]
+    if not network:
+        pytest.skip("this machine has no network address: nothing a loopback bridge could leak")
+    host = "127.0.0.1" if bind == "loopback" else next((a for a in network if ":" not in a), network[0])
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    token = None if bind == "loopback" else TOKEN
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def scenario() -> tuple[str, dict]:
+        stop = asyncio.Event()
+        server = asyncio.get_running_loop().create_task(
+            run_server(BridgeConfig(host=host, port=port, token=token), default_processor_factory, stop))
+        base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        try:
+            async with http_client() as http:
+                for _ in range(100):
+                    try:
+                        async with http.get(f"{base}/api/config", headers=auth) as r:
+                            config = await r.json()
+                        break
+                    except OSError:
+                        assert not server.done(), server.exception()
+                        await asyncio.sleep(0.05)
+                # the answer is gathered when the offer comes, so the peer's own candidates do not matter
+                pc = RTCPeerConnection(rtc_configuration())
+                pc.addTransceiver("video", direction="sendonly")
+                await pc.setLocalDescription(await pc.createOffer())
+                async with http.post(f"{base}/whip/r", data=pc.localDescription.sdp,
+                                     headers={"Content-Type": "application/sdp", **auth}) as r:
+                    assert r.status == 201, await r.text()
+                    answer = await r.text()
+                await pc.close()
+        finally:
+            stop.set()
+            await asyncio.wait_for(server, 20)
+        return answer, config
+
+    answer, config = asyncio.run(scenario())
+    got = host_candidates(answer)
+    print(f"\nbound to {host}; machine's addresses {network}; answer's host candidates {sorted(got)}")
+    if bind == "loopback":
+        assert config["loopback"] == "only"
+        assert got == {"127.0.0.1"}
+    else:
+        assert config["loopback"] == "off"
+        assert got and got <= set(network), got  # the network's addresses, no loopback

@@ -64,8 +64,9 @@ def register(sub) -> None:
         "--loopback-ice",
         choices=["only", "add", "off"],
         default=None,
-        help="ICE on 127.0.0.1: 'add' it to the host candidates (default for a loopback --host), "
-        "'only' it (media never leaves loopback), or 'off'",
+        help="ICE host candidates: 'only' 127.0.0.1 (default for a loopback --host: the bridge offers no "
+        "network address and media never leaves this machine), 'add' 127.0.0.1 to the machine's network "
+        "addresses, or 'off': the network addresses only (default for any other --host)",
     )
     p.add_argument(
         "--fanout",
