@@ -1,4 +1,4 @@
-"""`likeness train pack|teacher|distill` (long jobs: resumable, progress bar, log file)."""
+"""`likeness train pack|teacher|distill|gan` (long jobs: resumable, progress bar, log file)."""
 
 from __future__ import annotations
 
@@ -94,6 +94,37 @@ def register(sub) -> None:
                             "%(default)s: sharp crops need no identity help)")
         t.set_defaults(func=_teacher if name == "teacher" else _distill)
 
+    g = ts.add_parser("gan", help="adversarial fine-tuning of the one-step student, with reference attention")
+    g.add_argument("--pack", type=Path, required=True, help="training pack from `likeness train pack`")
+    g.add_argument("--init", type=Path, required=True, help="the one-step student to start from")
+    g.add_argument("--run-dir", type=Path, default=Path("runs/gan"), help="checkpoints and logs (resumes)")
+    g.add_argument("--ref-slots", type=int, default=4, help="reference photos the generator attends to "
+                                                            "(0: none; default %(default)s)")
+    g.add_argument("--batch", type=int, default=8)
+    g.add_argument("--lr", type=float, default=1e-4, help="generator learning rate")
+    g.add_argument("--lr-d", type=float, default=4e-4, help="discriminator learning rate")
+    g.add_argument("--pixel", type=float, default=1.0, help="weight of L1 to the truth")
+    g.add_argument("--feature-match", type=float, default=0.1, help="weight of the discriminator's feature matching")
+    g.add_argument("--adversarial", type=float, default=0.01, help="weight of the hinge GAN term")
+    g.add_argument("--id-output", type=float, default=0.1, help="weight of the output identity term")
+    g.add_argument("--no-augment", action="store_true", help="no differentiable augmentation for the discriminator")
+    g.add_argument("--steps", type=int)
+    g.add_argument("--minutes", type=float)
+    g.add_argument("--warmup", type=int)
+    g.add_argument("--ema", type=float)
+    g.add_argument("--device", default="auto")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--no-bf16", action="store_true")
+    g.set_defaults(func=_gan)
+
+    b = ts.add_parser("blend", help="interpolate two students' weights (a detail dial between a PSNR-trained and "
+                                    "a GAN-trained model, as ESRGAN)")
+    b.add_argument("--smooth", type=Path, required=True, help="the PSNR-oriented student (alpha 0)")
+    b.add_argument("--sharp", type=Path, required=True, help="the GAN-trained student (alpha 1)")
+    b.add_argument("--alpha", type=float, required=True, help="0..1: share of the sharp model's weights")
+    b.add_argument("--out", type=Path, required=True)
+    b.set_defaults(func=_blend)
+
 
 def _check(args) -> None:
     if not args.pack.is_file():
@@ -183,4 +214,37 @@ def _distill(args) -> int:
                         margin_anchor=args.margin_anchor, ref_flip=args.ref_flip)
     cfg = _common_overrides(cfg, args)
     print(json.dumps(train_distill(cfg), indent=2, default=str))
+    return 0
+
+
+def _gan(args) -> int:
+    from ..training.gan import GanConfig, train_gan
+
+    if not args.pack.is_file():
+        raise InputError(f"{args.pack}: training pack not found (run `likeness train pack`)")
+    if not args.init.is_file():
+        raise InputError(f"{args.init}: starting weights not found")
+    if args.steps is None and args.minutes is None:
+        raise InputError("give --steps or --minutes")
+    if min(args.pixel, args.feature_match, args.adversarial, args.id_output) < 0 or args.ref_slots < 0:
+        raise InputError("loss weights and --ref-slots must be >= 0")
+    cfg = GanConfig(pack=str(args.pack), init=str(args.init), run_dir=str(args.run_dir), ref_slots=args.ref_slots,
+                    batch=args.batch, lr=args.lr, lr_d=args.lr_d, pixel=args.pixel,
+                    feature_match=args.feature_match, adversarial=args.adversarial, id_output=args.id_output,
+                    augment=not args.no_augment, steps=args.steps, minutes=args.minutes, device=args.device,
+                    seed=args.seed, bf16=not args.no_bf16)
+    cfg = _common_overrides(cfg, args)
+    print(json.dumps(train_gan(cfg), indent=2, default=str))
+    return 0
+
+
+def _blend(args) -> int:
+    from ..training.blend import blend_students
+
+    if not 0.0 <= args.alpha <= 1.0:
+        raise InputError(f"--alpha must be between 0 and 1, not {args.alpha}")
+    for p in (args.smooth, args.sharp):
+        if not p.is_file():
+            raise InputError(f"{p}: weights not found")
+    print(json.dumps(blend_students(args.smooth, args.sharp, args.alpha, args.out), indent=2))
     return 0

@@ -22,6 +22,7 @@ class GeneratorConfig:
     emb_dim: int = 128
     groups: int = 8
     heads: int = 4
+    ref_window: int = 5  # reference attention: each position sees window x window cells of every slot
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,24 @@ class EncoderConfig:
     # rows of dim, which the generator adds at ``GeneratorConfig.fine_max_level`` and above; 0: off
     spatial_fine: int = 0
     max_refs: int = 8
+    # > 0: reference attention (models/reference.py): per-reference keys and values of this many
+    # slots at each side of ``ref_sides``, ``ref_dim`` wide, appended to the identity; 0: off
+    ref_slots: int = 0
+    ref_dim: int = 32
+    ref_sides: tuple[int, ...] = (32, 16)
+
+    def ref_rows(self) -> int:
+        if self.ref_slots <= 0:
+            return 0
+        return sum(self.ref_slots * 2 * self.ref_dim * s * s // self.dim for s in self.ref_sides)
 
     def fine_rows(self) -> int:
         return (self.spatial_fine // 2) ** 2 if self.spatial_fine > 0 else 0
 
     def rows(self) -> int:
-        """Rows of an identity: the global vector, the tokens, the coarse map, the fine map."""
-        return 1 + self.tokens + self.spatial ** 2 + self.fine_rows()
+        """Rows of an identity: the global vector, the tokens, the coarse map, the fine map, the
+        references' keys and values."""
+        return 1 + self.tokens + self.spatial ** 2 + self.fine_rows() + self.ref_rows()
 
 
 @dataclass(frozen=True)
@@ -66,4 +78,6 @@ class ModelConfig:
         e = d["encoder"]
         g["widths"] = tuple(g["widths"])
         e["widths"] = tuple(e["widths"])
+        if "ref_sides" in e:
+            e["ref_sides"] = tuple(e["ref_sides"])
         return ModelConfig(GeneratorConfig(**g), EncoderConfig(**e), float(d.get("residual_scale", 0.0)))

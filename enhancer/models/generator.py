@@ -7,6 +7,8 @@ cross-attention at 16x16 and 8x8. With a spatial identity map (``spatial`` > 0, 
 identity.py) it is also added in place, through zero-initialised 1x1 convolutions, after each
 level at 32x32 and below, both ways: a model grown from one without it starts out unchanged.
 A fine map (``spatial_fine`` > 0, 32x32 at 128) is added the same way at 64x64 and 32x32.
+With reference attention (``refs.ref_slots`` > 0, see reference.py) each decoder level at a
+side the references' keys have attends to a window of every reference photo, zero-initialised too.
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import AdaGNResBlock, CrossAttention, timestep_embedding
-from .config import GeneratorConfig
+from .config import EncoderConfig, GeneratorConfig
+from .reference import ReferenceAttention, split_ref_rows
 
 
 class Generator(nn.Module):
-    def __init__(self, cfg: GeneratorConfig, ctx_dim: int, spatial: int = 0, spatial_fine: int = 0) -> None:
+    def __init__(self, cfg: GeneratorConfig, ctx_dim: int, spatial: int = 0, spatial_fine: int = 0,
+                 refs: EncoderConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg
+        self.refs = refs if refs is not None and refs.ref_slots > 0 else None  # reference attention's layout
         self.spatial = spatial  # side of the spatial identity map: the identity's rows after the tokens
         self.spatial_fine = spatial_fine  # side of the fine map: the last (side/2)**2 rows, space-to-depth
         f = cfg.stem_factor
@@ -75,6 +80,12 @@ class Generator(nn.Module):
         self.spatial_fine_down = nn.ModuleList(_map_conv(ctx_dim // 4, cfg.widths[lvl], fine[lvl]) for lvl in levels)
         self.spatial_fine_up = nn.ModuleList(
             _map_conv(ctx_dim // 4, cfg.widths[lvl], fine[lvl]) for lvl in reversed(levels))
+        # reference attention after each decoder level whose side the references' keys have
+        sides = [cfg.size // 2 ** (lvl + 1) for lvl in reversed(levels)]
+        self.ref_up = nn.ModuleList(
+            ReferenceAttention(cfg.widths[lvl], self.refs.ref_dim, cfg.ref_window, cfg.groups)
+            if self.refs is not None and side in self.refs.ref_sides else nn.Identity()
+            for lvl, side in zip(reversed(levels), sides, strict=True))
         self.out = nn.Conv2d(ch, 3 * f * f, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -84,6 +95,9 @@ class Generator(nn.Module):
         f = self.cfg.stem_factor
         maps: dict[int, torch.Tensor] = {}  # the spatial map resized per side, once per forward
         fmaps: dict[int, torch.Tensor] = {}  # the same for the fine map
+        kv: dict[int, torch.Tensor] = {}
+        if self.refs is not None:
+            ident, kv = split_ref_rows(ident, self.refs)
         if self.spatial_fine > 0:
             half = self.spatial_fine // 2
             fp = ident[:, -half * half:].transpose(1, 2)  # stored space-to-depth: (B, D, half*half)
@@ -117,6 +131,8 @@ class Generator(nn.Module):
                 h = att(h, ident) if isinstance(att, CrossAttention) else h
             h = self._add_spatial(h, maps, self.spatial_up[lvl])
             h = self._add_spatial(h, fmaps, self.spatial_fine_up[lvl])
+            if isinstance(self.ref_up[lvl], ReferenceAttention):
+                h = self.ref_up[lvl](h, kv[h.shape[-1]])
         h = self.out(F.silu(self.out_norm(h)))
         return F.pixel_shuffle(h, f)
 

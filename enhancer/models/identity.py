@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import EncoderConfig
+from .reference import ReferenceEncoder
 
 
 class _Block(nn.Module):
@@ -69,6 +70,8 @@ class IdentityEncoder(nn.Module):
                 raise ValueError(f"a fine spatial map needs an identity width divisible by 4, not {cfg.dim}")
             self.fine_proj = nn.Linear(cfg.widths[self.fine_tap], cfg.dim // 4)
             self.fine_norm = nn.LayerNorm(cfg.dim // 4)
+        if cfg.ref_slots > 0:
+            self.reference = ReferenceEncoder(cfg)
 
     @staticmethod
     def spatial_tap(cfg: EncoderConfig, side: int) -> int | None:
@@ -84,7 +87,8 @@ class IdentityEncoder(nn.Module):
         """refs: (B, K, 3, S, S) in [-1,1]; mask: (B, K) bool, True = real reference.
 
         Returns (B, cfg.rows(), dim): the global vector, the identity tokens, then (if configured)
-        the spatial map row by row and the fine map's space-to-depth rows.
+        the spatial map row by row, the fine map's space-to-depth rows and the references' keys
+        and values (models/reference.py).
         """
         b, k = refs.shape[:2]
         if mask is None:
@@ -119,6 +123,8 @@ class IdentityEncoder(nn.Module):
             fmap = self.fine_norm(self.fine_proj(_map_mean(fine, flat_mask, m)))  # (B, side*side, D/4)
             fmap = F.pixel_unshuffle(fmap.transpose(1, 2).reshape(b, -1, side, side), 2)  # (B, D, side/2, side/2)
             parts.append(fmap.flatten(2).transpose(1, 2))
+        if self.cfg.ref_slots > 0:
+            parts.append(self.reference(refs, mask))
         return torch.cat(parts, dim=1) if len(parts) > 1 else out
 
 

@@ -21,7 +21,7 @@ class Restorer(nn.Module):
         self.cfg = cfg
         e = cfg.encoder
         self.encoder = IdentityEncoder(e)
-        self.generator = Generator(cfg.generator, e.dim, e.spatial, e.spatial_fine)
+        self.generator = Generator(cfg.generator, e.dim, e.spatial, e.spatial_fine, e)
         self.null_identity = nn.Parameter(torch.zeros(e.rows(), e.dim))
 
     def identity_shape(self) -> tuple[int, int]:

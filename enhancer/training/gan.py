@@ -1,0 +1,198 @@
+"""`likeness train gan`: adversarial fine-tuning of the one-step student, with reference attention.
+
+The student (the 1-step sampler of an identity-conditioned diffusion model) is grown with
+reference attention (models/reference.py; new layers start at zero, so the start computes what
+the student did) and trained on its own one-step output against the truth with
+L1 + the discriminator's feature matching + hinge GAN (SPARNet-HD's 100 : 10 : 1 by default), plus
+the output identity term (teacher.output_identity) so identity stays the objective it was.
+
+Why: every loss the student had is minimised by the posterior mean, so it deblocks but returns
+no detail. The GAN term makes it commit to detail; the references, reachable one by one through
+attention, are where detail that is this person's can come from, and the discriminator sees the
+references' mean too, so detail that does not fit the person is what it learns to reject.
+
+Trainable: the generator and the reference encoder; the identity encoder's trunk (whose global
+vector, tokens and map the student was trained on) and the null identity stay fixed. Two
+learning rates (G 1e-4, D 4e-4), Adam betas (0.5, 0.99), EMA of the generator, identity dropout
+kept so the generic mode is trained the same way. Resumable like the other stages.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.discriminator import DiscriminatorConfig, MultiScaleDiscriminator
+from ..models.restorer import Restorer, load_grown
+from ..weights import export_weights, load_restorer
+from .adversarial import diff_augment, feature_matching, hinge_d_loss, hinge_g_loss
+from .data import RefSampler, load_pack, make_batch
+from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
+from .preset_weights import ID_OUTPUT_WEIGHTS, check_ref_flip, preset_weights
+from .run_state import RunState
+from .teacher import identity_dropout, output_identity, prepare_split
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    pack: str
+    init: str  # the one-step student to start from
+    run_dir: str = "runs/gan"
+    ref_slots: int = 4  # reference attention slots (0: none)
+    batch: int = 8
+    lr: float = 1e-4  # generator
+    lr_d: float = 4e-4  # discriminator
+    warmup: int = 100
+    steps: int | None = None
+    minutes: float | None = None
+    ema: float = 0.998
+    grad_clip: float = 1.0
+    pixel: float = 1.0  # L1 to the truth
+    feature_match: float = 0.1
+    adversarial: float = 0.01
+    id_output: float = 0.1
+    id_temperature: float = 0.1
+    id_output_weights: tuple[tuple[str, float], ...] = ID_OUTPUT_WEIGHTS
+    id_dropout: float = 0.15
+    augment: bool = True
+    n_val: int = 60
+    split_seed: int = 0
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True
+    ckpt_minutes: float = 5.0
+    log_every: int = 50
+    ref_flip: str = "with-target"
+
+    def __post_init__(self) -> None:
+        check_ref_flip(self.ref_flip)
+
+
+class AdversarialPair(nn.Module):
+    """The student and its discriminator as one module, so one checkpoint holds both."""
+
+    def __init__(self, student: Restorer, disc: MultiScaleDiscriminator) -> None:
+        super().__init__()
+        self.student = student
+        self.disc = disc
+
+
+def grow_student(src: Restorer, ref_slots: int) -> Restorer:
+    """``src`` with reference attention of ``ref_slots`` slots added (zero-initialised outputs)."""
+    if ref_slots <= 0 or src.cfg.encoder.ref_slots == ref_slots:
+        return copy.deepcopy(src)
+    cfg = replace(src.cfg, encoder=replace(src.cfg.encoder, ref_slots=ref_slots))
+    model = Restorer(cfg)
+    load_grown(model, src)
+    return model
+
+
+def scene(face: torch.Tensor, lq: torch.Tensor, ref_mean: torch.Tensor) -> torch.Tensor:
+    """What the discriminator judges: the face beside its degraded input and the references' mean."""
+    return torch.cat([face, lq, ref_mean], dim=1)
+
+
+def reference_mean(refs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(refs.dtype)[:, :, None, None, None]
+    return (refs * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def train_gan(cfg: GanConfig) -> dict:
+    run = Path(cfg.run_dir)
+    log = setup_logging(run, "gan")
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    src, smeta = load_restorer(Path(cfg.init), device="cpu")
+    student = grow_student(src, cfg.ref_slots).to(device).train()
+    val_ids = smeta["extra"].get("val_identities")
+    train_ids, split_val = prepare_split(Path(cfg.pack), cfg.n_val, cfg.split_seed)
+    if val_ids:  # never train on the people the starting model held out
+        train_ids = [i for i in train_ids + split_val if i not in set(val_ids)]
+    else:
+        val_ids = split_val
+    pool = load_pack(Path(cfg.pack), device, keep=set(train_ids))
+    sampler = RefSampler(pool, 5, cfg.seed + 7, cfg.ref_flip)
+    student.requires_grad_(False)
+    student.generator.requires_grad_(True)
+    if cfg.ref_slots > 0:
+        student.encoder.reference.requires_grad_(True)
+    disc = MultiScaleDiscriminator(DiscriminatorConfig()).to(device)
+    pair = AdversarialPair(student, disc)
+    ema = copy.deepcopy(pair).requires_grad_(False)
+    g_params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW([{"params": g_params, "lr": cfg.lr, "base_lr": cfg.lr},
+                             {"params": list(disc.parameters()), "lr": cfg.lr_d, "base_lr": cfg.lr_d}],
+                            weight_decay=0.0, betas=(0.5, 0.99))
+    gen = torch.Generator().manual_seed(cfg.seed + 3)
+    state = RunState(run / "ckpt.safetensors", pair, ema, opt, sampler, gen, Budget(cfg.steps, cfg.minutes),
+                     cfg.ckpt_minutes)
+    if state.resume(device, cfg.steps):
+        log.info("resumed at step %d", state.step)
+    size = student.cfg.generator.size
+    state.open_bar("gan")
+    flag = StopFlag()
+    parts: dict[str, list[float]] = {}
+    while state.running(flag):
+        draw = sampler.sample(cfg.batch)
+        x0, lq, refs, mask = make_batch(pool, draw, size, device)
+        noise = torch.randn(lq.shape, generator=gen).to(device)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(state.step, state.lr_total(), g["base_lr"], cfg.warmup)
+        with autocast(device, cfg.bf16):
+            ident = student.encode(refs, mask)
+            anchor = ident[:, 0].detach()
+            ident, _ = identity_dropout(ident, student.null_identity, cfg.id_dropout, gen)
+            out = student.restore(lq, ident, noise, 1).float()
+            cond = torch.cat([lq, reference_mean(refs, mask)], dim=1)
+            fake_s, real_s = scene(out, *cond.split(3, 1)), scene(x0, *cond.split(3, 1))
+            both = torch.cat([fake_s, real_s], dim=1)
+            if cfg.augment:  # one augmentation for both, so feature matching compares like with like
+                both = diff_augment(both, gen, groups=6)
+            fake_a, real_a = both.split(fake_s.shape[1], dim=1)
+            # generator step
+            disc.requires_grad_(False)
+            d_fake = disc(fake_a)
+            with torch.no_grad():
+                d_real = disc(real_a)
+            l_pix = F.l1_loss(out, x0)
+            l_fm = feature_matching(d_real, d_fake)
+            l_adv = hinge_g_loss(d_fake)
+            loss_g = cfg.pixel * l_pix + cfg.feature_match * l_fm + cfg.adversarial * l_adv
+            if cfg.id_output > 0:
+                l_id = output_identity(student.encoder, out, anchor, pool.labels[draw[0]], cfg.id_temperature,
+                                       preset_weights(pool.presets, draw[3], cfg.id_output_weights))
+                loss_g = loss_g + cfg.id_output * l_id
+        opt.zero_grad(set_to_none=True)
+        loss_g.backward()
+        torch.nn.utils.clip_grad_norm_(g_params, cfg.grad_clip)
+        opt.step()
+        # discriminator step
+        disc.requires_grad_(True)
+        with autocast(device, cfg.bf16):
+            loss_d = hinge_d_loss(disc(real_a.detach()), disc(fake_a.detach()))
+        opt.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt.step()
+        ema_update(ema, pair, cfg.ema)
+        for k, v in (("pix", l_pix), ("fm", l_fm), ("adv", l_adv), ("d", loss_d)):
+            parts.setdefault(k, []).append(float(v.detach()))
+        state.finish_step(float(l_pix), ".4f")
+        if state.step % cfg.log_every == 0:
+            log.info("step %d %s", state.step,
+                     " ".join(f"{k} {sum(v[-cfg.log_every:]) / len(v[-cfg.log_every:]):.4f}" for k, v in parts.items()))
+    wall = state.close()
+    step = state.step
+    extra = {"steps": step, "student_steps": 1, "init_id": smeta["model_id"], "val_identities": val_ids,
+             "train_cfg": asdict(cfg)}
+    model_id = export_weights(ema.student.eval(), run / "student.safetensors", "student", extra)
+    metrics = {"steps": step, "wall_time_s": round(wall, 1), "final_pixel_loss": state.mean_loss(200),
+               "model_id": model_id, "init_id": smeta["model_id"], "hardware": hardware(), "config": asdict(cfg)}
+    write_json(run / "metrics.json", metrics)
+    log.info("done %s", json.dumps(metrics))
+    return metrics
