@@ -4,6 +4,13 @@ HOG detection (~10-40 ms) runs on a downscaled frame every ``detect_every`` fram
 track is lost; in between, each track's box is predicted from its last landmarks and the
 5-point predictor (~0.1 ms) refines them on the full-resolution frame. Landmarks are smoothed
 with a One-Euro filter so the aligned crop does not jitter.
+
+With no face in view there is nothing to track, so every frame used to run a detection
+(~20 ms a frame for an empty room). The tracker backs off instead: the first ``miss_grace``
+face-less frames are all searched (a face lost for a moment is found again at once), then the
+gap between searches doubles up to ``miss_every_max`` frames and never exceeds
+``miss_gap_max_s`` seconds, so a face that comes into view is picked up within that; as soon
+as one is found, tracking (and ``detect_every``) takes over again.
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ class TrackerConfig:
     max_faces: int = 4
     min_eye_distance: float = 12.0  # px; smaller faces are not worth enhancing
     max_scale_jump: float = 1.35  # landmark scale change between frames that means "lost"
+    # no face in view: detect on this many frames in a row, then back off (module docstring)
+    miss_grace: int = 3
+    miss_every_max: int = 8  # frames: the widest gap between detections while nothing is found
+    miss_gap_max_s: float = 0.3  # seconds: ... and never wider than this (low frame rates)
     smoothing: OneEuroParams = field(default_factory=OneEuroParams)
 
 
@@ -82,22 +93,44 @@ class FaceTracker:
         self._frame = 0
         self._force_detect = True
         self.last_was_detection = False
+        self._misses = 0  # detections in a row that found no face
+        self._last_detect: tuple[int, float] | None = None  # (frame number, time) of the last detection
 
     def reset(self) -> None:
         self._tracks.clear()
         self._force_detect = True
+        self._misses = 0
+
+    def _search_due(self, t: float) -> bool:
+        """With no track: whether this frame runs a detection (the back-off in the module docstring)."""
+        cfg = self.config
+        if self._force_detect or self._misses < cfg.miss_grace or self._last_detect is None:
+            return True
+        frame, at = self._last_detect
+        gap = min(2 ** (self._misses - cfg.miss_grace + 1), cfg.miss_every_max)
+        # a clock that went backwards (a new stream's timestamps) also searches at once
+        return self._frame - frame >= gap or not 0 <= t - at < cfg.miss_gap_max_s
 
     def update(self, frame_bgr: np.ndarray, t: float | None = None) -> list[TrackedFace]:
         cfg = self.config
         t = self._frame / 30.0 if t is None else t
+        if self._tracks:
+            detect = self._force_detect or self._frame % cfg.detect_every == 0
+        else:
+            detect = self._search_due(t)
+        self.last_was_detection = detect
+        if not detect and not self._tracks:  # no face in view and not searching this frame
+            self._frame += 1
+            return []
         gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if frame_bgr.ndim == 3 else frame_bgr
         h, w = gray.shape[:2]
-        detect = self._force_detect or not self._tracks or self._frame % cfg.detect_every == 0
-        self.last_was_detection = detect
+        if detect:
+            self._last_detect = (self._frame, t)
         self._frame += 1
         self._force_detect = False
         if detect:
             self._associate(detect_faces(gray, cfg.detect_max_side, cfg.detect_upsample))
+            self._misses = 0 if self._tracks else self._misses + 1
         else:
             kept = []
             for tr in self._tracks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,3 +97,49 @@ def test_two_faces_get_distinct_stable_ids(shared_data: Path) -> None:
 def test_max_faces_limits_tracks(shared_data: Path) -> None:
     frame = two_face_frame(shared_data)
     assert len(FaceTracker(TrackerConfig(max_faces=1)).update(frame, 0.0)) == 1
+
+
+def test_no_face_backs_off_detection_and_picks_up_a_face_within_the_cap(shared_data: Path) -> None:
+    """With no face in view the tracker must not run a detection on every frame (~20 ms each),
+    yet a face that comes into view is found within the back-off's cap, whatever the phase."""
+    cfg = TrackerConfig()
+    fps = 30.0
+    clip = decode(shared_data / "videos" / "LivePortrait__assets__examples__driving__d6.mp4")  # one face
+    faces_in = [frame for frame, _ in (next(clip) for _ in range(90))]
+    # the same real frames upside down: real texture and light, but no face HOG can find
+    empty = [cv2.flip(f, 0) for f in faces_in]
+    cap = min(cfg.miss_every_max, math.ceil(cfg.miss_gap_max_s * fps))  # frames a face may wait, at most
+    tracker = FaceTracker(cfg)
+    n = 0
+
+    def step(img: np.ndarray) -> int:
+        nonlocal n
+        found = len(tracker.update(img, n / fps))
+        n += 1
+        return found
+
+    # nothing in view from the start: the first frames are all searched, then fewer and fewer
+    searched = []
+    for img in empty[:60]:
+        assert step(img) == 0
+        searched.append(tracker.last_was_detection)
+    assert all(searched[: cfg.miss_grace]), searched
+    print(f"\n{sum(searched)} detections in {len(searched)} face-less frames (cap {cap} frames)")
+    assert sum(searched) <= len(searched) / 3, searched
+
+    # a face appears after face-less stretches of every length modulo the widest gap: each time it
+    # is found within the cap; it then stays tracked, and once it is gone the search starts afresh
+    delays = []
+    for k in range(cap):
+        for img in empty[: 20 + k]:
+            assert step(img) == 0
+        delay = next((i for i, img in enumerate(faces_in[:cap + 5]) if step(img)), None)
+        assert delay is not None and delay < cap, (k, delay)
+        delays.append(delay)
+        assert all(step(img) == 1 for img in faces_in[delay + 1: delay + 6])
+        # the face leaves: searches at every frame for the grace frames after the loss is noticed
+        lost = [(step(img), tracker.last_was_detection) for img in empty[: cfg.detect_every + cfg.miss_grace + 1]]
+        first_empty = next(i for i, (found, _) in enumerate(lost) if not found)
+        start = first_empty if lost[first_empty][1] else first_empty + 1  # lost by tracking: search next
+        assert all(d for _, d in lost[start: start + cfg.miss_grace]), lost
+    print(f"face found after {delays} frames (by phase)")
