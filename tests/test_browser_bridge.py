@@ -116,14 +116,17 @@ def test_browser_page_sends_camera_and_shows_enhanced_stream(tmp_path: Path, mon
                 await page.fill("#enroll-name", "browser_test")
                 await page.fill("#enroll-count", "3")
                 await page.click("#enroll")
+                # done once the verdicts are in and, after a success, the call has restarted with the identity
                 await page.wait_for_function(
-                    "(t => t && !t.startsWith('enrolling') && t !== '')(document.getElementById('enroll-status')"
-                    ".textContent)", timeout=30_000, polling=250)
+                    "(t => t && !t.startsWith('enrolling') && !t.includes('restarting') && t !== '')"
+                    "(document.getElementById('enroll-status').textContent)", timeout=30_000, polling=250)
                 enroll_status = await page.text_content("#enroll-status")
                 thumbs = await page.locator("#thumbs .thumb").count()
                 verdicts = await page.locator("#thumbs .thumb.accepted, #thumbs .thumb.rejected").count()
-                await asyncio.sleep(0.5)  # the page reloads the identity list after a successful enrolment
                 options = await page.eval_on_selector_all("#identity option", "os => os.map(o => o.value)")
+                selected = await page.eval_on_selector("#identity", "s => s.value")
+                after_view = await page.evaluate("document.getElementById('after').checked")
+                publishers = [s for s in bridge.room_sessions("browser") if s.role == "publisher"]
                 await page.screenshot(path=str(ARTIFACTS / "bridge_browser_enroll.png"), full_page=True)
                 await page.click("#stop")
                 await page.wait_for_function("!window.likeness.session", timeout=10_000)
@@ -133,7 +136,8 @@ def test_browser_page_sends_camera_and_shows_enhanced_stream(tmp_path: Path, mon
                 await browser.close()
         return {"s0": stats0, "s1": stats1, "dt": dt, "server": server, "badge": badge,
                 "enroll": enroll_status, "thumbs": thumbs, "verdicts": verdicts, "options": options, "left": left,
-                "watched": watched, "cpu": watch}
+                "watched": watched, "cpu": watch, "selected": selected, "after_view": after_view,
+                "publishers": [p.identity for p in publishers]}
 
     r = asyncio.run(scenario())
     decoded = r["s1"]["framesDecoded"] - r["s0"]["framesDecoded"]
@@ -154,7 +158,10 @@ def test_browser_page_sends_camera_and_shows_enhanced_stream(tmp_path: Path, mon
     assert r["watched"].startswith("watching 1 participant"), r["watched"]
     assert r["thumbs"] == 3 and r["verdicts"] == 3 and r["enroll"]  # every capture shows accepted/rejected
     if r["enroll"].startswith("enrolled"):
+        # the new identity is selected, the view shows the enhanced stream, and the call uses it
         assert "browser_test" in r["options"]
+        assert r["selected"] == "browser_test" and r["after_view"], r
+        assert r["publishers"] == ["browser_test"], r["publishers"]
     assert r["left"] == 0  # Stop sent DELETE and the bridge closed the session
 
 
@@ -201,3 +208,57 @@ def test_browser_h264(tmp_path: Path) -> None:
           f"{stats['width']}x{stats['height']}; bridge enhanced {pub['track']['enhanced_share_total']:.0%}")
     assert stats["codec"] == "H264" and pub["codec"] == "H264"
     assert stats["framesDecoded"] > 45 and stats["width"] == 640
+
+
+@pytest.mark.timeout(90)
+def test_browser_watch_only_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``?watch=1``: the participant is the main view (not a black "after" box with a thumbnail
+    below); an unknown ``?identity=`` shows a warning; when the participant leaves the page says
+    so instead of showing a frozen last frame."""
+    monkeypatch.setenv("LIKENESS_HOME", str(tmp_path / "home"))  # no identity is enrolled
+    frames, fps = load_clip(CLIP, 60)
+    y4m = write_y4m(frames[:2], tmp_path / "camera.y4m", fps, size=(320, 240))  # the page must not use it
+    exe = str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium"))
+
+    async def scenario() -> dict:
+        async with serve_bridge(BridgeConfig(port=0, codec="vp8"), default_processor_factory) as (base, bridge), \
+                http_client() as http, playwright_api.async_playwright() as pw:
+            other = await publish(http, f"{base}/whip/w", ClipTrack(frames, fps))
+            browser = await pw.chromium.launch(executable_path=exe, headless=True, args=chromium_args(y4m))
+            try:
+                page = await browser.new_page(viewport={"width": 1200, "height": 900})
+                await page.goto(f"{base}/?room=w&watch=1&identity=nobody")
+                await page.wait_for_function("document.getElementById('view').videoWidth > 0",
+                                             timeout=30_000, polling=250)
+                on_stage = await page.evaluate(
+                    "window.likeness.watched.length === 1 && "
+                    "document.getElementById('view').srcObject === window.likeness.watched[0].stream")
+                box = await page.locator("#view").bounding_box()
+                badge = await page.text_content("#badge")
+                warning = await page.text_content("#warning") if await page.is_visible("#warning") else None
+                camera = await page.evaluate("!!window.likeness.local")
+                await page.screenshot(path=str(ARTIFACTS / "bridge_browser_watch.png"))
+                assert await other.leave(http) == 200
+                await page.wait_for_function("window.likeness.notice === 'participant left'",
+                                             timeout=10_000, polling=250)
+                notice_visible = await page.is_visible("#notice")
+                view_cleared = await page.evaluate("document.getElementById('view').srcObject === null")
+                await page.screenshot(path=str(ARTIFACTS / "bridge_browser_watch_left.png"))
+                t0 = time.monotonic()
+                while bridge.sessions and time.monotonic() - t0 < 5:
+                    await asyncio.sleep(0.1)
+                sessions = len(bridge.sessions)
+            finally:
+                await browser.close()
+        return {"on_stage": on_stage, "box": box, "badge": badge, "warning": warning, "camera": camera,
+                "notice_visible": notice_visible, "view_cleared": view_cleared, "sessions": sessions}
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    r = asyncio.run(scenario())
+    print(f"\nwatch-only page: {r}")
+    assert r["on_stage"] and r["box"]["width"] > 500, r  # the participant fills the main view
+    assert r["badge"].startswith("watching room w"), r
+    assert not r["camera"], r  # watching needs no camera
+    assert r["warning"] and "nobody" in r["warning"], r
+    assert r["notice_visible"] and r["view_cleared"], r  # no frozen last frame
+    assert r["sessions"] == 0, r  # the page let go of its viewer session when nobody was left

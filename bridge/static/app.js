@@ -8,6 +8,8 @@ const state = {
   token: null, config: null, pc: null, session: null, location: null,
   local: null, remote: null, viewer: null, viewerLocation: null,
   connected: false, framesDecoded: 0, fps: 0, codec: null, server: null, error: null,
+  // watching: one entry per participant the viewer receives, {id, stream, tile, left}
+  watched: [], watchRoom: null, watchFramesDecoded: 0, warning: null, notice: null,
 };
 window.likeness = state;
 
@@ -66,7 +68,14 @@ function waitIceComplete(pc, timeoutMs = 3000) {
   });
 }
 
-async function loadIdentities() {
+function warn(text) {
+  state.warning = text || null;
+  $("warning").textContent = text || "";
+  $("warning").hidden = !text;
+}
+
+async function loadIdentities(select) {
+  // ``select``: the identity to pick (a fresh enrolment); else the URL's ?identity=, else the bridge's default
   try {
     const body = await apiJson("/api/identities");
     const sel = $("identity");
@@ -76,8 +85,16 @@ async function loadIdentities() {
       o.value = o.textContent = name;
       sel.appendChild(o);
     }
-    const want = params.get("identity") || body.default;
-    if (want) sel.value = want;
+    const want = select || params.get("identity") || body.default;
+    if (want && !body.identities.includes(want)) {
+      // never fall back to "no identity" silently: the call would not look like the person asked for
+      sel.value = "";
+      warn(`Identity "${want}" is not enrolled on this bridge, so faces are enhanced without an identity. ` +
+           `Pick another one above, or enroll "${want}" below.`);
+    } else {
+      if (want) sel.value = want;
+      if (state.warning && want && state.warning.includes(`"${want}"`)) warn(null);
+    }
   } catch (e) { setStatus("identities: " + e.message, "err"); }
 }
 
@@ -88,12 +105,36 @@ async function ensureCamera() {
   return state.local;
 }
 
+function setNotice(text) {
+  state.notice = text || null;
+  $("notice").textContent = text || "";
+  $("notice").hidden = !text;
+}
+
 function showView() {
-  const after = $("after").checked;
-  const stream = after ? (state.remote || null) : state.local;
+  // Without a camera of its own the page is a viewer: the room's participant is the main view.
+  const watchOnly = !state.pc && !state.local && (state.viewer || state.watched.length > 0);
+  let stream = null;
+  let badge;
+  const onStage = watchOnly ? state.watched.find((w) => !w.left) : null;
+  if (watchOnly) {
+    stream = onStage ? onStage.stream : null;
+    const live = state.watched.filter((w) => !w.left).length;
+    badge = onStage ? `watching room ${state.watchRoom}` + (live > 1 ? ` (1 of ${live})` : "")
+      : state.watched.length ? `room ${state.watchRoom}` : `watching room ${state.watchRoom}: connecting…`;
+    setNotice(state.watched.length && !onStage ? "participant left" : null);
+  } else {
+    const after = $("after").checked;
+    stream = after ? (state.remote || null) : state.local;
+    const ident = $("identity").value;
+    badge = after ? (state.remote ? `after (enhanced${ident ? ", " + ident : ""})`
+      : state.pc ? "after: waiting for bridge" : "after: start the call to see it") : "before (camera)";
+    setNotice(null);
+  }
+  for (const w of state.watched) w.tile.hidden = w === onStage;  // not twice on the page
   const v = $("view");
   if (v.srcObject !== stream) v.srcObject = stream;
-  $("badge").textContent = after ? (state.remote ? "after (enhanced)" : "after: waiting for bridge") : "before (camera)";
+  $("badge").textContent = badge;
 }
 
 async function start() {
@@ -129,6 +170,16 @@ async function start() {
   }
 }
 
+async function republish() {
+  // The identity is chosen when the call is set up: a new one takes a new session (same camera).
+  const old = { pc: state.pc, location: state.location };
+  if (!old.pc) return;
+  Object.assign(state, { pc: null, session: null, location: null, remote: null, connected: false });
+  if (old.location) { try { await api(old.location, { method: "DELETE" }); } catch (e) { /* gone */ } }
+  old.pc.close();
+  await start();
+}
+
 async function stop() {
   if (state.location) { try { await api(state.location, { method: "DELETE" }); } catch (e) { /* gone */ } }
   if (state.pc) state.pc.close();
@@ -158,12 +209,25 @@ async function watchOnce() {
   const room = $("room").value.trim() || "main";
   const pc = new RTCPeerConnection(iceConfig());
   state.viewer = pc;
+  state.watchRoom = room;
   for (let i = 0; i < 4; i++) pc.addTransceiver("video", { direction: "recvonly" });
+  let pubs = [];
   pc.ontrack = (ev) => {
+    // video m-lines carry the room's publishers in the order X-Likeness-Publishers lists them
+    const id = pubs[pc.getTransceivers().indexOf(ev.transceiver)] || null;
+    const tile = document.createElement("div");
+    tile.className = "tile";
     const v = document.createElement("video");
     v.autoplay = true; v.playsInline = true; v.muted = true;
-    v.srcObject = new MediaStream([ev.track]);
-    $("others").appendChild(v);
+    const stream = new MediaStream([ev.track]);
+    v.srcObject = stream;
+    const label = document.createElement("span");
+    label.className = "label";
+    label.textContent = `participant ${state.watched.length + 1}`;
+    tile.append(v, label);
+    $("others").appendChild(tile);
+    state.watched.push({ id, stream, tile, left: false });
+    showView();
   };
   await pc.setLocalDescription(await pc.createOffer());
   await waitIceComplete(pc);
@@ -178,25 +242,74 @@ async function watchOnce() {
     return text;
   }
   state.viewerLocation = res.headers.get("Location");
-  const pubs = (res.headers.get("X-Likeness-Publishers") || "").split(",").filter(Boolean);
+  pubs = (res.headers.get("X-Likeness-Publishers") || "").split(",").filter(Boolean);
   $("room-info").textContent = `watching ${pubs.length} participant(s); press again to refresh`;
   await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
   $("unwatch").disabled = false;
+  if (!state.pc) setStatus(`watching room ${room}`, "ok");
+  showView();
   return "ok";
 }
 
-async function unwatch() {
+async function closeViewer() {
   if (state.viewerLocation) { try { await api(state.viewerLocation, { method: "DELETE" }); } catch (e) { /* gone */ } }
   if (state.viewer) state.viewer.close();
   state.viewer = null; state.viewerLocation = null;
+}
+
+async function unwatch() {
+  await closeViewer();
+  state.watched = [];
   $("others").replaceChildren();
   $("unwatch").disabled = true;
+  showView();
+}
+
+async function checkWatched() {
+  // A participant who leaves ends their stream, but a <video> keeps showing its last frame:
+  // ask the bridge who still publishes and say so instead of showing a frozen picture.
+  const live = state.watched.filter((w) => !w.left && w.id);
+  if (!state.viewer || !live.length) return;
+  let present;
+  try {
+    const body = await apiJson("/api/stats?room=" + encodeURIComponent(state.watchRoom));
+    present = new Set(((body.rooms || {})[state.watchRoom] || []).filter((s) => s.role === "publisher").map((s) => s.id));
+  } catch (e) { return; }
+  let changed = false;
+  for (const w of live) {
+    if (present.has(w.id)) continue;
+    w.left = true; changed = true;
+    w.tile.classList.add("left");
+    w.tile.querySelector(".label").textContent = "participant left";
+    w.tile.querySelector("video").srcObject = null;
+  }
+  if (!changed) return;
+  if (state.watched.every((w) => w.left)) {
+    await closeViewer();  // nobody left to watch: free the bridge's viewer session
+    $("room-info").textContent = "participant left; press Watch the room when someone publishes again";
+    if (!state.pc) setStatus("participant left");
+  }
+  showView();
 }
 
 function row(k, v) { return `<tr><td>${k}</td><td>${v}</td></tr>`; }
 
 async function pollStats() {
+  await checkWatched();
   const rows = [];
+  if (!state.pc && state.viewer) {  // watching only: what arrives from the room
+    try {
+      let n = 0;
+      (await state.viewer.getStats()).forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "video" && s.framesDecoded) {
+          n += 1;
+          state.watchFramesDecoded = Math.max(state.watchFramesDecoded, s.framesDecoded);
+          rows.push(row(`participant ${n} fps`, (s.framesPerSecond || 0).toFixed(1)));
+          if (s.frameWidth) rows.push(row(`participant ${n} resolution`, `${s.frameWidth}×${s.frameHeight}`));
+        }
+      });
+    } catch (e) { /* closing */ }
+  }
   if (state.pc) {
     try {
       const report = await state.pc.getStats();
@@ -238,7 +351,7 @@ async function pollStats() {
       }
     } catch (e) { rows.push(row("server stats", e.message)); }
   }
-  $("stats").tBodies[0].innerHTML = rows.join("") || row("", "not connected");
+  $("stats").tBodies[0].innerHTML = rows.join("") || row("", state.watched.length ? "nobody to watch" : "not connected");
 }
 
 function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
@@ -282,7 +395,15 @@ async function enroll() {
       status.textContent = (body && body.error) || `HTTP ${res.status}`;
     } else {
       status.textContent = `enrolled "${name}"`;
-      loadIdentities();
+      // show what the enrolment was for: the new identity, enhanced
+      await loadIdentities(name);
+      $("after").checked = true;
+      if (state.pc) {
+        status.textContent = `enrolled "${name}"; restarting the call with it`;
+        await republish();
+        status.textContent = `enrolled "${name}"; the call now uses it`;
+      }
+      showView();
     }
     if (body) showEnrollResults(body);
   } catch (e) {
@@ -317,6 +438,7 @@ async function init() {
   $("start").onclick = start;
   $("stop").onclick = stop;
   $("after").onchange = showView;
+  $("identity").onchange = () => { if (state.pc) republish(); else showView(); };
   $("watch").onclick = () => watch().catch((e) => { $("room-info").textContent = e.message; });
   $("unwatch").onclick = unwatch;
   $("enroll").onclick = enroll;
