@@ -103,7 +103,8 @@ def quantize_int8(fp32: Path | str, out: Path | str, calib: np.ndarray, check: n
     # would get a zero activation range and quantise every person's map away. They are tiny (1x1),
     # so they stay fp32 whatever the calibration set.
     fp32_proto = onnx.load(str(fp32), load_external_data=False)
-    keep_fp32 = [n.name for n in fp32_proto.graph.node if n.op_type == "Conv" and "/spatial_" in n.name]
+    keep_fp32 = [n.name for n in fp32_proto.graph.node
+                 if n.op_type == "Conv" and ("/spatial_" in n.name or "/ref_up" in n.name)]
     tmp_pre = out.with_name(out.name + f".pre{os.getpid()}")
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     try:

@@ -42,9 +42,14 @@ SUFFIX = ".safetensors"
 IDENTITY_SHAPE = (5, 256)  # without a spatial map
 SPATIAL_SIDES = (0, 8, 16)  # spatial identity map sides a stored identity may carry (EncoderConfig.spatial)
 FINE_SIDES = (0, 32)  # fine map sides (EncoderConfig.spatial_fine), stored as (side/2)**2 rows
+# rows of per-reference keys and values (EncoderConfig.ref_rows: 4 slots, 16 wide at 32x32 and 32 wide
+# at 16x16 -> 4 * 2 * (16 * 32**2 + 32 * 16**2) / 256 = 768)
+REF_ROWS = (0, 768)
 KEEP_SIZE = 256  # side of the aligned crops stored with --keep-photos
 MAX_KEPT_REFS = 8
-MAX_FILE_BYTES = 1_000_000  # an identity alone is ~5 kB (~270 kB with a 16x16 map, ~530 kB with both); 1 MB is not ours
+# an identity alone is ~5 kB (~270 kB with a 16x16 map, ~530 kB with both maps, ~1.05 MB with a 16x16
+# map and reference keys/values); 2 MB is not ours
+MAX_FILE_BYTES = 2_000_000
 MAX_FILE_BYTES_WITH_REFS = MAX_FILE_BYTES + MAX_KEPT_REFS * KEEP_SIZE * KEEP_SIZE * 3
 NAME_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}$")
 REQUIRED_META = ("format", "version", "name", "encoder_id", "model_id", "created", "n_refs")
@@ -111,7 +116,7 @@ def _parse_header(data: bytes, path: Path) -> dict:
 
 def valid_identity_shape(shape: tuple[int, ...]) -> bool:
     rows, dim = IDENTITY_SHAPE
-    extra = {s * s + (f // 2) ** 2 for s in SPATIAL_SIDES for f in FINE_SIDES}
+    extra = {s * s + (f // 2) ** 2 + r for s in SPATIAL_SIDES for f in FINE_SIDES for r in REF_ROWS}
     return len(shape) == 2 and shape[1] == dim and shape[0] - rows in extra
 
 
@@ -142,7 +147,7 @@ def _validate(path: Path, data: bytes) -> tuple[dict[str, str], dict[str, np.nda
     ident = tensors["identity"]
     if ident.dtype != np.float32 or not valid_identity_shape(ident.shape):
         raise ModelError(f"{path}: corrupt identity file (identity is {ident.dtype} {tuple(ident.shape)}, "
-                         f"expected float32 {IDENTITY_SHAPE} or with a spatial map's rows)")
+                         f"expected float32 {IDENTITY_SHAPE} or with spatial map or reference rows)")
     if not np.isfinite(ident).all():
         raise ModelError(f"{path}: corrupt identity file (identity holds NaN or infinite values)")
     refs = tensors.get("refs")

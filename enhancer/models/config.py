@@ -22,7 +22,9 @@ class GeneratorConfig:
     emb_dim: int = 128
     groups: int = 8
     heads: int = 4
-    ref_window: int = 5  # reference attention: each position sees window x window cells of every slot
+    # reference attention: at the encoder's ``ref_sides[i]`` each position sees ref_windows[i]**2 cells
+    # of every slot (1 at 32x32, the same position only: a 3x3 window there cost 3 ms a face)
+    ref_windows: tuple[int, ...] = (1, 3)
 
 
 @dataclass(frozen=True)
@@ -40,15 +42,16 @@ class EncoderConfig:
     spatial_fine: int = 0
     max_refs: int = 8
     # > 0: reference attention (models/reference.py): per-reference keys and values of this many
-    # slots at each side of ``ref_sides``, ``ref_dim`` wide, appended to the identity; 0: off
+    # slots at each side of ``ref_sides``, ``ref_dims`` wide there, appended to the identity; 0: off
     ref_slots: int = 0
-    ref_dim: int = 32
     ref_sides: tuple[int, ...] = (32, 16)
+    ref_dims: tuple[int, ...] = (16, 32)
 
     def ref_rows(self) -> int:
         if self.ref_slots <= 0:
             return 0
-        return sum(self.ref_slots * 2 * self.ref_dim * s * s // self.dim for s in self.ref_sides)
+        return sum(self.ref_slots * 2 * d * s * s // self.dim for s, d in zip(self.ref_sides, self.ref_dims,
+                                                                               strict=True))
 
     def fine_rows(self) -> int:
         return (self.spatial_fine // 2) ** 2 if self.spatial_fine > 0 else 0
@@ -77,7 +80,10 @@ class ModelConfig:
         g = d["generator"]
         e = d["encoder"]
         g["widths"] = tuple(g["widths"])
+        if "ref_windows" in g:
+            g["ref_windows"] = tuple(g["ref_windows"])
         e["widths"] = tuple(e["widths"])
-        if "ref_sides" in e:
-            e["ref_sides"] = tuple(e["ref_sides"])
+        for k in ("ref_sides", "ref_dims"):
+            if k in e:
+                e[k] = tuple(e[k])
         return ModelConfig(GeneratorConfig(**g), EncoderConfig(**e), float(d.get("residual_scale", 0.0)))

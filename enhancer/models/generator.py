@@ -83,7 +83,8 @@ class Generator(nn.Module):
         # reference attention after each decoder level whose side the references' keys have
         sides = [cfg.size // 2 ** (lvl + 1) for lvl in reversed(levels)]
         self.ref_up = nn.ModuleList(
-            ReferenceAttention(cfg.widths[lvl], self.refs.ref_dim, cfg.ref_window, cfg.groups)
+            ReferenceAttention(cfg.widths[lvl], self.refs.ref_dims[self.refs.ref_sides.index(side)],
+                               cfg.ref_windows[self.refs.ref_sides.index(side)], cfg.groups, side)
             if self.refs is not None and side in self.refs.ref_sides else nn.Identity()
             for lvl, side in zip(reversed(levels), sides, strict=True))
         self.out = nn.Conv2d(ch, 3 * f * f, 3, padding=1)
@@ -132,7 +133,7 @@ class Generator(nn.Module):
             h = self._add_spatial(h, maps, self.spatial_up[lvl])
             h = self._add_spatial(h, fmaps, self.spatial_fine_up[lvl])
             if isinstance(self.ref_up[lvl], ReferenceAttention):
-                h = self.ref_up[lvl](h, kv[h.shape[-1]])
+                h = self.ref_up[lvl](h, kv[self.ref_up[lvl].side])
         h = self.out(F.silu(self.out_norm(h)))
         return F.pixel_shuffle(h, f)
 

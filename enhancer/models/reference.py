@@ -14,7 +14,8 @@ reference slot (``window`` x ``window`` x slots keys), which is cheap enough for
 tolerates a few pixels of misalignment.
 
 Stored layout (rows of ``dim`` appended to the identity): per side in ``ref_sides`` order, the
-tensor (slots, 2 * ref_dim, side, side) (keys then values) flattened and cut into rows of ``dim``.
+tensor (slots, 2 * width, side, side) (keys then values; ``ref_dims`` gives each side's width),
+flattened and cut into rows of ``dim``.
 A set with fewer references than slots repeats them in order, so every slot holds a real photo.
 """
 
@@ -32,22 +33,24 @@ from .config import EncoderConfig
 def check_ref_config(cfg: EncoderConfig) -> None:
     if cfg.ref_slots <= 0:
         return
-    for s in cfg.ref_sides:
-        if (2 * cfg.ref_dim * s * s) % cfg.dim or cfg.size % s:
-            raise ValueError(f"reference side {s} with width {cfg.ref_dim} does not fill rows of {cfg.dim}")
+    if len(cfg.ref_sides) != len(cfg.ref_dims):
+        raise ValueError(f"reference sides {cfg.ref_sides} and widths {cfg.ref_dims} differ in length")
+    for s, d in zip(cfg.ref_sides, cfg.ref_dims, strict=True):
+        if (2 * d * s * s) % cfg.dim or cfg.size % s:
+            raise ValueError(f"reference side {s} with width {d} does not fill rows of {cfg.dim}")
 
 
 def split_ref_rows(ident: torch.Tensor, cfg: EncoderConfig) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """(B, rows, dim) -> the identity without its reference rows, and {side: (B, slots, 2*ref_dim, side, side)}."""
+    """(B, rows, dim) -> the identity without its reference rows, and {side: (B, slots, 2*width, side, side)}."""
     n = cfg.ref_rows()
     if n == 0:
         return ident, {}
     b = ident.shape[0]
     flat = ident[:, ident.shape[1] - n:].reshape(b, -1)
     out, at = {}, 0
-    for s in cfg.ref_sides:
-        size = cfg.ref_slots * 2 * cfg.ref_dim * s * s
-        out[s] = flat[:, at:at + size].reshape(b, cfg.ref_slots, 2 * cfg.ref_dim, s, s)
+    for s, d in zip(cfg.ref_sides, cfg.ref_dims, strict=True):
+        size = cfg.ref_slots * 2 * d * s * s
+        out[s] = flat[:, at:at + size].reshape(b, cfg.ref_slots, 2 * d, s, s)
         at += size
     return ident[:, :ident.shape[1] - n], out
 
@@ -86,7 +89,7 @@ class ReferenceEncoder(nn.Module):
             self.down.append(_Down(ch, w))
             ch, side = w, side // 2
             if side in cfg.ref_sides:
-                self.heads[str(side)] = nn.Conv2d(ch, 2 * cfg.ref_dim, 1)
+                self.heads[str(side)] = nn.Conv2d(ch, 2 * cfg.ref_dims[cfg.ref_sides.index(side)], 1)
         missing = set(cfg.ref_sides) - {int(k) for k in self.heads}
         if missing:
             raise ValueError(f"reference sides {sorted(missing)}: the reference encoder reaches {side} at the least")
@@ -114,8 +117,9 @@ class ReferenceAttention(nn.Module):
     without it until training moves it. A learned bias per window offset lets attention prefer the
     same position (the crops are aligned) without forbidding its neighbours."""
 
-    def __init__(self, channels: int, ref_dim: int, window: int, groups: int) -> None:
+    def __init__(self, channels: int, ref_dim: int, window: int, groups: int, side: int) -> None:
         super().__init__()
+        self.side = side  # the side of the reference keys this layer reads (the level's side at full size)
         if window % 2 == 0:
             raise ValueError(f"reference attention window must be odd, not {window}")
         self.window = window
