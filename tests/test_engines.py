@@ -30,6 +30,7 @@ from enhancer.weights import WEIGHTS_DIR, export_weights
 
 PACKAGED = WEIGHTS_DIR / "student.safetensors"
 PARITY_TOL = 1e-3
+INT8_FLOOR_DB = 43.0  # int8 vs fp32, worst crop: the packaged student measured 46.5 dB (quantiser refuses < 40)
 
 
 def _random_restorer(seed: int = 0, residual_scale: float = 4.0) -> Restorer:
@@ -284,37 +285,43 @@ def test_cli_list_and_tensorrt_build() -> None:
 
 
 def test_int8_is_quality_gated(onnx_path: Path, weights: Path, shared_data: Path, tmp_path: Path) -> None:
-    """int8 is kept only above 40 dB vs fp32 on real crops, generic and personalised; how much it
-    loses depends on the weights."""
+    """int8 is kept only at or above MIN_PSNR_DB (40 dB) vs fp32 on real crops, generic and personalised, and
+    the packaged student's int8 copy stays above INT8_FLOOR_DB (measured 46.5 dB worst crop, 47.2 dB mean),
+    both in the quantiser's own report and through the engines a call runs."""
     from engines.quantize import MIN_PSNR_DB, encode_references, quantize_int8
 
     faces, refs = personal_crops(12, refs=2, root=shared_data, skip=10)
     ids = encode_references(onnx_path, refs, weights)
     assert ids is not None and ids.shape[0] == 12
-    report = quantize_int8(onnx_path, tmp_path / "q.onnx", faces[:8], faces[8:], min_psnr=0,
+    q = tmp_path / "q.onnx"
+    report = quantize_int8(onnx_path, q, faces[:8], faces[8:],  # the default floor: MIN_PSNR_DB
                            calib_identities=ids[:8], check_identities=ids[8:])
     print(f"\nint8 vs fp32: {report}")
     assert report["modes"] == ["generic", "personalized"]
     assert report["psnr_min_db"] == min(report["generic_min_db"], report["personalized_min_db"])
-    assert OnnxRuntimeEngine(tmp_path / "q.onnx").precision == "int8"
+    assert report["psnr_min_db"] >= max(MIN_PSNR_DB, INT8_FLOOR_DB)
+    # measured again, independently of the report: the int8 engine vs the fp32 engine on the same inputs
+    fp32_engine, int8_engine = OnnxRuntimeEngine(onnx_path), OnnxRuntimeEngine(q)
+    assert (fp32_engine.precision, int8_engine.precision) == ("fp32", "int8")
+    noise = _noise(4, seed=5)
+    for mode, ident in (("generic", None), ("personalized", ids[8:])):
+        a, b = fp32_engine.restore(faces[8:], ident, noise), int8_engine.restore(faces[8:], ident, noise)
+        worst = min(psnr(x, y) for x, y in zip(a, b, strict=True))
+        print(f"{mode}: int8 engine vs fp32 engine, worst crop {worst:.2f} dB")
+        assert worst >= max(MIN_PSNR_DB, INT8_FLOOR_DB), (mode, worst)
     # the null identity's spatial map is zero: the convolutions reading the map must stay fp32
     # (weights not behind a DequantizeLinear), or calibration can quantise a person's map away
-    import onnx
-
-    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    graph = onnx.load(str(q)).graph
     dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     spatial = [n for n in graph.node if n.op_type == "Conv" and "/spatial_" in n.name]
     others = [n for n in graph.node if n.op_type == "Conv" and "/spatial_" not in n.name]
     assert spatial and all(n.input[1] not in dq_outputs for n in spatial)
     assert sum(n.input[1] in dq_outputs for n in others) > len(others) // 2  # the rest is int8
+    # a copy below the floor asked for is refused and not written
     with pytest.raises(EngineError, match="loses quality"):
         quantize_int8(onnx_path, tmp_path / "q2.onnx", faces[:8], faces[8:], min_psnr=report["psnr_min_db"] + 1,
                       calib_identities=ids[:8], check_identities=ids[8:])
     assert not (tmp_path / "q2.onnx").exists()
-    if report["psnr_min_db"] < MIN_PSNR_DB:
-        with pytest.raises(EngineError, match="loses quality"):
-            quantize_int8(onnx_path, tmp_path / "q3.onnx", faces[:8], faces[8:],
-                          calib_identities=ids[:8], check_identities=ids[8:])
 
 
 def test_int8_check_without_the_exports_encoder_is_generic_only(onnx_path: Path, shared_data: Path,
