@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.bench import (
+    TARGET_CPU_FPS,
     BenchConfig,
     EngineSpec,
     default_int8,
@@ -71,9 +72,13 @@ def test_report_schema(report: tuple[dict, Path]) -> None:
     t = rep["targets"]
     assert {"cpu_pipeline_fps", "cpu_webrtc_added_latency_p95_ms", "gpu_generator_ms_per_face_256_fp16",
             "where_time_goes"} <= t.keys()
-    assert t["cpu_pipeline_fps"]["met"] in (True, False) and t["cpu_webrtc_added_latency_p95_ms"]["met"] is None
-    if t["cpu_pipeline_fps"]["met"] is False:
-        assert t["where_time_goes"]
+    # the CPU target is judged on the best student crop-128 480p row of this very run
+    student_rows = [r for r in rep["pipeline"] if r.get("model") == "student" and r.get("crop") == 128]
+    best = max(student_rows, key=lambda r: r["fps"])
+    assert (t["cpu_pipeline_fps"]["value"], t["cpu_pipeline_fps"]["engine"]) == (best["fps"], best["engine"])
+    assert t["cpu_pipeline_fps"]["met"] is (best["fps"] >= TARGET_CPU_FPS)
+    assert t["cpu_webrtc_added_latency_p95_ms"]["met"] is None  # --skip-webrtc: nothing to judge
+    assert bool(t["where_time_goes"]) is (best["fps"] < TARGET_CPU_FPS)
 
 
 def test_every_number_is_finite(report: tuple[dict, Path]) -> None:
@@ -101,13 +106,65 @@ def test_synthetic_source_has_a_trackable_moving_face() -> None:
     assert abs(first[0].landmarks[:, 0].mean() - later[0].landmarks[:, 0].mean()) > 20  # it pans
 
 
-def test_gpu_section_reports_committed_numbers_against_the_target() -> None:
-    gpu = gpu_section()
-    if gpu is None:
-        pytest.skip("no committed gpu-*.json")
-    assert "H200" in str(gpu["machine"]) and gpu["summary"]["crop256_steps1_batch1"]["ms_per_face"] > 0
+def test_gpu_section_summarises_the_newest_gpu_file_against_the_target(shared_data: Path, tmp_path: Path) -> None:
+    """gpu_section reads the newest gpu-*.json (benchmarks/gpu_bench.py's layout) and summarises, per crop and
+    step count, the fastest batch-1 row; the GPU target is met exactly when the crop-256 one-step figure is
+    <= TARGET_GPU_MS_PER_FACE. Recomputed on rows timed here (the packaged student's sampler on real crops,
+    on this CPU, in gpu_bench's row format), not on the committed H200 file."""
+    import time
+
+    import torch
+
+    from benchmarks.bench import TARGET_GPU_MS_PER_FACE
+    from benchmarks.gpu_bench import _stats
+    from engines.realdata import degraded_crops
+    from enhancer.evaluate import to_tensor
+    from enhancer.weights import load_restorer
+
+    model, _ = load_restorer(None, kind="student")
+    faces = {128: degraded_crops(2, size=128, root=shared_data), 256: degraded_crops(1, size=256, root=shared_data)}
+    rows: list[dict] = []
+    with torch.inference_mode():
+        for crop, batch in ((128, 1), (128, 2), (256, 1)):
+            lq = to_tensor(faces[crop][:batch])
+            noise = torch.randn(lq.shape, generator=torch.Generator().manual_seed(0))
+            ident = model.resolve_identity(None, batch)
+            ms = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                model.sample(lq, ident, noise, 1)
+                ms.append((time.perf_counter() - t0) * 1e3)
+            row = _stats(ms)
+            row.update({"engine": "torch-cpu-fp32", "crop": crop, "batch": batch, "steps": 1,
+                        "ms_per_face": row["median_ms"] / batch})
+            rows.append(row)
+    rows.append({"crop": 256, "batch": 1, "steps": 1, "graphs": True, "error": "CUDA graphs unavailable"})
+    fast = {"engine": "torch-cuda-fp16-graphs", "crop": 256, "batch": 1, "steps": 1, "ms_per_face": 1.5, "p95_ms": 1.7}
+    older = tmp_path / "gpu-2026-01-01.json"
+    older.write_text(json.dumps({"machine": {"gpu": "older GPU"}, "micro": [fast]}))
+    newer = tmp_path / "gpu-2026-12-31-cpu.json"
+    newer.write_text(json.dumps({"machine": {"gpu": "this CPU"}, "date": "2026-12-31", "micro": rows}))
+
+    gpu = gpu_section(tmp_path)
+    assert gpu is not None and gpu["file"] == str(newer) and gpu["machine"] == {"gpu": "this CPU"}
+    expected = {}
+    for crop in (128, 256):  # the fastest batch-1 row; the batch-2 row and the failed row never count
+        best = min((r for r in rows if r.get("crop") == crop and r.get("batch") == 1 and "ms_per_face" in r),
+                   key=lambda r: r["ms_per_face"])
+        expected[f"crop{crop}_steps1_batch1"] = {"ms_per_face": round(best["ms_per_face"], 3),
+                                                 "p95_ms": round(best["p95_ms"], 3), "engine": "torch-cpu-fp32"}
+    assert gpu["summary"] == expected
     t = targets_section([], [], None, gpu, {}, 1)["gpu_generator_ms_per_face_256_fp16"]
-    assert t["met"] == (t["value"] <= 2.0) and t["machine"]
+    print(f"\ncrop-256 one-step sampler on this CPU: {t['value']} ms per face")
+    assert t["value"] == expected["crop256_steps1_batch1"]["ms_per_face"] > TARGET_GPU_MS_PER_FACE
+    assert t["met"] is False and t["machine"] == "this CPU" and t["source"] == str(newer)
+
+    newer.unlink()  # the older file alone: its 1.5 ms row meets the target
+    t = targets_section([], [], None, gpu_section(tmp_path), {}, 1)["gpu_generator_ms_per_face_256_fp16"]
+    assert (t["value"], t["met"], t["engine"], t["machine"]) == (1.5, True, "torch-cuda-fp16-graphs", "older GPU")
+    older.unlink()
+    assert gpu_section(tmp_path) is None
+    assert targets_section([], [], None, None, {}, 1)["gpu_generator_ms_per_face_256_fp16"]["met"] is None
 
 
 def test_quick_preset_and_runs_override() -> None:

@@ -3,7 +3,6 @@ it per face, smoothed per track, between the input and the full output."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,6 @@ from enhancer.degrade import degrade
 from enhancer.pipeline import FramePipeline
 from enhancer.strength import DEFAULT_STRENGTH, StrengthConfig, blend, laplacian_variance, strength
 from enhancer.weights import WEIGHTS_DIR, read_metadata
-
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 @pytest.fixture(scope="module")
@@ -42,19 +39,53 @@ def test_blend_ends_and_middle(clean: np.ndarray) -> None:
     assert np.abs(mid - 127.5).max() <= 1  # lq + (255 - 2 lq) / 2
 
 
-def test_fit_is_for_the_packaged_student_and_matches_its_record() -> None:
-    """A retrained student must be refitted (benchmarks/fit_strength.py): the fit names its model."""
-    weights = WEIGHTS_DIR / "student.safetensors"
-    if not weights.is_file():
-        pytest.skip("no packaged student")
-    assert DEFAULT_STRENGTH.fitted_for == read_metadata(weights)["model_id"]
-    fits = sorted(RESULTS.glob("strength-*.json"))
-    assert fits, "benchmarks/results/strength-*.json missing"
-    rec = json.loads(fits[-1].read_text())
-    assert rec["model_id"] == DEFAULT_STRENGTH.fitted_for
-    assert (rec["fit"]["intercept"], rec["fit"]["slope"]) == (DEFAULT_STRENGTH.intercept, DEFAULT_STRENGTH.slope)
-    for preset, r in rec["check_sample"].items():  # on held-back training identities: never worse than the input
-        assert r["psnr_adaptive"] >= r["psnr_input"], preset
+N_CHECK = 16  # aligned crops per preset for the recomputed check (about 2 s on one core)
+
+
+def test_fit_is_for_the_packaged_student_and_helps_on_real_crops(shared_data: Path, tmp_path: Path) -> None:
+    """The fit names the packaged student (a retrained student must be refitted: benchmarks/fit_strength.py),
+    and, recomputed here with the fit's own code on a small real sample (16 aligned CelebA crops of training
+    identities the evaluation never uses, every preset, the packaged student in generic mode), the adaptive
+    blend is never worse than the input, and no worse than the full output beyond noise."""
+    import csv
+
+    import cv2
+    import torch
+
+    from benchmarks.fit_strength import measure, report
+    from engines.realdata import _aligned
+    from enhancer.weights import load_restorer
+
+    model, meta = load_restorer(WEIGHTS_DIR / "student.safetensors", kind="student")
+    assert DEFAULT_STRENGTH.fitted_for == read_metadata(WEIGHTS_DIR / "student.safetensors")["model_id"]
+    assert DEFAULT_STRENGTH.fitted_for == meta["model_id"]
+
+    held = {str(v) for v in meta["extra"].get("val_identities", [])}
+    assert held, "the packaged student records its evaluation identities"
+    rows: list[dict[str, str]] = []
+    used: set[str] = set()
+    with (shared_data / "celeba" / "labels.csv").open(newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r["kind"] != "crops" or r["identity"] in held or r["identity"] in used:
+                continue
+            crop = _aligned(shared_data / "celeba" / r["path"], 128)
+            if crop is None:
+                continue
+            used.add(r["identity"])
+            name = f"{len(rows)}.png"
+            assert cv2.imwrite(str(tmp_path / name), crop)
+            rows.append({"path": name, "identity": r["identity"]})
+            if len(rows) == N_CHECK:
+                break
+    assert len(rows) == N_CHECK
+    torch.manual_seed(0)
+    res = report(measure(model, rows, tmp_path, seed=2), DEFAULT_STRENGTH)
+    print(f"\nrecomputed on {N_CHECK} crops: {res}")
+    assert set(res) == {"mild", "moderate", "severe"}
+    for preset, r in res.items():
+        assert r["crops"] == N_CHECK
+        assert r["psnr_adaptive"] >= r["psnr_input"], (preset, r)
+        assert r["psnr_adaptive"] >= r["psnr_full"] - 0.15, (preset, r)
 
 
 class Inverting:
@@ -74,8 +105,8 @@ def test_pipeline_applies_smoothed_strength_per_track(shared_data: Path) -> None
     full = FramePipeline(Inverting())
     half = FramePipeline(Inverting(), strength=StrengthConfig(intercept=0.5, slope=0.0))
     a, b = full.process(img, 0.0), half.process(img, 0.0)
-    if not a.faces:
-        pytest.skip("no face found in the first CelebA photo")
+    # the first CelebA photo has one clear face: not finding it is a detection regression, not a reason to skip
+    assert a.faces == 1 and b.faces == 1, (a.faces, b.faces)
     changed_full = np.abs(a.frame.astype(int) - img).sum()
     changed_half = np.abs(b.frame.astype(int) - img).sum()
     assert 0.3 < changed_half / changed_full < 0.7
