@@ -39,7 +39,7 @@ def identities_dir() -> Path:
 
 
 def valid_name(name: str | None) -> bool:
-    return bool(name) and bool(NAME_RE.match(name or "")) and ".." not in (name or "")
+    return bool(name) and bool(NAME_RE.fullmatch(name or "")) and ".." not in (name or "")
 
 
 def list_identities() -> list[str]:

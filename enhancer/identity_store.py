@@ -82,7 +82,7 @@ def validate_name(name: str) -> str:
         raise InputError(f"identity name {name!r} contains '..'")
     if name.startswith("."):
         raise InputError(f"identity name {name!r} starts with '.' (hidden files are not allowed)")
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise InputError(f"identity name {name!r} is invalid (use 1-64 letters, digits, '_', '-', '.')")
     return name
 

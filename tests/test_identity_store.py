@@ -27,7 +27,8 @@ from enhancer.identity_store import (
 )
 
 ENC = "enc-000000000001"
-BAD_NAMES = ["../x", "a/b", "", ".hidden", "x" * 100, "..", "a\\b", "a b", "a..b"]
+# "alice\n": a trailing newline, which "$" alone would let through
+BAD_NAMES = ["../x", "a/b", "", ".hidden", "x" * 100, "..", "a\\b", "a b", "a..b", "alice\n"]
 
 
 def _ident(seed: int = 0) -> np.ndarray:
