@@ -182,7 +182,7 @@ def train_gan(cfg: GanConfig) -> dict:
         ema_update(ema, pair, cfg.ema)
         for k, v in (("pix", l_pix), ("fm", l_fm), ("adv", l_adv), ("d", loss_d)):
             parts.setdefault(k, []).append(float(v.detach()))
-        state.finish_step(float(l_pix), ".4f")
+        state.finish_step(float(l_pix.detach()), ".4f")
         if state.step % cfg.log_every == 0:
             log.info("step %d %s", state.step,
                      " ".join(f"{k} {sum(v[-cfg.log_every:]) / len(v[-cfg.log_every:]):.4f}" for k, v in parts.items()))
