@@ -238,20 +238,28 @@ def test_frame_does_not_wait_for_a_generator_slower_than_its_budget() -> None:
 @needs_clip
 @pytest.mark.timeout(60)
 def test_track_with_late_generator_sends_reused_frames_not_raw_ones() -> None:
-    """A generator at 70 ms against a 50 ms deadline: without reuse nearly every frame goes out
-    raw; with reuse nearly every frame goes out enhanced, at the source rate either way."""
+    """A generator at 210 ms against a 150 ms deadline (1.5 frames of a 10 fps source): without
+    reuse nearly every frame goes out raw; with reuse nearly every frame goes out enhanced, at the
+    source rate either way.
+
+    A real call's times (70 ms against 50 ms at 30 fps) scaled by three, so that the per-frame
+    work (tracking and paste, 5-8 ms here, several times that on a loaded CI host) stays far
+    inside the deadline: at 50 ms a busy machine made frames late for reasons that are not the
+    generator's."""
     frames, fps = load_clip(CLIP, 60)
     warm_detectors()
-    raw = asyncio.run(_stream(FramePipeline(SlowEngine(0.07)), frames, fps, 90))
-    reuse = asyncio.run(_stream(FramePipeline(SlowEngine(0.07), reuse=ReuseConfig()), frames, fps, 90))
+    fps, late = fps / 3, 0.21
+    raw = asyncio.run(_stream(FramePipeline(SlowEngine(late)), frames, fps, 45))
+    reuse_cfg = ReuseConfig(max_age_s=0.6)  # the default 0.2 s, in source frames
+    reuse = asyncio.run(_stream(FramePipeline(SlowEngine(late), reuse=reuse_cfg), frames, fps, 45))
     print(f"\nraw: {raw['enhanced']}/{raw['frames_out']} enhanced; reuse: {reuse['enhanced']}/{reuse['frames_out']} "
           f"enhanced, {reuse['enhanced_reused']} with reused detail")
     for s in (raw, reuse):
         assert s["got"] >= 0.8 * s["sent"]
     assert raw["enhanced_share_total"] <= 0.2
-    # 0.9-0.96 here: the first frames have no detail yet (0.42-0.79 while the frame that started each
-    # generator call waited out its budget for it)
-    assert reuse["enhanced_share_total"] >= 0.7
+    # the first frames have no detail yet (0.42-0.79 while the frame that started each generator
+    # call waited out its budget for it)
+    assert reuse["enhanced_share_total"] >= 0.7, reuse
     assert reuse["enhanced_reused"] >= 0.9 * reuse["enhanced"]  # they are reused, and counted as such
     assert reuse["reused_share_total"] == pytest.approx(reuse["enhanced_reused"] / reuse["frames_out"], abs=1e-3)
 
