@@ -108,6 +108,13 @@ def register(sub) -> None:
     g.add_argument("--adversarial", type=float, default=0.01, help="weight of the hinge GAN term")
     g.add_argument("--id-output", type=float, default=0.1, help="weight of the output identity term")
     g.add_argument("--no-augment", action="store_true", help="no differentiable augmentation for the discriminator")
+    g.add_argument("--self-ref", type=float, default=0.0,
+                   help="share of samples whose first reference is the target itself, displaced a little "
+                        "(teaches the reference attention to find and take matching detail; default 0)")
+    g.add_argument("--starve-input", type=float, default=0.0,
+                   help="share of samples whose degraded input is brought down to a 16-pixel face (default 0)")
+    g.add_argument("--lr-ref", type=float, default=1.0,
+                   help="learning-rate multiplier for the reference path (default 1)")
     g.add_argument("--steps", type=int)
     g.add_argument("--minutes", type=float)
     g.add_argument("--warmup", type=int)
@@ -228,11 +235,17 @@ def _gan(args) -> int:
         raise InputError("give --steps or --minutes")
     if min(args.pixel, args.feature_match, args.adversarial, args.id_output) < 0 or args.ref_slots < 0:
         raise InputError("loss weights and --ref-slots must be >= 0")
+    for flag, share in (("--self-ref", args.self_ref), ("--starve-input", args.starve_input)):
+        if not 0.0 <= share <= 1.0:
+            raise InputError(f"{flag} must be between 0 and 1, not {share}")
+    if args.lr_ref <= 0:
+        raise InputError(f"--lr-ref must be > 0, not {args.lr_ref}")
     cfg = GanConfig(pack=str(args.pack), init=str(args.init), run_dir=str(args.run_dir), ref_slots=args.ref_slots,
                     batch=args.batch, lr=args.lr, lr_d=args.lr_d, pixel=args.pixel,
                     feature_match=args.feature_match, adversarial=args.adversarial, id_output=args.id_output,
                     augment=not args.no_augment, steps=args.steps, minutes=args.minutes, device=args.device,
-                    seed=args.seed, bf16=not args.no_bf16)
+                    seed=args.seed, bf16=not args.no_bf16, self_ref=args.self_ref, starve=args.starve_input,
+                    lr_ref=args.lr_ref)
     cfg = _common_overrides(cfg, args)
     print(json.dumps(train_gan(cfg), indent=2, default=str))
     return 0

@@ -32,7 +32,7 @@ from ..models.discriminator import DiscriminatorConfig, MultiScaleDiscriminator
 from ..models.restorer import Restorer, load_grown
 from ..weights import export_weights, load_restorer
 from .adversarial import diff_augment, feature_matching, hinge_d_loss, hinge_g_loss
-from .data import RefSampler, load_pack, make_batch
+from .data import RefSampler, load_pack, make_batch, starve_input
 from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
 from .preset_weights import ID_OUTPUT_WEIGHTS, check_ref_flip, preset_weights
 from .run_state import RunState
@@ -69,9 +69,17 @@ class GanConfig:
     ckpt_minutes: float = 5.0
     log_every: int = 50
     ref_flip: str = "with-target"
+    # the reference curriculum: samples whose references explain the target, so reading them pays
+    self_ref: float = 0.0  # share of samples with the target photo itself, jittered, as reference 0
+    ref_jitter: float = 3.0  # px: random shift of that self-reference (and up to 4 % scale, 3 degrees)
+    starve: float = 0.0  # share of samples whose degraded input is starved to 16 px (data.starve_input)
+    lr_ref: float = 1.0  # multiplier of the generator's learning rate for the reference path
 
     def __post_init__(self) -> None:
         check_ref_flip(self.ref_flip)
+        for name in ("self_ref", "starve"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], not {getattr(self, name)}")
 
 
 class AdversarialPair(nn.Module):
@@ -98,6 +106,27 @@ def scene(face: torch.Tensor, lq: torch.Tensor, ref_mean: torch.Tensor) -> torch
     return torch.cat([face, lq, ref_mean], dim=1)
 
 
+def jitter_refs(refs: torch.Tensor, rows: torch.Tensor, shift_px: float, gen: torch.Generator) -> torch.Tensor:
+    """Reference 0 of the rows ``rows`` (B,) bool moved by a small random similarity transform
+    (shift up to ``shift_px``, scale 0.96-1.04, rotation up to 3 degrees) with a brightness and
+    contrast change. Why: a self-reference copied in place teaches the attention to paste the same
+    position; a displaced one teaches it to find the matching part, which is what other photos of
+    the person need."""
+    b, size = refs.shape[0], refs.shape[-1]
+    u = torch.rand(b, 6, generator=gen).to(refs.device) * 2 - 1
+    ang = u[:, 0] * (3.0 * torch.pi / 180)
+    scale = 1 + 0.04 * u[:, 1]
+    t = u[:, 2:4] * (2 * shift_px / size)
+    cos, sin = torch.cos(ang) * scale, torch.sin(ang) * scale
+    theta = torch.stack([torch.stack([cos, -sin, t[:, 0]], 1), torch.stack([sin, cos, t[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, (b, 3, size, size), align_corners=False)
+    moved = F.grid_sample(refs[:, 0], grid, mode="bilinear", padding_mode="border", align_corners=False)
+    moved = ((moved * (1 + 0.1 * u[:, 4, None, None, None])) + 0.1 * u[:, 5, None, None, None]).clamp(-1, 1)
+    out = refs.clone()
+    out[:, 0] = torch.where(rows.to(refs.device)[:, None, None, None], moved, refs[:, 0])
+    return out
+
+
 def reference_mean(refs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.to(refs.dtype)[:, :, None, None, None]
     return (refs * m).sum(1) / m.sum(1).clamp(min=1)
@@ -117,7 +146,7 @@ def train_gan(cfg: GanConfig) -> dict:
     else:
         val_ids = split_val
     pool = load_pack(Path(cfg.pack), device, keep=set(train_ids))
-    sampler = RefSampler(pool, 5, cfg.seed + 7, cfg.ref_flip)
+    sampler = RefSampler(pool, 5, cfg.seed + 7, cfg.ref_flip, cfg.self_ref)
     student.requires_grad_(False)
     student.generator.requires_grad_(True)
     if cfg.ref_slots > 0:
@@ -126,7 +155,13 @@ def train_gan(cfg: GanConfig) -> dict:
     pair = AdversarialPair(student, disc)
     ema = copy.deepcopy(pair).requires_grad_(False)
     g_params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": g_params, "lr": cfg.lr, "base_lr": cfg.lr},
+    ref_ids = {id(p) for n, p in student.named_parameters() if p.requires_grad and "ref" in n}
+    g_main = [p for p in g_params if id(p) not in ref_ids]
+    g_ref = [p for p in g_params if id(p) in ref_ids]
+    groups = [{"params": g_main, "lr": cfg.lr, "base_lr": cfg.lr}]
+    if g_ref:
+        groups.append({"params": g_ref, "lr": cfg.lr * cfg.lr_ref, "base_lr": cfg.lr * cfg.lr_ref})
+    opt = torch.optim.AdamW([*groups,
                              {"params": list(disc.parameters()), "lr": cfg.lr_d, "base_lr": cfg.lr_d}],
                             weight_decay=0.0, betas=(0.5, 0.99))
     gen = torch.Generator().manual_seed(cfg.seed + 3)
@@ -142,6 +177,11 @@ def train_gan(cfg: GanConfig) -> dict:
         draw = sampler.sample(cfg.batch)
         x0, lq, refs, mask = make_batch(pool, draw, size, device)
         noise = torch.randn(lq.shape, generator=gen).to(device)
+        if cfg.self_ref > 0:  # drawn only when asked, so the default keeps the old RNG stream
+            own = torch.as_tensor(draw[1][:, 0] == draw[0])
+            refs = jitter_refs(refs, own, cfg.ref_jitter, gen)
+        if cfg.starve > 0:
+            lq = starve_input(lq, torch.rand(x0.shape[0], generator=gen) < cfg.starve)
         for g in opt.param_groups:
             g["lr"] = lr_at(state.step, state.lr_total(), g["base_lr"], cfg.warmup)
         with autocast(device, cfg.bf16):
