@@ -14,7 +14,7 @@ from enhancer.models.reference import ReferenceAttention, slot_indices, split_re
 from enhancer.models.restorer import Restorer
 from enhancer.training.adversarial import diff_augment, feature_matching, hinge_d_loss, hinge_g_loss
 from enhancer.training.blend import blend_state, zero_initialised
-from enhancer.training.gan import grow_student
+from enhancer.training.gan import grow_student, jitter_refs
 from enhancer.weights import load_restorer
 
 
@@ -156,3 +156,15 @@ def test_blend_is_a_dial_between_the_two_models(base: Restorer) -> None:
     half = blend_state(base.state_dict(), sharp.state_dict(), 0.5, zero)
     k = "generator.stem.weight"
     assert np.allclose(half[k].numpy(), ((base.state_dict()[k] + sharp.state_dict()[k]) / 2).numpy(), atol=1e-6)
+
+
+def test_self_reference_jitter_moves_only_reference_zero_of_chosen_rows() -> None:
+    """The curriculum's displaced self-reference: chosen rows get reference 0 moved (not copied in
+    place), other rows and other references are untouched, values stay in range."""
+    g = torch.Generator().manual_seed(0)
+    refs = torch.rand(3, 2, 3, 32, 32, generator=g) * 2 - 1
+    rows = torch.tensor([True, False, True])
+    out = jitter_refs(refs, rows, 3.0, torch.Generator().manual_seed(1))
+    assert torch.equal(out[1], refs[1]) and torch.equal(out[:, 1], refs[:, 1])
+    assert (out[rows, 0] - refs[rows, 0]).abs().mean() > 0.05
+    assert out.min() >= -1 and out.max() <= 1
