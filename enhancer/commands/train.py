@@ -182,13 +182,17 @@ def _common_overrides(cfg, args):
     return cfg
 
 
+def _check_shares(args) -> None:
+    for flag, share in (("--self-ref", args.self_ref), ("--starve-input", args.starve_input)):
+        if not 0.0 <= share <= 1.0:
+            raise InputError(f"{flag} must be between 0 and 1, not {share}")
+
+
 def _teacher(args) -> int:
     from ..training.teacher import TeacherConfig, train_teacher
 
     _check(args)
-    for flag, share in (("--self-ref", args.self_ref), ("--starve-input", args.starve_input)):
-        if not 0.0 <= share <= 1.0:
-            raise InputError(f"{flag} must be between 0 and 1, not {share}")
+    _check_shares(args)
     cfg = TeacherConfig(pack=str(args.pack), run_dir=str(args.run_dir), batch=args.batch, steps=args.steps,
                         minutes=args.minutes, device=args.device, seed=args.seed, bf16=not args.no_bf16,
                         init=str(args.init) if args.init else None, id_contrast=args.id_contrast,
@@ -235,9 +239,7 @@ def _gan(args) -> int:
         raise InputError("give --steps or --minutes")
     if min(args.pixel, args.feature_match, args.adversarial, args.id_output) < 0 or args.ref_slots < 0:
         raise InputError("loss weights and --ref-slots must be >= 0")
-    for flag, share in (("--self-ref", args.self_ref), ("--starve-input", args.starve_input)):
-        if not 0.0 <= share <= 1.0:
-            raise InputError(f"{flag} must be between 0 and 1, not {share}")
+    _check_shares(args)
     if args.lr_ref <= 0:
         raise InputError(f"--lr-ref must be > 0, not {args.lr_ref}")
     cfg = GanConfig(pack=str(args.pack), init=str(args.init), run_dir=str(args.run_dir), ref_slots=args.ref_slots,

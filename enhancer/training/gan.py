@@ -82,6 +82,9 @@ class GanConfig:
                 raise ValueError(f"{name} must be in [0, 1], not {getattr(self, name)}")
 
 
+REF_PATH = ("encoder.reference.", "generator.ref_up.")  # parameter prefixes of the reference path
+
+
 class AdversarialPair(nn.Module):
     """The student and its discriminator as one module, so one checkpoint holds both."""
 
@@ -154,10 +157,10 @@ def train_gan(cfg: GanConfig) -> dict:
     disc = MultiScaleDiscriminator(DiscriminatorConfig()).to(device)
     pair = AdversarialPair(student, disc)
     ema = copy.deepcopy(pair).requires_grad_(False)
-    g_params = [p for p in student.parameters() if p.requires_grad]
-    ref_ids = {id(p) for n, p in student.named_parameters() if p.requires_grad and "ref" in n}
-    g_main = [p for p in g_params if id(p) not in ref_ids]
-    g_ref = [p for p in g_params if id(p) in ref_ids]
+    trainable = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
+    g_params = [p for _, p in trainable]
+    g_ref = [p for n, p in trainable if n.startswith(REF_PATH)]
+    g_main = [p for n, p in trainable if not n.startswith(REF_PATH)]
     groups = [{"params": g_main, "lr": cfg.lr, "base_lr": cfg.lr}]
     if g_ref:
         groups.append({"params": g_ref, "lr": cfg.lr * cfg.lr_ref, "base_lr": cfg.lr * cfg.lr_ref})
