@@ -418,7 +418,7 @@ def capture_camera(index: int, seconds: float, n: int,
                    on_open: Callable[[], None] | None = None) -> list[tuple[int, np.ndarray]]:
     """About ``n`` frames captured evenly over ``seconds`` from camera ``index``;
     ``on_open`` runs once the camera is open (to tell the user to look at it)."""
-    from .commands.faces import captured_c_stderr
+    from .c_stderr import captured_c_stderr
 
     with captured_c_stderr():  # OpenCV's backends print their probing failures on fd 2
         cap = cv2.VideoCapture(index)

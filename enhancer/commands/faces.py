@@ -9,17 +9,14 @@ The input helpers here are shared with the other single-image commands (``degrad
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ..c_stderr import captured_c_stderr
 from ..errors import InputError
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".flv", ".ts", ".mpg", ".mpeg"}
@@ -35,27 +32,6 @@ def register(sub) -> None:
     show.add_argument("--frame", type=int, default=0, help="frame index when IMG is a video (default 0)")
     show.add_argument("--size", type=int, default=128, choices=[128, 256, 512], help="aligned crop size S")
     show.set_defaults(func=_show)
-
-
-@contextlib.contextmanager
-def captured_c_stderr() -> Iterator[list[str]]:
-    """Capture what C libraries (libjpeg, libpng) print on fd 2 while decoding.
-
-    They write warnings such as 'Corrupt JPEG data' straight to the process's stderr, which
-    would break the CLI's one-line error contract; we collect them and report them ourselves.
-    """
-    lines: list[str] = []
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            lines += [ln.strip() for ln in tmp.read().decode("utf-8", "replace").splitlines() if ln.strip()]
 
 
 def read_video_frame(path: Path, index: int = 0) -> np.ndarray:
