@@ -360,7 +360,7 @@ def load_source(path: str | None, resolutions: list[str], n: int) -> Source:
         for res in resolutions:
             src.frames[res] = synthetic_frames(RESOLUTIONS[res], n)
         return src
-    from bridge.testing import load_clip
+    from benchmarks.harness.clips import load_clip
 
     src = Source(f"{clip.name} (letterboxed)", 30.0)
     for res in resolutions:

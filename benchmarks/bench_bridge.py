@@ -27,9 +27,11 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from benchmarks.harness.calls import http_client, publish, serve_bridge, view
+from benchmarks.harness.clips import load_clip, videos_dir
+from benchmarks.harness.tracks import ClipTrack, latencies_ms
 from bridge.factory import default_processor_factory, warm_detectors
 from bridge.server import BridgeConfig
-from bridge.testing import ClipTrack, http_client, latencies_ms, load_clip, publish, serve_bridge, videos_dir, view
 from enhancer.pipeline import FramePipeline, FrameResult
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from bridge.testing import load_clip, videos_dir
+from benchmarks.harness.clips import load_clip, videos_dir
 from enhancer.align import alignment_matrix, feather_mask, warp_crops
 from enhancer.degrade import degrade
 from enhancer.detail import ReuseConfig

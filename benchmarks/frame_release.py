@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.bench_bridge import CLIP, SIZE, Passthrough, run
+from benchmarks.harness.clips import load_clip
 from bridge.factory import default_processor_factory, warm_detectors
-from bridge.testing import load_clip
 
 MODES = ("aiortc", "marker")
 

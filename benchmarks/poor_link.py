@@ -1,4 +1,4 @@
-"""Calls over poor links: a real Chromium behind a shaped kernel link (``bridge/netlab.py``).
+"""Calls over poor links: a real Chromium behind a shaped kernel link (``benchmarks/harness/netlab.py``).
 
 Loopback never congests, so every other bridge figure assumes a perfect network. Here
 Chromium runs in a network namespace whose veth link to the bridge has a set rate and a
@@ -44,11 +44,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_bridge import CLIP, SIZE, Passthrough
+from benchmarks.harness.calls import http_client, publish, serve_bridge
+from benchmarks.harness.clips import load_clip, write_y4m
+from benchmarks.harness.netlab import LinkShape, ShapedLink, unavailable
+from benchmarks.harness.tracks import ClipTrack
 from bridge import rtc
 from bridge.factory import make_factory, warm_detectors
-from bridge.netlab import LinkShape, ShapedLink, unavailable
 from bridge.server import Bridge, BridgeConfig
-from bridge.testing import ClipTrack, http_client, load_clip, publish, serve_bridge, write_y4m
 
 ROOM = "poor"
 CHROMIUM = os.environ.get("LIKENESS_CHROMIUM", "/usr/bin/chromium")

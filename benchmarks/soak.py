@@ -33,19 +33,11 @@ from typing import Any
 import numpy as np
 import psutil
 
+from benchmarks.harness.calls import Peer, http_client, publish, serve_bridge, view
+from benchmarks.harness.clips import load_clip, videos_dir
+from benchmarks.harness.tracks import ClipTrack, latencies_ms
 from bridge.factory import make_factory, warm_detectors
 from bridge.server import Bridge, BridgeConfig
-from bridge.testing import (
-    ClipTrack,
-    Peer,
-    http_client,
-    latencies_ms,
-    load_clip,
-    publish,
-    serve_bridge,
-    videos_dir,
-    view,
-)
 from bridge.track import EnhancingTrack
 from enhancer.detail import ReuseConfig
 

@@ -11,21 +11,14 @@ import time
 
 import numpy as np
 import pytest
+from support.cpuwatch import CpuWatch
+from support.face_checks import enhancement_correlation
 
+from benchmarks.harness.calls import http_client, publish, serve_bridge, view
+from benchmarks.harness.clips import load_clip, videos_dir
+from benchmarks.harness.tracks import ClipTrack, latencies_ms
 from bridge.factory import default_processor_factory
 from bridge.server import BridgeConfig
-from bridge.testing import (
-    ClipTrack,
-    CpuWatch,
-    enhancement_correlation,
-    http_client,
-    latencies_ms,
-    load_clip,
-    publish,
-    serve_bridge,
-    videos_dir,
-    view,
-)
 
 VIDEOS = videos_dir()
 CLIP = VIDEOS / "LivePortrait__assets__examples__driving__d6.mp4"  # 480x480, 30 fps, one face

@@ -158,8 +158,8 @@ def test_page_gets_501_when_enrolment_is_not_in_the_build(home: Path, monkeypatc
 
     import aiohttp
 
+    from benchmarks.harness.calls import http_client, serve_bridge
     from bridge.server import BridgeConfig
-    from bridge.testing import http_client, serve_bridge
     from enhancer.pipeline import BicubicEngine, FramePipeline
 
     monkeypatch.setitem(sys.modules, "enhancer.enroll", None)
@@ -182,7 +182,7 @@ def test_page_gets_501_when_enrolment_is_not_in_the_build(home: Path, monkeypatc
 
 @pytest.fixture(scope="module")
 def real_frames() -> list[np.ndarray]:
-    from bridge.testing import load_clip, videos_dir
+    from benchmarks.harness.clips import load_clip, videos_dir
 
     clip = videos_dir() / "LivePortrait__assets__examples__driving__d7.mp4"
     if not clip.is_file():

@@ -15,22 +15,14 @@ import aiohttp
 import cv2
 import numpy as np
 import pytest
+from support.lifecycle import assert_no_leaks, snapshot, wait_until
 
+from benchmarks.harness.calls import http_client, publish, serve_bridge, view
+from benchmarks.harness.clips import load_clip, videos_dir
+from benchmarks.harness.tracks import ClipTrack
 from bridge.client import WhipError
 from bridge.factory import default_processor_factory
 from bridge.server import BridgeConfig, check_config
-from bridge.testing import (
-    ClipTrack,
-    assert_no_leaks,
-    http_client,
-    load_clip,
-    publish,
-    serve_bridge,
-    snapshot,
-    videos_dir,
-    view,
-    wait_until,
-)
 from enhancer.cli import main as cli_main
 from enhancer.errors import LikenessError
 

@@ -17,22 +17,15 @@ import time
 import numpy as np
 import psutil
 import pytest
+from support.cpuwatch import CpuWatch
+from support.face_checks import enhancement_correlation
+from support.lifecycle import assert_no_leaks, snapshot
 
+from benchmarks.harness.calls import http_client, publish, serve_bridge, view
+from benchmarks.harness.clips import load_clip, videos_dir
+from benchmarks.harness.tracks import ClipTrack
 from bridge.factory import warm_detectors
 from bridge.server import BridgeConfig
-from bridge.testing import (
-    ClipTrack,
-    CpuWatch,
-    assert_no_leaks,
-    enhancement_correlation,
-    http_client,
-    load_clip,
-    publish,
-    serve_bridge,
-    snapshot,
-    videos_dir,
-    view,
-)
 from enhancer.pipeline import BicubicEngine, FramePipeline
 
 VIDEOS = videos_dir()

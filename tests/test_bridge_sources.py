@@ -20,8 +20,9 @@ import pytest
 from aiortc.mediastreams import MediaStreamError
 
 import bridge.sources as sources
+from benchmarks.harness.clips import load_clip, videos_dir
+from benchmarks.harness.tracks import read_stamp, stamp
 from bridge.sources import CLOCK, FileTrack, open_source
-from bridge.testing import load_clip, read_stamp, stamp, videos_dir
 from enhancer.errors import InputError, LikenessError
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d8.mp4"  # 480x480, 30 fps

@@ -8,8 +8,9 @@ import logging
 import numpy as np
 import pytest
 
+from benchmarks.harness.clips import load_clip, videos_dir
+from benchmarks.harness.tracks import ClipTrack, read_stamp, stamp
 from bridge.factory import warm_detectors
-from bridge.testing import ClipTrack, load_clip, read_stamp, stamp, videos_dir
 from bridge.track import EnhancingTrack
 from enhancer.pipeline import BicubicEngine, FramePipeline
 

@@ -14,10 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+from support.cpuwatch import CpuWatch
 
+from benchmarks.harness.calls import http_client, publish, serve_bridge
+from benchmarks.harness.clips import load_clip, videos_dir, write_y4m
+from benchmarks.harness.tracks import ClipTrack
 from bridge.factory import default_processor_factory
 from bridge.server import BridgeConfig
-from bridge.testing import ClipTrack, CpuWatch, http_client, load_clip, publish, serve_bridge, videos_dir, write_y4m
 
 CHROMIUM = Path(os.environ.get("LIKENESS_CHROMIUM", "/usr/bin/chromium"))
 VIDEOS = videos_dir()

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.face_checks import face_box
 
+from benchmarks.harness.clips import load_clip, videos_dir
+from benchmarks.harness.tracks import ClipTrack
 from bridge.factory import warm_detectors
-from bridge.testing import ClipTrack, face_box, load_clip, videos_dir
 from bridge.track import EnhancingTrack
 from enhancer.detail import DetailStore, ReuseConfig, add_detail, motion_gate, residuals
 from enhancer.pipeline import BicubicEngine, FramePipeline

@@ -15,7 +15,11 @@ import av
 import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from support.lifecycle import assert_no_leaks, snapshot, wait_until
 
+from benchmarks.harness.calls import http_client, publish, serve_bridge, view
+from benchmarks.harness.clips import load_clip, videos_dir
+from benchmarks.harness.tracks import ClipTrack, read_stamp, stamp
 from bridge.factory import default_processor_factory
 from bridge.fanout import (
     BITSTREAM_ENCODERS,
@@ -32,20 +36,6 @@ from bridge.fanout import (
 )
 from bridge.rtc import DEFAULT_BITRATES, RetransmitBudget, capped_encoder_class, rate_controlled_encoder
 from bridge.server import BridgeConfig, check_config
-from bridge.testing import (
-    ClipTrack,
-    assert_no_leaks,
-    http_client,
-    load_clip,
-    publish,
-    read_stamp,
-    serve_bridge,
-    snapshot,
-    stamp,
-    videos_dir,
-    view,
-    wait_until,
-)
 from enhancer.errors import LikenessError
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"  # 480x480, 30 fps, one face
@@ -366,8 +356,8 @@ def test_page_echo_and_a_viewer_share_one_encoder() -> None:
     that echo and the room's viewer are fed by one encoder."""
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
+    from benchmarks.harness.tracks import FrameSink
     from bridge.rtc import rtc_configuration
-    from bridge.testing import FrameSink
 
     async def scenario() -> None:
         frames, fps = load_clip(CLIP, 90)

@@ -451,8 +451,10 @@ def test_bad_requests_during_a_call_lose_nothing(loopback: None) -> None:
     import random
     import time
 
+    from benchmarks.harness.calls import http_client, publish, serve_bridge, view
+    from benchmarks.harness.clips import load_clip, videos_dir
+    from benchmarks.harness.tracks import ClipTrack
     from bridge.factory import default_processor_factory
-    from bridge.testing import ClipTrack, http_client, load_clip, publish, serve_bridge, videos_dir, view
 
     clip = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"
     if not clip.is_file():

@@ -166,9 +166,9 @@ def test_corrupt_identity_is_one_line_cli_error_and_http_400(
     """The same corrupt files through the CLI (exit 2, one line, no traceback) and the bridge (400 with the reason)."""
     import asyncio
 
+    from benchmarks.harness.calls import http_client, serve_bridge
     from bridge.factory import default_processor_factory
     from bridge.server import BridgeConfig
-    from bridge.testing import http_client, serve_bridge
     from enhancer.cli import main
 
     monkeypatch.setenv("LIKENESS_HOME", str(tmp_path))

@@ -1,4 +1,4 @@
-"""Calls over a slow link: a network namespace behind a rate-limited veth (``bridge/netlab.py``),
+"""Calls over a slow link: a network namespace behind a rate-limited veth (``benchmarks/harness/netlab.py``),
 and a real Chromium in it watching the bridge.
 
 Needs root and iproute2 (namespaces, tc), /usr/bin/chromium and the Python playwright package;
@@ -14,11 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.cpuwatch import CpuWatch
 
 from benchmarks.bench_bridge import CLIP, SIZE, Passthrough
+from benchmarks.harness.clips import load_clip
+from benchmarks.harness.netlab import LinkShape, ShapedLink, unavailable
 from benchmarks.poor_link import CHROMIUM, call_run, stall_seconds, viewer_call
-from bridge.netlab import LinkShape, ShapedLink, unavailable
-from bridge.testing import CpuWatch, load_clip
 
 needs_netns = pytest.mark.skipif(unavailable() is not None, reason=f"shaped links: {unavailable()}")
 

@@ -17,10 +17,12 @@ import textwrap
 import time
 
 import pytest
+from support.lifecycle import assert_no_leaks, snapshot
 
+from benchmarks.harness.calls import http_client, serve_bridge, view
+from benchmarks.harness.clips import videos_dir
 from bridge.factory import default_processor_factory
 from bridge.server import BridgeConfig
-from bridge.testing import assert_no_leaks, http_client, serve_bridge, snapshot, videos_dir, view
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d7.mp4"
 pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
@@ -29,7 +31,9 @@ CONSENT_BOUND_S = 6 * 5 * 1.2 + 8  # aioice CONSENT_FAILURES x CONSENT_INTERVAL 
 PUBLISHER = textwrap.dedent("""
     import asyncio, sys
     from bridge.rtc import enable_loopback_candidates
-    from bridge.testing import ClipTrack, http_client, load_clip, publish
+    from benchmarks.harness.calls import http_client, publish
+    from benchmarks.harness.clips import load_clip
+    from benchmarks.harness.tracks import ClipTrack
 
     async def main():
         enable_loopback_candidates(only=True)

@@ -17,9 +17,11 @@ import time
 
 import numpy as np
 import pytest
+from support.cpuwatch import CpuWatch
 
+from benchmarks.harness.clips import load_clip, videos_dir
+from benchmarks.harness.tracks import ClipTrack, read_stamp
 from bridge.factory import warm_detectors
-from bridge.testing import ClipTrack, CpuWatch, load_clip, read_stamp, videos_dir
 from bridge.track import EnhancingTrack
 from engines.base import BaseEngine, EngineError, ModelInfo, crops_to_float, float_to_crops
 from enhancer.pipeline import BicubicEngine, FramePipeline, FrameResult

@@ -19,11 +19,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+from support.cpuwatch import CpuWatch
 
+from benchmarks.harness.calls import http_client, publish, serve_bridge
+from benchmarks.harness.calls import view as whep_view
+from benchmarks.harness.clips import load_clip, videos_dir
+from benchmarks.harness.tracks import ClipTrack, FrameSink
 from bridge.factory import default_processor_factory
 from bridge.server import BridgeConfig
-from bridge.testing import ClipTrack, CpuWatch, FrameSink, http_client, load_clip, publish, serve_bridge, videos_dir
-from bridge.testing import view as whep_view
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"  # 480x480, 30 fps, one face
 pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")

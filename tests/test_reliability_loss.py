@@ -15,21 +15,15 @@ import asyncio
 import time
 
 import pytest
+from support.cpuwatch import CpuWatch
+from support.rtp_loss import drop_incoming_rtp
 
+from benchmarks.harness.calls import http_client, publish, serve_bridge, view
+from benchmarks.harness.clips import load_clip, videos_dir
+from benchmarks.harness.tracks import ClipTrack
 from bridge.factory import default_processor_factory
 from bridge.fanout import KEYFRAME_MIN_INTERVAL_S
 from bridge.server import BridgeConfig
-from bridge.testing import (
-    ClipTrack,
-    CpuWatch,
-    drop_incoming_rtp,
-    http_client,
-    load_clip,
-    publish,
-    serve_bridge,
-    videos_dir,
-    view,
-)
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"  # 480x480, 30 fps, one face
 pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")

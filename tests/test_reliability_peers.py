@@ -13,20 +13,13 @@ import gc
 import time
 
 import pytest
+from support.lifecycle import assert_no_leaks, snapshot
 
+from benchmarks.harness.calls import http_client, publish, serve_bridge, view
+from benchmarks.harness.clips import load_clip, videos_dir
+from benchmarks.harness.tracks import ClipTrack
 from bridge.factory import default_processor_factory
 from bridge.server import SESSION_OPEN_TIMEOUT_S, BridgeConfig
-from bridge.testing import (
-    ClipTrack,
-    assert_no_leaks,
-    http_client,
-    load_clip,
-    publish,
-    serve_bridge,
-    snapshot,
-    videos_dir,
-    view,
-)
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d7.mp4"  # 480x480, 30 fps
 CLIP2 = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"
@@ -264,7 +257,7 @@ def test_killed_viewer_is_reaped_by_the_report_watch() -> None:
     viewer_code = (
         "import asyncio, sys\n"
         "from bridge.rtc import enable_loopback_candidates\n"
-        "from bridge.testing import http_client, view\n"
+        "from benchmarks.harness.calls import http_client, view\n"
         "enable_loopback_candidates(only=True)\n"
         "async def main():\n"
         "    async with http_client() as http:\n"

@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
+from support.cpuwatch import CpuWatch
 
+from benchmarks.harness.clips import load_clip, videos_dir
 from bridge.factory import warm_detectors
-from bridge.testing import CpuWatch, load_clip, videos_dir
 from bridge.track import EnhancingTrack
 from enhancer.detect import detect_faces
 from enhancer.pipeline import BicubicEngine, FramePipeline

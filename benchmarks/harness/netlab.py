@@ -28,7 +28,7 @@ class LinkShape:
     shows up first as delay and then as loss, the way receivers' bandwidth estimators expect.
 
     A token bucket (tbf), not netem: this machine's kernel has no netem (no added delay or
-    random loss); the in-process RTP drop of ``bridge.testing.drop_incoming_rtp`` covers loss.
+    random loss); the tests' in-process RTP drop (``tests/support/rtp_loss.py``) covers loss.
     """
 
     rate_kbit: int = 0

@@ -1,0 +1,1 @@
+"""Helpers that only tests use: waiting, leak checks, CPU contention, RTP loss, enhancement checks."""
