@@ -12,19 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench import (
-    TARGET_CPU_FPS,
-    BenchConfig,
-    EngineSpec,
-    default_int8,
-    gpu_section,
-    iter_numbers,
-    output_paths,
-    resolve_engines,
-    synthetic_frames,
-    targets_section,
-    wide_engine,
-)
+from benchmarks.bench.config import BenchConfig, EngineSpec
+from benchmarks.bench.engines import default_int8, resolve_engines, wide_engine
+from benchmarks.bench.report import iter_numbers, output_paths
+from benchmarks.bench.sources import synthetic_frames
+from benchmarks.bench.targets import TARGET_CPU_FPS, gpu_section, targets_section
 from enhancer.cli import main
 
 PIPELINE_KEYS = {"resolution", "engine", "steps", "crop", "fps", "latency_ms_p50", "latency_ms_p95", "stage_ms",
@@ -115,7 +107,7 @@ def test_gpu_section_summarises_the_newest_gpu_file_against_the_target(shared_da
 
     import torch
 
-    from benchmarks.bench import TARGET_GPU_MS_PER_FACE
+    from benchmarks.bench.targets import TARGET_GPU_MS_PER_FACE
     from benchmarks.gpu_bench import _stats
     from engines.realdata import degraded_crops
     from enhancer.evaluate import to_tensor

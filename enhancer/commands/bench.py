@@ -51,9 +51,10 @@ def register(sub) -> None:
 
 
 def _bench(args) -> int:
-    # before torch loads (benchmarks.bench sets it too): passive OpenMP waits, see there
+    # before torch loads (benchmarks.bench.run sets it too): passive OpenMP waits, see there
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from benchmarks.bench import BenchConfig, bench
+    from benchmarks.bench.config import BenchConfig
+    from benchmarks.bench.run import bench
 
     if args.source is not None and not args.source.is_file():
         raise InputError(f"{args.source}: no such video file")
