@@ -63,7 +63,7 @@ def create_engine(name: str = "auto", weights: Path | str | None = None, steps: 
 
     ``weights``: a .safetensors file (default: the packaged student) or, for onnxruntime and
     tensorrt, an exported .onnx sampler. ``steps``: DDIM steps (default: the student's trained
-    steps, else ``engines.base.TEACHER_STEPS`` for a teacher, unless the weights record
+    steps, else ``enhancer.weights.TEACHER_STEPS`` for a teacher, unless the weights record
     ``sampler_steps``). ``options`` go to the backend (precision, threads, cuda_graphs, ...).
     """
     if name not in ("auto", *ENGINES):

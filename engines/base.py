@@ -17,9 +17,6 @@ import numpy as np
 
 from enhancer.errors import LikenessError
 
-TEACHER_STEPS = 4  # the teacher's sampler length unless its weights say otherwise (8 measured worse)
-DEFAULT_STUDENT_STEPS = 1
-
 
 class EngineError(LikenessError):
     """An engine that is unknown, unavailable here, or cannot be built."""
@@ -35,15 +32,6 @@ class ModelInfo:
     steps: int  # DDIM steps this engine runs (fixed per instance)
     size: int  # crop side
     null_identity: np.ndarray  # (1 + T, D) float32: the learned generic-mode identity
-
-
-def default_steps(kind: str, extra: dict | None) -> int:
-    """Weights may record their sampler steps; else student: its distilled steps, teacher: 4."""
-    if (extra or {}).get("sampler_steps"):
-        return int(extra["sampler_steps"])
-    if kind == "teacher":
-        return TEACHER_STEPS
-    return int((extra or {}).get("student_steps", DEFAULT_STUDENT_STEPS))
 
 
 def cache_dir(sub: str) -> Path:

@@ -33,10 +33,10 @@ import onnx
 import torch
 
 from enhancer.errors import ModelError
-from enhancer.weights import WEIGHTS_DIR
+from enhancer.weights import WEIGHTS_DIR, default_steps
 from enhancer.weights import read_metadata as read_weight_metadata
 
-from .base import EngineError, ModelInfo, cache_dir, default_steps, file_sha256
+from .base import EngineError, ModelInfo, cache_dir, file_sha256
 from .torch_engine import Sampler, load_model, model_info
 
 OPSET = 21

@@ -15,9 +15,9 @@ import torch
 
 from enhancer.diffusion import restore
 from enhancer.models.restorer import Restorer
-from enhancer.weights import load_restorer
+from enhancer.weights import default_steps, load_restorer
 
-from .base import BaseEngine, EngineError, ModelInfo, default_steps
+from .base import BaseEngine, EngineError, ModelInfo
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 

@@ -38,7 +38,7 @@ from .metrics import hf_corr, hf_energy, identity_separability, landmark_distanc
 from .stats import cluster_ratio_ci, eval_intervals
 from .strength import DEFAULT_STRENGTH, blend
 from .strength import strength as strength_weights
-from .weights import load_restorer
+from .weights import default_steps, load_restorer
 
 METHODS = ("bicubic", "generic", "personalized", "wrong_identity")
 DETAIL_METRICS = ("hf_energy", "hf_corr")
@@ -144,7 +144,7 @@ def collect_people(cfg: EvalConfig, src: Path, rows: list[tuple[str, str]],
 @dataclass
 class EvalSetup:
     """What every restoration of an eval run shares; one place builds it, so a diagnostic that
-    restores "the eval's photos" another way (benchmarks/identity_headroom.py) gets the very same."""
+    restores "the eval's photos" another way (benchmarks/studies/identity_headroom.py) gets the very same."""
 
     model: torch.nn.Module
     meta: dict
@@ -159,8 +159,6 @@ def prepare(cfg: EvalConfig) -> EvalSetup:
     src = Path(cfg.data)
     rows = read_labels(src)
     model, meta = load_restorer(Path(cfg.weights) if cfg.weights else None, kind=cfg.model)
-    from engines.base import default_steps
-
     steps = cfg.steps or default_steps(meta.get("kind", "student"), meta["extra"])
     val_ids = [str(v) for v in meta["extra"].get("val_identities", [])]
     chosen, mode = _select_identities(rows, cfg, val_ids)

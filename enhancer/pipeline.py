@@ -29,7 +29,7 @@ import numpy as np
 
 from .align import alignment_matrix, paste_back, warp_crops
 from .detail import DetailStore, ReuseConfig, residuals
-from .strength import DEFAULT_STRENGTH, StrengthConfig, blend
+from .strength import StrengthConfig, blend
 from .strength import strength as strength_weights
 from .tracker import FaceTracker, TrackerConfig
 
@@ -227,7 +227,7 @@ class FramePipeline:
 
     def process_reusing(self, frame_bgr: np.ndarray, t: float | None = None) -> FrameResult:
         """Enhance one frame with stored detail only, never running the generator: what a late
-        frame gets. Deterministic, so ``benchmarks/detail_reuse.py`` can measure it exactly."""
+        frame gets. Deterministic, so ``benchmarks/studies/detail_reuse.py`` can measure it exactly."""
         if self.details is None:
             raise ValueError("process_reusing needs a pipeline built with reuse=ReuseConfig(...)")
         tm, t0, prep = self._prepare(frame_bgr, t)
@@ -374,47 +374,3 @@ class _Generator:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
-
-
-def build_pipeline(
-    identity: str | None = None,
-    engine: str = "auto",
-    steps: int | None = None,
-    weights: str | None = None,
-    seed: int = 0,
-    max_faces: int = 4,
-    home: str | None = None,
-    strength: StrengthConfig | None = DEFAULT_STRENGTH,
-    reuse: ReuseConfig | None = None,
-) -> FramePipeline:
-    """The product pipeline: best available engine for the packaged student, the named
-    enrolled identity (checked against the engine's encoder), an identity matcher, and the
-    adaptive strength (``enhancer.strength``; None keeps the generator's full output)."""
-    from engines import create_engine
-
-    from .identity_store import IdentityStore
-
-    eng = create_engine(engine, weights=weights, steps=steps)
-    ident = None
-    matcher = None
-    if identity:
-        ident = IdentityStore(home).load(identity, eng.info.encoder_id)
-        matcher = encoder_matcher(weights)
-    return FramePipeline(eng, ident, seed=seed, max_faces=max_faces, matcher=matcher, strength=strength,
-                         reuse=reuse)
-
-
-def encoder_matcher(weights: str | None = None) -> Matcher:
-    """Our own identity encoder's global vector per crop (never the dlib judge)."""
-    import torch
-
-    from .weights import load_restorer
-
-    model, _ = load_restorer(weights, kind="student")
-
-    def match(crops: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1
-        with torch.inference_mode():
-            return model.encode(x[:, None])[:, 0].numpy()
-
-    return match

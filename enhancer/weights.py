@@ -20,6 +20,8 @@ from .models.config import ModelConfig
 from .models.restorer import Restorer
 
 WEIGHTS_DIR = Path(str(files("enhancer") / "weights"))
+TEACHER_STEPS = 4  # the teacher's sampler length unless its weights say otherwise (8 measured worse)
+DEFAULT_STUDENT_STEPS = 1
 
 
 def export_weights(model: Restorer, path: Path, kind: str, extra: dict | None = None) -> str:
@@ -46,6 +48,15 @@ def encoder_id(model: Restorer) -> str:
             h.update(k.encode())
             h.update((sd[k].detach().float() + 0.0).to(torch.float16).cpu().numpy().tobytes())  # -0.0 -> 0.0
     return f"enc-{h.hexdigest()[:12]}"
+
+
+def default_steps(kind: str, extra: dict | None) -> int:
+    """Weights may record their sampler steps; else student: its distilled steps, teacher: 4."""
+    if (extra or {}).get("sampler_steps"):
+        return int(extra["sampler_steps"])
+    if kind == "teacher":
+        return TEACHER_STEPS
+    return int((extra or {}).get("student_steps", DEFAULT_STUDENT_STEPS))
 
 
 def read_metadata(path: Path) -> dict:

@@ -18,7 +18,7 @@ import torch
 
 import engines
 from engines import EngineError, available_engines, create_engine, engine_status
-from engines.base import TEACHER_STEPS, crops_to_float, float_to_crops
+from engines.base import crops_to_float, float_to_crops
 from engines.onnx_export import DEFAULT_EXPORTER, OPSET, cached_onnx, info_from_onnx, op_summary, read_metadata
 from engines.onnxruntime_engine import OnnxRuntimeEngine
 from engines.realdata import degraded_crops, personal_crops
@@ -26,7 +26,7 @@ from engines.torch_engine import TorchEngine, load_model
 from enhancer.metrics import psnr
 from enhancer.models.config import ModelConfig
 from enhancer.models.restorer import Restorer
-from enhancer.weights import WEIGHTS_DIR, export_weights
+from enhancer.weights import TEACHER_STEPS, WEIGHTS_DIR, export_weights
 
 PACKAGED = WEIGHTS_DIR / "student.safetensors"
 PARITY_TOL = 1e-3

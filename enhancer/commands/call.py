@@ -44,7 +44,6 @@ async def publish(args) -> int:
     from aiortc import RTCPeerConnection
 
     from bridge.client import ENHANCED_HEADER, delete, negotiate
-    from bridge.factory import make_factory
     from bridge.rtc import (
         control_sender_rate,
         enable_loopback_candidates,
@@ -54,6 +53,8 @@ async def publish(args) -> int:
     )
     from bridge.sources import open_source
     from bridge.track import EnhancingTrack
+
+    from .assemble import make_factory
 
     host = urlsplit(args.whip).hostname or ""
     if is_loopback_host(host):

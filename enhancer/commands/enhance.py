@@ -64,7 +64,7 @@ def register(sub) -> None:
 
 
 def _build(args):
-    from ..pipeline import build_pipeline
+    from .assemble import build_pipeline
 
     return build_pipeline(args.identity, args.engine, args.steps, str(args.weights) if args.weights else None,
                           strength=args.strength)

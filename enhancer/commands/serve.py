@@ -80,8 +80,10 @@ def register(sub) -> None:
 
 
 def _serve(args) -> int:
-    from bridge.factory import make_factory
-    from bridge.server import BridgeConfig, check_config, run_server
+    from bridge.config import BridgeConfig, check_config
+    from bridge.server import run_server
+
+    from .assemble import make_factory
 
     setup_logging(args.log_level)
     config = BridgeConfig(

@@ -1,0 +1,87 @@
+"""Assembly: an engine name becomes a ready ``FramePipeline`` (and, for the bridge, a factory of them).
+
+The CLI is the one place that knows every package: the pipeline only receives an engine, the
+engines know nothing of pipelines or identities, and the bridge only receives a factory.
+Commands, benchmarks and tests that want "the product pipeline" build it here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..detail import ReuseConfig
+from ..errors import LikenessError, ModelError
+from ..identity_store import IdentityStore
+from ..pipeline import FramePipeline, Matcher
+from ..strength import DEFAULT_STRENGTH, StrengthConfig
+
+if TYPE_CHECKING:
+    from bridge.track import FrameProcessor, ProcessorFactory
+
+DEFAULT_REUSE = ReuseConfig()
+
+
+def build_pipeline(
+    identity: str | None = None,
+    engine: str = "auto",
+    steps: int | None = None,
+    weights: str | None = None,
+    seed: int = 0,
+    max_faces: int = 4,
+    home: str | None = None,
+    strength: StrengthConfig | None = DEFAULT_STRENGTH,
+    reuse: ReuseConfig | None = None,
+) -> FramePipeline:
+    """The product pipeline: best available engine for the packaged student, the named
+    enrolled identity (checked against the engine's encoder), an identity matcher, and the
+    adaptive strength (``enhancer.strength``; None keeps the generator's full output)."""
+    from engines import create_engine
+
+    eng = create_engine(engine, weights=weights, steps=steps)
+    ident = None
+    matcher = None
+    if identity:
+        ident = IdentityStore(home).load(identity, eng.info.encoder_id)
+        matcher = encoder_matcher(weights)
+    return FramePipeline(eng, ident, seed=seed, max_faces=max_faces, matcher=matcher, strength=strength,
+                         reuse=reuse)
+
+
+def encoder_matcher(weights: str | None = None) -> Matcher:
+    """Our own identity encoder's global vector per crop (never the dlib judge)."""
+    import torch
+
+    from ..weights import load_restorer
+
+    model, _ = load_restorer(weights, kind="student")
+
+    def match(crops: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1
+        with torch.inference_mode():
+            return model.encode(x[:, None])[:, 0].numpy()
+
+    return match
+
+
+def make_factory(engine: str = "bicubic", strength: StrengthConfig | None = DEFAULT_STRENGTH,
+                 reuse: ReuseConfig | None = DEFAULT_REUSE) -> ProcessorFactory:
+    """The bridge's factory for an engine name: 'bicubic', or one ``build_pipeline`` knows ('auto', ...),
+    with the adaptive strength (or ``strength``; None keeps the generator's full output) and
+    detail reuse for frames the generator is late for (None: those frames go out raw)."""
+    from bridge.factory import default_processor_factory, warm_detectors
+
+    if engine == "bicubic":
+        return default_processor_factory
+
+    def build(identity: str | None) -> FrameProcessor:
+        warm_detectors()
+        try:
+            return build_pipeline(identity=identity, engine=engine, strength=strength, reuse=reuse)
+        except LikenessError:
+            raise
+        except (ImportError, ValueError) as e:
+            raise ModelError(f"engine {engine!r} is not available in this build ({e})") from None
+
+    return build
