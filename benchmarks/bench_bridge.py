@@ -30,8 +30,8 @@ import psutil
 from benchmarks.harness.calls import http_client, publish, serve_bridge, view
 from benchmarks.harness.clips import load_clip, videos_dir
 from benchmarks.harness.tracks import ClipTrack, latencies_ms
+from bridge.config import BridgeConfig
 from bridge.factory import default_processor_factory, warm_detectors
-from bridge.server import BridgeConfig
 from enhancer.pipeline import FramePipeline, FrameResult
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"

@@ -49,8 +49,9 @@ from benchmarks.harness.clips import load_clip, write_y4m
 from benchmarks.harness.netlab import LinkShape, ShapedLink, unavailable
 from benchmarks.harness.tracks import ClipTrack
 from bridge import rtc
+from bridge.config import BridgeConfig
 from bridge.factory import make_factory, warm_detectors
-from bridge.server import Bridge, BridgeConfig
+from bridge.rooms import Bridge
 
 ROOM = "poor"
 CHROMIUM = os.environ.get("LIKENESS_CHROMIUM", "/usr/bin/chromium")

@@ -36,8 +36,9 @@ import psutil
 from benchmarks.harness.calls import Peer, http_client, publish, serve_bridge, view
 from benchmarks.harness.clips import load_clip, videos_dir
 from benchmarks.harness.tracks import ClipTrack, latencies_ms
+from bridge.config import BridgeConfig
 from bridge.factory import make_factory, warm_detectors
-from bridge.server import Bridge, BridgeConfig
+from bridge.rooms import Bridge
 from bridge.track import EnhancingTrack
 from enhancer.detail import ReuseConfig
 

@@ -17,8 +17,8 @@ from support.face_checks import enhancement_correlation
 from benchmarks.harness.calls import http_client, publish, serve_bridge, view
 from benchmarks.harness.clips import load_clip, videos_dir
 from benchmarks.harness.tracks import ClipTrack, latencies_ms
+from bridge.config import BridgeConfig
 from bridge.factory import default_processor_factory
-from bridge.server import BridgeConfig
 
 VIDEOS = videos_dir()
 CLIP = VIDEOS / "LivePortrait__assets__examples__driving__d6.mp4"  # 480x480, 30 fps, one face

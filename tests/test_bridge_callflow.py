@@ -18,9 +18,10 @@ from benchmarks.harness.calls import http_client, publish, serve_bridge, view
 from benchmarks.harness.clips import load_clip, videos_dir
 from benchmarks.harness.tracks import ClipTrack
 from bridge.client import ENHANCED_HEADER
+from bridge.config import BridgeConfig
 from bridge.factory import default_processor_factory
 from bridge.rtc import disable_loopback_candidates, is_loopback_host, rtc_configuration
-from bridge.server import BridgeConfig, run_server
+from bridge.server import run_server
 from bridge.track import FrameProcessor
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d7.mp4"  # 480x480, 30 fps, one face

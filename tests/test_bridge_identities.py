@@ -159,7 +159,7 @@ def test_page_gets_501_when_enrolment_is_not_in_the_build(home: Path, monkeypatc
     import aiohttp
 
     from benchmarks.harness.calls import http_client, serve_bridge
-    from bridge.server import BridgeConfig
+    from bridge.config import BridgeConfig
     from enhancer.pipeline import BicubicEngine, FramePipeline
 
     monkeypatch.setitem(sys.modules, "enhancer.enroll", None)

@@ -21,8 +21,8 @@ from benchmarks.harness.calls import http_client, publish, serve_bridge, view
 from benchmarks.harness.clips import load_clip, videos_dir
 from benchmarks.harness.tracks import ClipTrack
 from bridge.client import WhipError
+from bridge.config import BridgeConfig, check_config
 from bridge.factory import default_processor_factory
-from bridge.server import BridgeConfig, check_config
 from enhancer.cli import main as cli_main
 from enhancer.errors import LikenessError
 

@@ -24,8 +24,8 @@ from support.lifecycle import assert_no_leaks, snapshot
 from benchmarks.harness.calls import http_client, publish, serve_bridge, view
 from benchmarks.harness.clips import load_clip, videos_dir
 from benchmarks.harness.tracks import ClipTrack
+from bridge.config import BridgeConfig
 from bridge.factory import warm_detectors
-from bridge.server import BridgeConfig
 from enhancer.pipeline import BicubicEngine, FramePipeline
 
 VIDEOS = videos_dir()

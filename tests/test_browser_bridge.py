@@ -19,8 +19,8 @@ from support.cpuwatch import CpuWatch
 from benchmarks.harness.calls import http_client, publish, serve_bridge
 from benchmarks.harness.clips import load_clip, videos_dir, write_y4m
 from benchmarks.harness.tracks import ClipTrack
+from bridge.config import BridgeConfig
 from bridge.factory import default_processor_factory
-from bridge.server import BridgeConfig
 
 CHROMIUM = Path(os.environ.get("LIKENESS_CHROMIUM", "/usr/bin/chromium"))
 VIDEOS = videos_dir()

@@ -20,6 +20,7 @@ from support.lifecycle import assert_no_leaks, snapshot, wait_until
 from benchmarks.harness.calls import http_client, publish, serve_bridge, view
 from benchmarks.harness.clips import load_clip, videos_dir
 from benchmarks.harness.tracks import ClipTrack, read_stamp, stamp
+from bridge.config import BridgeConfig, check_config
 from bridge.factory import default_processor_factory
 from bridge.fanout import (
     BITSTREAM_ENCODERS,
@@ -35,7 +36,6 @@ from bridge.fanout import (
     vp8_is_keyframe,
 )
 from bridge.rtc import DEFAULT_BITRATES, RetransmitBudget, capped_encoder_class, rate_controlled_encoder
-from bridge.server import BridgeConfig, check_config
 from enhancer.errors import LikenessError
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"  # 480x480, 30 fps, one face

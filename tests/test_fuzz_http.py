@@ -25,8 +25,10 @@ from aiortc import RTCPeerConnection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bridge.config import BridgeConfig
+from bridge.rooms import BRIDGE_KEY, Bridge
 from bridge.rtc import MAX_SDP_BYTES, enable_loopback_candidates, loopback_mode, rtc_configuration
-from bridge.server import BRIDGE_KEY, Bridge, BridgeConfig, create_app
+from bridge.server import create_app
 from enhancer.pipeline import BicubicEngine, FramePipeline, FrameResult
 
 TOKEN = "fuzz-token-0123456789"

@@ -167,8 +167,8 @@ def test_corrupt_identity_is_one_line_cli_error_and_http_400(
     import asyncio
 
     from benchmarks.harness.calls import http_client, serve_bridge
+    from bridge.config import BridgeConfig
     from bridge.factory import default_processor_factory
-    from bridge.server import BridgeConfig
     from enhancer.cli import main
 
     monkeypatch.setenv("LIKENESS_HOME", str(tmp_path))

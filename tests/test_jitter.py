@@ -17,9 +17,9 @@ from aiortc.rtp import RtpPacket
 from benchmarks.harness.calls import http_client, publish, serve_bridge, view
 from benchmarks.harness.clips import load_clip, videos_dir
 from benchmarks.harness.tracks import ClipTrack
+from bridge.config import BridgeConfig, check_config
 from bridge.factory import default_processor_factory
 from bridge.jitter import RECEIVER_ATTR, MarkerJitterBuffer
-from bridge.server import BridgeConfig, check_config
 from enhancer.errors import LikenessError
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"

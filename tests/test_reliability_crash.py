@@ -21,8 +21,8 @@ from support.lifecycle import assert_no_leaks, snapshot
 
 from benchmarks.harness.calls import http_client, serve_bridge, view
 from benchmarks.harness.clips import videos_dir
+from bridge.config import BridgeConfig
 from bridge.factory import default_processor_factory
-from bridge.server import BridgeConfig
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d7.mp4"
 pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")

@@ -25,8 +25,8 @@ from benchmarks.harness.calls import http_client, publish, serve_bridge
 from benchmarks.harness.calls import view as whep_view
 from benchmarks.harness.clips import load_clip, videos_dir
 from benchmarks.harness.tracks import ClipTrack, FrameSink
+from bridge.config import BridgeConfig
 from bridge.factory import default_processor_factory
-from bridge.server import BridgeConfig
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"  # 480x480, 30 fps, one face
 pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")

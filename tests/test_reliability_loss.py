@@ -21,9 +21,9 @@ from support.rtp_loss import drop_incoming_rtp
 from benchmarks.harness.calls import http_client, publish, serve_bridge, view
 from benchmarks.harness.clips import load_clip, videos_dir
 from benchmarks.harness.tracks import ClipTrack
+from bridge.config import BridgeConfig
 from bridge.factory import default_processor_factory
 from bridge.fanout import KEYFRAME_MIN_INTERVAL_S
-from bridge.server import BridgeConfig
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"  # 480x480, 30 fps, one face
 pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")

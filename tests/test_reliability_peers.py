@@ -18,8 +18,9 @@ from support.lifecycle import assert_no_leaks, snapshot
 from benchmarks.harness.calls import http_client, publish, serve_bridge, view
 from benchmarks.harness.clips import load_clip, videos_dir
 from benchmarks.harness.tracks import ClipTrack
+from bridge.config import BridgeConfig
 from bridge.factory import default_processor_factory
-from bridge.server import SESSION_OPEN_TIMEOUT_S, BridgeConfig
+from bridge.watchdog import SESSION_OPEN_TIMEOUT_S
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d7.mp4"  # 480x480, 30 fps
 CLIP2 = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"

@@ -19,7 +19,9 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from benchmarks.harness.tracks import FrameSink
 from bridge.client import Resource, delete, negotiate
+from bridge.config import BridgeConfig
 from bridge.jitter import release_frames_on_marker
+from bridge.rooms import BRIDGE_KEY, Bridge
 from bridge.rtc import (
     control_sender_rate,
     disable_loopback_candidates,
@@ -28,7 +30,7 @@ from bridge.rtc import (
     prefer_codec,
     rtc_configuration,
 )
-from bridge.server import BRIDGE_KEY, Bridge, BridgeConfig, create_app
+from bridge.server import create_app
 from bridge.track import ProcessorFactory
 
 

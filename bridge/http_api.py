@@ -1,0 +1,189 @@
+"""The HTTP endpoints of a call: WHIP/WHEP (RFC 9725) and the page's JSON API.
+
+Each handler reads and checks its request here, then asks the rooms (``app[BRIDGE_KEY]``);
+what a client got wrong is an ``HttpError``, which ``middleware`` turns into the answer.
+Non-trickle ICE: answers carry all candidates, so PATCH on a session is 405.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from .client import ENHANCED_HEADER
+from .errors import HttpError, text_response
+from .identities import list_identities, valid_name
+from .rooms import BRIDGE_KEY
+from .rtc import MAX_SDP_BYTES, ice_server
+from .session import Session
+
+ROOM_RE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+# ------------------------------------------------------------------------ reading a request
+
+
+def _valid_room(room: str) -> bool:
+    return bool(room) and len(room) <= 64 and set(room) <= ROOM_RE_CHARS
+
+
+def _room(request: web.Request) -> str:
+    room = request.match_info["room"]
+    if not _valid_room(room):
+        raise HttpError(400, "room name must be 1-64 characters of letters, digits, '_', '-', '.'")
+    return room
+
+
+async def _read_sdp(request: web.Request) -> str:
+    if request.content_type != "application/sdp":
+        raise HttpError(415, "Content-Type must be application/sdp")
+    if request.content_length is not None and request.content_length > MAX_SDP_BYTES:
+        raise HttpError(413, f"SDP larger than {MAX_SDP_BYTES} bytes")
+    # read(n) returns what has arrived, up to n bytes, not the whole body: one call took the
+    # first TCP segments of a browser's 25 KB WHEP offer now and then, and the truncated offer
+    # failed as "malformed SDP", "no DTLS fingerprint" or an answer with m-lines missing
+    body = bytearray()
+    while chunk := await request.content.read(MAX_SDP_BYTES + 1 - len(body)):
+        body += chunk
+        if len(body) > MAX_SDP_BYTES:
+            raise HttpError(413, f"SDP larger than {MAX_SDP_BYTES} bytes")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HttpError(400, "malformed SDP: not UTF-8 text") from None
+
+
+def _identity_param(request: web.Request) -> str | None:
+    ident = request.query.get("identity") or None
+    if ident is not None and not valid_name(ident):
+        raise HttpError(400, f"invalid identity name {ident!r}")
+    return ident
+
+
+def _enhanced_flag(request: web.Request) -> bool:
+    """Whether a WHIP publisher says it enhanced its video already: the ``X-Likeness-Enhanced``
+    header (what ``likeness call`` sends) or the ``enhanced`` query parameter, "1"/"true"/"yes"."""
+    values = [v for v in (request.headers.get(ENHANCED_HEADER), request.query.get("enhanced")) if v is not None]
+    flags = set()
+    for v in values:
+        v = v.strip().lower()
+        if v not in ("1", "true", "yes", "0", "false", "no", ""):
+            raise HttpError(400, f"{ENHANCED_HEADER} (or ?enhanced=) must be 1 or 0, got {v!r}")
+        flags.add(v in ("1", "true", "yes"))
+    return True in flags
+
+
+def _created(session: Session) -> web.Response:
+    return web.Response(
+        status=201,
+        text=session.pc.localDescription.sdp,
+        content_type="application/sdp",
+        headers={
+            "Location": session.location,
+            "X-Likeness-Session": session.id,
+            "X-Likeness-Publishers": ",".join(session.publishers),
+        },
+    )
+
+
+# ----------------------------------------------------------------------------- WHIP / WHEP
+
+
+async def whip_post(request: web.Request) -> web.Response:
+    """WHIP ingest: a publisher's SDP offer in, ``201`` with the answer and its ``Location`` out."""
+    bridge = request.app[BRIDGE_KEY]
+    room = _room(request)
+    session = await bridge.publish(room, await _read_sdp(request), _identity_param(request), echo=False,
+                                   enhanced=_enhanced_flag(request))
+    return _created(session)
+
+
+async def whep_post(request: web.Request) -> web.Response:
+    """WHEP playback: the offer's video m-lines get the room's publishers in join order."""
+    bridge = request.app[BRIDGE_KEY]
+    room = _room(request)
+    sdp = await _read_sdp(request)
+    session = await bridge.view(room, sdp, exclude=request.query.get("exclude"))
+    return _created(session)
+
+
+async def session_delete(request: web.Request) -> web.Response:
+    """Leave: DELETE on the session's ``Location``."""
+    bridge = request.app[BRIDGE_KEY]
+    room, sid = _room(request), request.match_info["session"]
+    role = "publisher" if request.path.startswith("/whip/") else "viewer"
+    s = bridge.sessions.get(sid)
+    if s is None or s.room != room or s.role != role:
+        return text_response(404, "no such session")
+    await bridge.close_session(sid)
+    return web.Response(status=200)
+
+
+async def session_patch(request: web.Request) -> web.Response:
+    """RFC 9725: a server without trickle ICE / ICE restart support answers PATCH with 405."""
+    return text_response(405, "trickle ICE and ICE restarts are not supported; send complete offers", Allow="DELETE")
+
+
+# ------------------------------------------------------------------------------ the page's API
+
+
+async def api_offer(request: web.Request) -> web.Response:
+    """The page's call: JSON offer in, JSON answer out; the enhanced video comes back on the same connection."""
+    bridge = request.app[BRIDGE_KEY]
+    try:
+        body = await request.json()
+        sdp, typ = body["sdp"], body.get("type", "offer")
+    except Exception:
+        raise HttpError(400, 'body must be JSON {"sdp": ..., "type": "offer"}') from None
+    if typ != "offer" or not isinstance(sdp, str):
+        raise HttpError(400, "type must be 'offer' and sdp a string")
+    if len(sdp.encode()) > MAX_SDP_BYTES:
+        raise HttpError(413, f"SDP offer larger than {MAX_SDP_BYTES} bytes")
+    room = request.query.get("room", "main")
+    if not _valid_room(room):
+        raise HttpError(400, "invalid room name")
+    session = await bridge.publish(room, sdp, _identity_param(request), echo=True)
+    return web.json_response(
+        {
+            "sdp": session.pc.localDescription.sdp,
+            "type": "answer",
+            "id": session.id,
+            "location": session.location,
+            "codec": session.codec,
+            "room": room,
+        }
+    )
+
+
+async def api_identities(request: web.Request) -> web.Response:
+    """The enrolled identities the page can pick, and the bridge's default."""
+    bridge = request.app[BRIDGE_KEY]
+    return web.json_response({"identities": list_identities(), "default": bridge.config.identity})
+
+
+async def api_stats(request: web.Request) -> web.Response:
+    """Per-session and shared-encoder stats, optionally of one session or room."""
+    bridge = request.app[BRIDGE_KEY]
+    return web.json_response(bridge.stats(request.query.get("session"), request.query.get("room")))
+
+
+async def api_config(request: web.Request) -> web.Response:
+    """The settings the page needs to set up its own peer connection (ICE servers with credentials)."""
+    c = request.app[BRIDGE_KEY].config
+    ice = []
+    for url in c.ice_servers:
+        server = ice_server(url)
+        entry: dict[str, Any] = {"urls": server.urls}
+        if server.username:
+            entry.update(username=server.username, credential=server.credential)
+        ice.append(entry)
+    return web.json_response(
+        {
+            "codec": c.codec,
+            "bitrate": c.bitrate,
+            "identity": c.identity,
+            "auth": bool(c.token),
+            "loopback": c.loopback,
+            "ice_servers": ice,
+        }
+    )
