@@ -3,15 +3,17 @@
 The bridge and `likeness call` only see a ``ProcessorFactory`` (identity name -> object
 with ``process(frame_bgr, t)``); the CLI builds the real one from an engine name
 (``enhancer.commands.assemble.make_factory``), so the real engine plugs in with no bridge
-change. ``default_processor_factory`` is the model-free placeholder.
+change. ``default_processor_factory`` is the model-free placeholder (the bicubic baseline)
+that benchmarks and tests run the bridge with.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from engines.bicubic import BicubicEngine
 from enhancer.detect import detect_faces, landmarks5
-from enhancer.pipeline import BicubicEngine, FramePipeline
+from enhancer.pipeline import FramePipeline
 
 from .identities import load_identity
 

@@ -1,22 +1,30 @@
-"""Inference backends for the restorer's sampler: TensorRT, ONNX Runtime and PyTorch.
+"""Inference backends for the restorer's sampler: TensorRT, ONNX Runtime and PyTorch, plus the
+model-free bicubic baseline, all built by one registry behind ``create_engine``.
 
 ``create_engine('auto')`` picks the fastest backend this machine can run: TensorRT on a CUDA
 GPU when installed; else ONNX Runtime (its CPU provider beats eager PyTorch on CPUs, and its
 CUDA provider is used when present); else PyTorch, which on a GPU without TensorRT or
-onnxruntime-gpu means torch CUDA fp16. Every engine implements ``enhancer.pipeline.Engine``.
+onnxruntime-gpu means torch CUDA fp16; 'auto' never picks 'bicubic', which runs no model. Every
+engine implements ``enhancer.pipeline.Engine``.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .base import BaseEngine, EngineError, ModelInfo
 
-ENGINES = ("tensorrt", "onnxruntime", "torch")
+if TYPE_CHECKING:
+    from .bicubic import BicubicEngine
 
-__all__ = ["ENGINES", "BaseEngine", "EngineError", "ModelInfo", "available_engines", "create_engine",
-           "engine_status"]
+ENGINES = ("tensorrt", "onnxruntime", "torch")  # model backends, best first: what 'auto' picks from
+BASELINES = ("bicubic",)  # no model: always available, only when asked for by name
+
+__all__ = ["BASELINES", "ENGINES", "BaseEngine", "EngineError", "ModelInfo", "available_engines",
+           "create_engine", "engine_status"]
 
 
 def _cuda() -> bool:
@@ -57,49 +65,71 @@ def _auto(device: str | None) -> str:
     return cpu_best
 
 
-def create_engine(name: str = "auto", weights: Path | str | None = None, steps: int | None = None,
-                  device: str | None = None, **options) -> BaseEngine:
-    """Build an engine.
+def _torch(weights: Path | str | None, steps: int | None, device: str | None, **options) -> BaseEngine:
+    if weights is not None and str(weights).endswith(".onnx"):
+        raise EngineError("the torch engine needs .safetensors weights, not an .onnx export")
+    from .torch_engine import TorchEngine
 
-    ``weights``: a .safetensors file (default: the packaged student) or, for onnxruntime and
-    tensorrt, an exported .onnx sampler. ``steps``: DDIM steps (default: the student's trained
-    steps, else ``enhancer.weights.TEACHER_STEPS`` for a teacher, unless the weights record
-    ``sampler_steps``). ``options`` go to the backend (precision, threads, cuda_graphs, ...).
-    """
-    if name not in ("auto", *ENGINES):
-        raise EngineError(f"unknown engine {name!r}: choose auto, {', '.join(ENGINES)}")
-    if name == "auto":
-        name = _auto(device)
-    why = engine_status()[name]
-    if why:
-        raise EngineError(f"{name} engine unavailable: {why}")
-    is_onnx = weights is not None and str(weights).endswith(".onnx")
-    if is_onnx and steps is not None:
-        raise EngineError("steps are fixed inside an exported .onnx sampler; export another to change them")
-    if name == "torch":
-        if is_onnx:
-            raise EngineError("the torch engine needs .safetensors weights, not an .onnx export")
-        from .torch_engine import TorchEngine
+    return TorchEngine.from_weights(weights, steps=steps, device=device, **options)
 
-        return TorchEngine.from_weights(weights, steps=steps, device=device, **options)
+
+def _onnx(weights: Path | str | None, steps: int | None, exporter: str) -> Path:
+    """The exported sampler these weights name: an .onnx as given, else the cached export."""
     from .onnx_export import cached_onnx
 
-    # TensorRT gets the dynamo graph (native GroupNormalization), ORT the faster legacy one
-    onnx_path = Path(weights) if is_onnx else cached_onnx(weights, steps,
-                                                         exporter="dynamo" if name == "tensorrt" else "legacy")
-    if name == "onnxruntime":
-        from .onnxruntime_engine import OnnxRuntimeEngine
+    return Path(weights) if str(weights).endswith(".onnx") else cached_onnx(weights, steps, exporter=exporter)
 
-        precision = options.pop("precision", "fp32")
-        if precision == "int8":
-            from .quantize import cached_int8
 
-            onnx_path = cached_int8(onnx_path, None if is_onnx else weights)
-        elif precision != "fp32":
-            raise EngineError(f"onnxruntime precision must be fp32 or int8, not {precision!r}")
-        return OnnxRuntimeEngine(onnx_path, device=device, **options)
+def _onnxruntime(weights: Path | str | None, steps: int | None, device: str | None, **options) -> BaseEngine:
+    from .onnxruntime_engine import OnnxRuntimeEngine
+
+    precision = options.pop("precision", "fp32")
+    if precision not in ("fp32", "int8"):
+        raise EngineError(f"onnxruntime precision must be fp32 or int8, not {precision!r}")
+    onnx_path = _onnx(weights, steps, "legacy")  # the legacy graph runs faster in ORT
+    if precision == "int8":
+        from .quantize import cached_int8
+
+        onnx_path = cached_int8(onnx_path, None if str(weights).endswith(".onnx") else weights)
+    return OnnxRuntimeEngine(onnx_path, device=device, **options)
+
+
+def _tensorrt(weights: Path | str | None, steps: int | None, device: str | None, **options) -> BaseEngine:
     from .tensorrt_engine import TensorRTEngine
 
     if options.pop("precision", "fp16") != "fp16":
         raise EngineError("the tensorrt engine builds FP16 plans only")
-    return TensorRTEngine(onnx_path, **options)
+    return TensorRTEngine(_onnx(weights, steps, "dynamo"), **options)  # dynamo: native GroupNormalization
+
+
+def _bicubic(weights: Path | str | None, steps: int | None, device: str | None, **options) -> BicubicEngine:
+    if weights is not None or steps is not None:
+        raise EngineError("the bicubic engine runs no model: it takes no weights or steps")
+    from .bicubic import BicubicEngine
+
+    return BicubicEngine(**options)
+
+
+_BUILDERS: dict[str, Callable[..., BaseEngine | BicubicEngine]] = {
+    "tensorrt": _tensorrt, "onnxruntime": _onnxruntime, "torch": _torch, "bicubic": _bicubic}
+
+
+def create_engine(name: str = "auto", weights: Path | str | None = None, steps: int | None = None,
+                  device: str | None = None, **options) -> BaseEngine | BicubicEngine:
+    """Build an engine by name: 'auto', a model backend (``ENGINES``) or the 'bicubic' baseline.
+
+    ``weights``: a .safetensors file (default: the packaged student) or, for onnxruntime and
+    tensorrt, an exported .onnx sampler. ``steps``: DDIM steps (default: the student's trained
+    steps, else ``enhancer.weights.TEACHER_STEPS`` for a teacher, unless the weights record
+    ``sampler_steps``). ``options`` go to the backend (precision, threads, cuda_graphs, size, ...).
+    """
+    if name not in ("auto", *_BUILDERS):
+        raise EngineError(f"unknown engine {name!r}: choose auto, {', '.join(_BUILDERS)}")
+    if name == "auto":
+        name = _auto(device)
+    why = engine_status().get(name)  # baselines are not listed: they always run
+    if why:
+        raise EngineError(f"{name} engine unavailable: {why}")
+    if weights is not None and str(weights).endswith(".onnx") and steps is not None:
+        raise EngineError("steps are fixed inside an exported .onnx sampler; export another to change them")
+    return _BUILDERS[name](weights, steps, device, **options)

@@ -24,7 +24,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import cv2
 import numpy as np
 
 from .align import alignment_matrix, paste_back, warp_crops
@@ -43,26 +42,6 @@ class Engine(Protocol):
     size: int
 
     def restore(self, crops: np.ndarray, identity: np.ndarray | None, noise: np.ndarray) -> np.ndarray: ...
-
-
-class BicubicEngine:
-    """Classic baseline: what the receiver already sees (bicubic) plus a mild unsharp mask.
-
-    Not a model: it stands in where no weights are available and is the speed floor in
-    benchmarks.
-    """
-
-    name = "bicubic"
-
-    def __init__(self, size: int = 128) -> None:
-        self.size = size
-
-    def restore(self, crops: np.ndarray, identity: np.ndarray | None, noise: np.ndarray) -> np.ndarray:
-        out = np.empty_like(crops)
-        for i, c in enumerate(crops):
-            blur = cv2.GaussianBlur(c, (0, 0), 1.2)
-            out[i] = cv2.addWeighted(c, 1.6, blur, -0.6, 0)
-        return out
 
 
 @dataclass

@@ -256,6 +256,17 @@ def test_unknown_engine_is_a_clear_error() -> None:
     assert "\n" not in str(e.value)
 
 
+def test_bicubic_comes_from_the_same_registry() -> None:
+    """'bicubic' is built by ``create_engine`` like the model backends, takes no model, and is never 'auto'."""
+    from engines.bicubic import BicubicEngine
+
+    eng = create_engine("bicubic")
+    assert isinstance(eng, BicubicEngine) and eng.size == 128 and "bicubic" not in engine_status()
+    assert create_engine("bicubic", size=64).size == 64
+    with pytest.raises(EngineError, match="no weights or steps"):
+        create_engine("bicubic", steps=2)
+
+
 def test_unavailable_engine_is_a_clear_error(weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engines, "engine_status",
                         lambda: {"tensorrt": "no GPU here", "onnxruntime": None, "torch": None})

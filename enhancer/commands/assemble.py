@@ -36,10 +36,18 @@ def build_pipeline(
 ) -> FramePipeline:
     """The product pipeline: best available engine for the packaged student, the named
     enrolled identity (checked against the engine's encoder), an identity matcher, and the
-    adaptive strength (``enhancer.strength``; None keeps the generator's full output)."""
+    adaptive strength (``enhancer.strength``; None keeps the generator's full output).
+
+    An engine without a model (``info``), the bicubic baseline, gets the identity as stored
+    (no encoder to check it against) and keeps its output as is: strength and detail reuse
+    temper a generator, and a baseline is shown and timed unaltered.
+    """
     from engines import create_engine
 
     eng = create_engine(engine, weights=weights, steps=steps)
+    if getattr(eng, "info", None) is None:
+        ident = IdentityStore(home).read(identity).identity if identity else None
+        return FramePipeline(eng, ident, seed=seed, max_faces=max_faces)
     ident = None
     matcher = None
     if identity:
@@ -67,13 +75,10 @@ def encoder_matcher(weights: str | None = None) -> Matcher:
 
 def make_factory(engine: str = "bicubic", strength: StrengthConfig | None = DEFAULT_STRENGTH,
                  reuse: ReuseConfig | None = DEFAULT_REUSE) -> ProcessorFactory:
-    """The bridge's factory for an engine name: 'bicubic', or one ``build_pipeline`` knows ('auto', ...),
+    """The bridge's factory for any engine name ``create_engine`` knows ('auto', 'bicubic', ...),
     with the adaptive strength (or ``strength``; None keeps the generator's full output) and
     detail reuse for frames the generator is late for (None: those frames go out raw)."""
-    from bridge.factory import default_processor_factory, warm_detectors
-
-    if engine == "bicubic":
-        return default_processor_factory
+    from bridge.factory import warm_detectors
 
     def build(identity: str | None) -> FrameProcessor:
         warm_detectors()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 def _pipeline_args(p) -> None:
     p.add_argument("--identity", help="enrolled identity name (default: generic mode)")
-    p.add_argument("--engine", default="auto", help="auto | torch | onnxruntime | tensorrt")
+    p.add_argument("--engine", default="auto", help="auto | torch | onnxruntime | tensorrt | bicubic (no model)")
     p.add_argument("--steps", type=int, help="sampler steps (default: the student's own)")
     p.add_argument("--weights", type=Path, help="weights file (default: the packaged student)")
     add_strength_arg(p)
