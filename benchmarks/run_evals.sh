@@ -19,15 +19,15 @@ run() { name=$1; shift; out=$(likeness eval --data "$D" --json "$R/$name.json" "
   done
   run student-severe-refs8 --model student --preset severe --refs 8 --limit-identities 50
   # ... so 1 / 4 / 8 references also on the talking-head clips: enrol on one stretch, restore another
-  python -m benchmarks.video_fewshot 2>&1 | grep -v "it/s\|id/s\|s/it" | tail -4
+  python -m benchmarks.studies.video_fewshot 2>&1 | grep -v "it/s\|id/s\|s/it" | tail -4
   # where the limit is: the clean test photo itself as the reference (an upper bound for the pathway)
   printf '== headroom\n'
-  python -m benchmarks.identity_headroom --out $R/headroom-student-severe-refs4.json 2>&1 | grep -v "id/s" | tail -5
+  python -m benchmarks.studies.identity_headroom --out $R/headroom-student-severe-refs4.json 2>&1 | grep -v "id/s" | tail -5
 } > "${TMPDIR:-/tmp}/likeness-evals-1.log" &
 {
   run student-moderate-refs4 --model student --preset moderate --refs 4 --limit-identities 50
   run student-mild-refs4 --model student --preset mild --refs 4 --limit-identities 50
-  # the product's adaptive strength (enhancer/strength.py, fitted on training identities by benchmarks/fit_strength.py)
+  # the product's adaptive strength (enhancer/strength.py, fitted on training identities by benchmarks/studies/fit_strength.py)
   for p in mild moderate severe; do
     run student-$p-refs4-adaptive --model student --preset $p --refs 4 --limit-identities 50 --strength adaptive
   done
@@ -38,7 +38,7 @@ run() { name=$1; shift; out=$(likeness eval --data "$D" --json "$R/$name.json" "
   done
   # the judge's scale on the same photos: blurred truth, another photo of the person, someone else
   printf '== judge scale\n'
-  python -m benchmarks.judge_scale --out $R/judge-scale.json 2>&1 | grep -v "id/s" | tail -8
+  python -m benchmarks.studies.judge_scale --out $R/judge-scale.json 2>&1 | grep -v "id/s" | tail -8
   # ... and people it trained on (their own training photos): a generalisation gap or a fitting limit?
   run student-severe-refs4-trained-identities --model student --preset severe --refs 4 --limit-identities 50 \
     --identities trained

@@ -37,9 +37,10 @@ from benchmarks.harness.calls import Peer, http_client, publish, serve_bridge, v
 from benchmarks.harness.clips import load_clip, videos_dir
 from benchmarks.harness.tracks import ClipTrack, latencies_ms
 from bridge.config import BridgeConfig
-from bridge.factory import make_factory, warm_detectors
+from bridge.factory import warm_detectors
 from bridge.rooms import Bridge
 from bridge.track import EnhancingTrack
+from enhancer.commands.assemble import make_factory
 from enhancer.detail import ReuseConfig
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"  # 480x480, 30 fps, one face
@@ -223,6 +224,17 @@ def rss_slope(samples: list[dict[str, Any]]) -> float | None:
     return round(float(np.polyfit(t, r, 1)[0]), 3)
 
 
+def add_call_arguments(ap: argparse.ArgumentParser) -> None:
+    """The call's own options (engine, warm-up, late frames), shared with ``benchmarks.studies.starve``
+    so that a soak and a starvation run are configured alike."""
+    ap.add_argument("--engine", default="auto", help="auto (the product default), bicubic, ...")
+    ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--late-frames", choices=["reuse", "raw"], default="reuse",
+                    help="what the bridge sends for a frame the generator is late for (the product default: reuse)")
+    ap.add_argument("--generator-nice", type=int, default=0,
+                    help="with reuse: run the generator thread this much nicer than the rest (0: same priority)")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0)
@@ -230,12 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--viewers", type=int, default=1)
     ap.add_argument("--codec", choices=["vp8", "h264"], default="vp8")
-    ap.add_argument("--engine", default="auto", help="auto (the product default), bicubic, ...")
-    ap.add_argument("--warmup", type=float, default=5.0)
-    ap.add_argument("--late-frames", choices=["reuse", "raw"], default="reuse",
-                    help="what the bridge sends for a frame the generator is late for (the product default: reuse)")
-    ap.add_argument("--generator-nice", type=int, default=0,
-                    help="with reuse: run the generator thread this much nicer than the rest (0: same priority)")
+    add_call_arguments(ap)
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/soak-<date>.json")
     a = ap.parse_args(argv)
     started = datetime.now(UTC).isoformat(timespec="seconds")

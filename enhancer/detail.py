@@ -28,7 +28,7 @@ import numpy as np
 class ReuseConfig:
     """How long restored detail may stand in for a frame's own restoration."""
 
-    max_age_s: float = 0.2  # ~6 frames at 30 fps; benchmarks/detail_reuse.py measures ages 1-7 frames
+    max_age_s: float = 0.2  # ~6 frames at 30 fps; benchmarks/studies/detail_reuse.py measures ages 1-7 frames
     # motion gate, in grey levels of the blurred |crop now - crop then|: detail kept whole below
     # gate_lo, dropped above gate_hi, linear between (inf, inf: no gate)
     gate_lo: float = 8.0

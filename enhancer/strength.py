@@ -8,7 +8,7 @@ blend another +0.1). A video call must never make a good picture worse, so the p
 
 The detail measure is the variance of the Laplacian of the crop's grey levels (no
 reference needed: heavy blur and low bitrate remove exactly that energy). ``w`` is a clipped
-linear function of its log, fitted by ``benchmarks/fit_strength.py`` to the per-crop best
+linear function of its log, fitted by ``benchmarks/studies/fit_strength.py`` to the per-crop best
 blend weight on *training* identities (never the evaluation's), and recorded with the
 model id it was fitted for. Pure functions; the per-track smoothing lives in the pipeline.
 """
@@ -45,7 +45,7 @@ def laplacian_variance(crops: np.ndarray) -> np.ndarray:
 
 def log_detail(crops: np.ndarray) -> np.ndarray:
     """(F,) ln of the Laplacian variance (floored): the quantity the strength is linear in, and
-    the one ``benchmarks/fit_strength.py`` fits against."""
+    the one ``benchmarks/studies/fit_strength.py`` fits against."""
     return np.log(np.maximum(laplacian_variance(crops), 1e-3))
 
 

@@ -19,8 +19,9 @@ from benchmarks.harness.clips import load_clip, videos_dir
 from benchmarks.harness.tracks import ClipTrack
 from bridge.factory import warm_detectors
 from bridge.track import EnhancingTrack
+from engines.bicubic import BicubicEngine
 from enhancer.detail import DetailStore, ReuseConfig, add_detail, motion_gate, residuals
-from enhancer.pipeline import BicubicEngine, FramePipeline
+from enhancer.pipeline import FramePipeline
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d8.mp4"  # 480x480, 30 fps, one face
 needs_clip = pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
@@ -285,7 +286,7 @@ def test_track_counts_every_background_failure_once_and_recovers() -> None:
 
 def test_bridge_factory_reuses_detail_by_default_and_raw_turns_it_off() -> None:
     """What `likeness serve` / `call` build: the trained engine with reuse, unless --late-frames raw."""
-    from bridge.factory import make_factory
+    from enhancer.commands.assemble import make_factory
     from enhancer.commands.enhance import late_frames_config
 
     default = make_factory("auto")(None)

@@ -1,4 +1,4 @@
-"""benchmarks/identity_headroom.py must restore exactly what `likeness eval` restores (same people,
+"""benchmarks/studies/identity_headroom.py must restore exactly what `likeness eval` restores (same people,
 photos, degradation seeds and noise), so its oracle rows are comparable with the eval's."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.identity_headroom import METHODS, headroom
+from benchmarks.studies.identity_headroom import METHODS, headroom
 from enhancer.evaluate import EvalConfig, evaluate
 
 

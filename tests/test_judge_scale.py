@@ -1,5 +1,5 @@
-"""benchmarks/judge_scale.py measures the judge's scale on the eval's own photos; benchmarks/intervals.py
-adds the eval's intervals to stored results from their per-identity records."""
+"""benchmarks/studies/judge_scale.py measures the judge's scale on the eval's own photos;
+benchmarks/studies/intervals.py adds the eval's intervals to stored results from their per-identity records."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.judge_scale import judge_scale
+from benchmarks.studies.judge_scale import judge_scale
 from enhancer.evaluate import EvalConfig
 from enhancer.stats import eval_intervals
 
@@ -32,7 +32,7 @@ def test_intervals_script_adds_the_evals_own_intervals(tmp_path: Path) -> None:
          "win_rate": {"personalized_vs_generic": 0.5}, "per_identity": per}
     f = tmp_path / "r.json"
     f.write_text(json.dumps(r))
-    out = subprocess.run([sys.executable, "-m", "benchmarks.intervals", str(f), "--write"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "benchmarks.studies.intervals", str(f), "--write"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "win vs generic 50.0%" in out.stdout

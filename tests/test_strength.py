@@ -43,7 +43,7 @@ N_CHECK = 16  # aligned crops per preset for the recomputed check (about 2 s on 
 
 
 def test_fit_is_for_the_packaged_student_and_helps_on_real_crops(shared_data: Path, tmp_path: Path) -> None:
-    """The fit names the packaged student (a retrained student must be refitted: benchmarks/fit_strength.py),
+    """The fit names the packaged student (a retrained student must be refitted: benchmarks/studies/fit_strength.py),
     and, recomputed here with the fit's own code on a small real sample (16 aligned CelebA crops of training
     identities the evaluation never uses, every preset, the packaged student in generic mode), the adaptive
     blend is never worse than the input, and no worse than the full output beyond noise."""
@@ -52,7 +52,7 @@ def test_fit_is_for_the_packaged_student_and_helps_on_real_crops(shared_data: Pa
     import cv2
     import torch
 
-    from benchmarks.fit_strength import measure, report
+    from benchmarks.studies.fit_strength import measure, report
     from engines.realdata import _aligned
     from enhancer.weights import load_restorer
 

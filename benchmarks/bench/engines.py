@@ -34,8 +34,7 @@ def weights_path(kind: str, crop: int) -> Path:
 
 def model_steps() -> dict[str, int]:
     """Default DDIM steps of the packaged student and teacher (read from their metadata)."""
-    from engines.base import default_steps
-    from enhancer.weights import WEIGHTS_DIR, read_metadata
+    from enhancer.weights import WEIGHTS_DIR, default_steps, read_metadata
 
     out = {}
     for kind in ("student", "teacher"):

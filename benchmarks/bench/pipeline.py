@@ -44,7 +44,8 @@ def pipeline_plan(cfg: BenchConfig, specs: list[EngineSpec], wide: EngineSpec,
 
 def make_processor(p: PipelineSpec) -> Any:
     from benchmarks.bench_bridge import Passthrough
-    from enhancer.pipeline import BicubicEngine, FramePipeline
+    from engines.bicubic import BicubicEngine
+    from enhancer.pipeline import FramePipeline
     from enhancer.strength import DEFAULT_STRENGTH
 
     if p.engine == "passthrough":

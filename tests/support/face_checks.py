@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from enhancer.pipeline import BicubicEngine, FramePipeline
+from engines.bicubic import BicubicEngine
+from enhancer.pipeline import FramePipeline
 
 
 def face_box(landmarks: np.ndarray, shape: tuple[int, ...]) -> tuple[slice, slice]:

@@ -7,7 +7,7 @@ every feature in place, only soft), another clean photo of the same person (thei
 and a clean photo of someone else. If a blurred truth at the outputs' PSNR is far closer than
 the outputs, their shortfall is in the face's shape, not its sharpness.
 
-    python -m benchmarks.judge_scale [--data ../shared/data/celeba] [--seed 0] [--out PATH]
+    python -m benchmarks.studies.judge_scale [--data ../shared/data/celeba] [--seed 0] [--out PATH]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tqdm import tqdm
 from enhancer.evaluate import EvalConfig, _descriptor, prepare, write_json
 from enhancer.metrics import psnr
 
-RESULTS = Path(__file__).resolve().parent / "results" / "eval"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "eval"
 SIGMAS = (1.0, 2.0, 3.0, 4.0)
 
 

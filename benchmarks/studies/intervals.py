@@ -4,7 +4,7 @@ Why: results written before `likeness eval` reported ``ci95`` still hold every i
 and distances, so their intervals can be added without re-running anything, and candidates
 measured on the same photos can be read with their uncertainty beside them.
 
-    python -m benchmarks.intervals FILE.json ... [--write]   # --write adds "ci95" in place
+    python -m benchmarks.studies.intervals FILE.json ... [--write]   # --write adds "ci95" in place
 """
 
 from __future__ import annotations

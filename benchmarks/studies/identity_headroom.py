@@ -16,7 +16,7 @@ distance to the truth:
   (for a 1-step sampler the same as guiding the model's v-prediction): does pushing further along
   the identity direction help, or only the mean?
 
-    python -m benchmarks.identity_headroom [--data ../shared/data/celeba] [--model student]
+    python -m benchmarks.studies.identity_headroom [--data ../shared/data/celeba] [--model student]
         [--identities val|trained] [--guidance 1.5 2] [--out benchmarks/results/eval/ablation/headroom-....json]
 """
 
@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from enhancer.evaluate import EvalConfig, _descriptor, degraded_tests, prepare, to_tensor, to_uint8, write_json
 
-RESULTS = Path(__file__).resolve().parent / "results" / "eval" / "ablation"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "eval" / "ablation"
 METHODS = ("generic", "personalized", "oracle_self", "oracle_refs_and_self")
 
 

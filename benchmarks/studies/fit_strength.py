@@ -6,7 +6,7 @@ log Laplacian variance. A least-squares line through (log variance, best weight)
 it is then checked on a second, disjoint sample of training identities (the evaluation's
 identities are never touched). Writes benchmarks/results/strength-<date>.json.
 
-    python -m benchmarks.fit_strength [--crops 150] [--data work_data/celeba128]
+    python -m benchmarks.studies.fit_strength [--crops 150] [--data work_data/celeba128]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from enhancer.metrics import psnr
 from enhancer.strength import StrengthConfig, blend, log_detail, strength
 from enhancer.weights import load_restorer
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 GRID = np.round(np.arange(0.0, 1.0001, 0.05), 2)
 
 

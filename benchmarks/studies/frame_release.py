@@ -9,7 +9,7 @@ a shared machine hits both, with a passthrough processor (the bridge alone) and,
 The test viewer is aiortc and waits a frame on its side too; ``--viewer-marker`` adds runs whose
 viewer releases on the marker as a browser does, for the glass-to-glass figure a browser would see.
 
-    python -m benchmarks.frame_release [--pairs 3] [--seconds 10] [--codec vp8] [--enhanced] [--viewer-marker]
+    python -m benchmarks.studies.frame_release [--pairs 3] [--seconds 10] [--codec vp8] [--enhanced] [--viewer-marker]
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summarise(runs),
         "runs": runs,
     }
-    out = a.out or Path(__file__).parent / "results" / f"frame-release-{a.codec}.json"
+    out = a.out or Path(__file__).parents[1] / "results" / f"frame-release-{a.codec}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["summary"], indent=1))

@@ -11,7 +11,7 @@ come from its first 40 % and tests from its last 40 %. Only frames that align ar
 so that `likeness eval --ordered --ref-pool 8` takes the references first and tests after; so
 1, 4 and 8 references restore the very same test frames.
 
-    python -m benchmarks.video_fewshot [--videos ../shared/data/videos] [--model student]
+    python -m benchmarks.studies.video_fewshot [--videos ../shared/data/videos] [--model student]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tqdm import tqdm
 from enhancer.dataprep import align_one
 from enhancer.evaluate import EvalConfig, evaluate, write_json
 
-RESULTS = Path(__file__).resolve().parent / "results" / "eval"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "eval"
 N_REFS, N_TESTS = 8, 4
 
 
@@ -118,7 +118,7 @@ def main() -> None:
                              identities="all", max_tests=N_TESTS,
                              weights=str(args.weights) if args.weights else None)
             r = evaluate(cfg)
-            r["config"]["data"] = f"{args.videos} (frames, see benchmarks/video_fewshot.py)"
+            r["config"]["data"] = f"{args.videos} (frames, see benchmarks/studies/video_fewshot.py)"
             path = args.out / f"video-{args.model}-{args.preset}-refs{k}.json"
             write_json(path, r)
             print(json.dumps({"refs": k, "win_rate": r["win_rate"], "counts": r["counts"],

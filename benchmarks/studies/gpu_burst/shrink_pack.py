@@ -3,7 +3,7 @@ GPU machine's 64 MiB carry beside the repository. Why HQ only: the degraded (LQ)
 their exact bytes, so the codec artefacts the model learns to undo are the real ones; the clean
 targets lose ~1 dB at 37-39 dB, far above any restoration's error (23-30 dB).
 
-Usage: python benchmarks/gpu/shrink_pack.py PACK PREPARED_DIR OUT --quality 82
+Usage: python benchmarks/studies/gpu_burst/shrink_pack.py PACK PREPARED_DIR OUT --quality 82
 """
 
 from __future__ import annotations

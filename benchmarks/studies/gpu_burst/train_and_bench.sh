@@ -5,9 +5,9 @@
 # By default it continues the shipped teacher with the shipped recipe (output identity term 0.1,
 # weighted severe 1 / moderate 0.5 / mild 0; InfoNCE 0.1) and distils 2 teacher steps into 1, as
 # the CPU stages did: INIT= (empty) trains from scratch instead.
-# The pack must fit the 64 MiB carry beside the repo: benchmarks/gpu/shrink_pack.py re-encodes its
+# The pack must fit the 64 MiB carry beside the repo: benchmarks/studies/gpu_burst/shrink_pack.py re-encodes its
 # clean crops smaller (the degraded ones keep their exact bytes).
-# Usage: PACK=.devcarry/pack128-q82.npz TEACHER_MIN=5.3 DISTILL_MIN=2.3 bash benchmarks/gpu/train_and_bench.sh
+# Usage: PACK=.devcarry/pack128-q82.npz TEACHER_MIN=5.3 DISTILL_MIN=2.3 bash benchmarks/studies/gpu_burst/train_and_bench.sh
 set -u -o pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/likeness-out}; mkdir -p "$OUT"
@@ -30,11 +30,11 @@ $PY -c "import torch;print('torch',torch.__version__,'cuda',torch.cuda.is_availa
 if [ "$DEVICE" = cuda ]; then  # fail in seconds, not after a CPU-speed "burst"
   $PY -c "import torch,sys;sys.exit(0 if torch.cuda.is_available() else 'no CUDA device')" || exit 3
 fi
-timeout $(( ${TEACHER_MIN%.*} * 60 + 150 )) $PY benchmarks/gpu/train_entry.py train teacher --pack "$PACK" --run-dir "$RUN/teacher" \
+timeout $(( ${TEACHER_MIN%.*} * 60 + 150 )) $PY benchmarks/studies/gpu_burst/train_entry.py train teacher --pack "$PACK" --run-dir "$RUN/teacher" \
   --batch "$BATCH" --lr "$LR" --minutes "$TEACHER_MIN" --device "$DEVICE" --id-output "$ID_OUTPUT" "${INIT_ARGS[@]}" "${T_OPTS[@]}" 2>&1 | tr '\r' '\n' | grep -v '^teacher:.*it/s' | tail -40 | tee -a "$OUT/run.log"
 cp "$RUN/teacher/teacher.safetensors" "$RUN/teacher/metrics.json" "$OUT/" 2>/dev/null && cp "$RUN/teacher/train.log" "$OUT/teacher_train.log"
 if [ -f "$RUN/teacher/teacher.safetensors" ]; then
-  timeout $(( ${DISTILL_MIN%.*} * 60 + 150 )) $PY benchmarks/gpu/train_entry.py train distill --pack "$PACK" --teacher "$RUN/teacher/teacher.safetensors" \
+  timeout $(( ${DISTILL_MIN%.*} * 60 + 150 )) $PY benchmarks/studies/gpu_burst/train_entry.py train distill --pack "$PACK" --teacher "$RUN/teacher/teacher.safetensors" \
     --run-dir "$RUN/distill" --batch "$BATCH" --minutes "$DISTILL_MIN" --device "$DEVICE" --teacher-steps "${TEACHER_STEPS:-2}" \
     --student-steps "${STUDENT_STEPS:-1}" "${D_OPTS[@]}" 2>&1 | tr '\r' '\n' | grep -v '^distill.*it/s' | tail -30 | tee -a "$OUT/run.log"
   cp "$RUN/distill/student.safetensors" "$OUT/" 2>/dev/null

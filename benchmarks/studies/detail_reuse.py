@@ -20,7 +20,7 @@ Input: each frame degraded whole with ``--preset`` (per clip one seed, so the co
 noise pattern do not change from frame to frame and add no flicker of their own); generic
 mode (no identity: the question is temporal, not personal).
 
-    python -m benchmarks.detail_reuse [--frames 60] [--strides 2 3 4 6] [--engine auto]
+    python -m benchmarks.studies.detail_reuse [--frames 60] [--strides 2 3 4 6] [--engine auto]
 """
 
 from __future__ import annotations
@@ -39,11 +39,12 @@ from tqdm import tqdm
 
 from benchmarks.harness.clips import load_clip, videos_dir
 from enhancer.align import alignment_matrix, feather_mask, warp_crops
+from enhancer.commands.assemble import build_pipeline
 from enhancer.degrade import degrade
 from enhancer.detail import ReuseConfig
-from enhancer.pipeline import FramePipeline, build_pipeline
+from enhancer.pipeline import FramePipeline
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 def one_per_person(videos: Path) -> list[Path]:

@@ -7,7 +7,7 @@ loops, default: all cores but one, i.e. "the other core" on a 2-core machine) co
 CPU. Expected: viewer fps stays at the source rate (late frames go out un-enhanced: the
 enhanced share drops, passthrough fills in) and the enhanced share comes back afterwards.
 
-    python -m benchmarks.starve [--minutes 2] [--busy-procs N] [--out PATH]
+    python -m benchmarks.studies.starve [--minutes 2] [--busy-procs N] [--out PATH]
 
 Writes benchmarks/results/starve-<date>.json: per-sample figures and per-phase summaries.
 """
@@ -28,7 +28,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks.soak import Sampler, running_call, write_result
+from benchmarks.soak import Sampler, add_call_arguments, running_call, write_result
 
 BUSY = """
 import numpy as np
@@ -143,12 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
     ap.add_argument("--busy-procs", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     ap.add_argument("--fps", type=float, default=30.0)
-    ap.add_argument("--engine", default="auto", help="auto (the product default), bicubic, ...")
-    ap.add_argument("--warmup", type=float, default=5.0)
-    ap.add_argument("--late-frames", choices=["reuse", "raw"], default="reuse",
-                    help="what the bridge sends for a frame the generator is late for (the product default: reuse)")
-    ap.add_argument("--generator-nice", type=int, default=0,
-                    help="with reuse: run the generator thread this much nicer than the rest (0: same priority)")
+    add_call_arguments(ap)
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/starve-<date>.json")
     a = ap.parse_args(argv)
     started = datetime.now(UTC).isoformat(timespec="seconds")
