@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from .dataprep import align_one, read_labels
 from .degrade import degrade
+from .detail_transfer import TransferConfig, prepare_references, transfer_detail
 from .detect import face_descriptor
 from .errors import InputError
 from .metrics import hf_corr, hf_energy, identity_separability, landmark_distance, psnr, ssim
@@ -69,6 +70,9 @@ class EvalConfig:
     # each reference also mirrored (2K images into the encoder): the model trained on references
     # mirrored by their own coin, so the map and tokens it learnt from were mixtures of both sides
     ref_mirror: bool = False
+    # gain of the reference detail transfer after the generator (enhancer/detail_transfer.py), with
+    # each method's own references (generic has none); 0: off
+    detail_transfer: float = 0.0
 
 
 def reference_set(crops: np.ndarray, mirror: bool) -> np.ndarray:
@@ -205,6 +209,11 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
         if cfg.strength == "adaptive":
             w = strength_weights(lq, DEFAULT_STRENGTH)
             outs.update({m: blend(lq, outs[m], w) for m in METHODS if m != "bicubic"})
+        if cfg.detail_transfer > 0:
+            tcfg = TransferConfig(alpha=cfg.detail_transfer)
+            for m, donor in (("personalized", n), ("wrong_identity", (n + 1) % len(people))):
+                prepared = prepare_references(np.stack(people[donor][1]), tcfg)
+                outs[m] = np.stack([transfer_detail(o, prepared, tcfg) for o in outs[m]])
         gt_desc = [_descriptor(g) for g in gt]
         dist = {}
         for m, imgs in outs.items():

@@ -30,6 +30,9 @@ def register(sub) -> None:
     p.add_argument("--ordered", action="store_true",
                    help="references are each identity's first photos by file name and tests the ones after "
                         "them (e.g. enrol on one clip, test on another), instead of a seeded shuffle")
+    p.add_argument("--detail-transfer", type=float, default=0.0, metavar="ALPHA",
+                   help="add the references' own fine detail after the generator at this gain "
+                        "(enhancer/detail_transfer.py; generic has no references; default 0: off)")
     p.add_argument("--strength", default="full", choices=["full", "adaptive"],
                    help="full: the generator's output as is (default); adaptive: blended as the pipeline "
                         "does (enhancer/strength.py)")
@@ -47,12 +50,15 @@ def _run(args) -> int:
         raise InputError("--refs must be between 1 and 8")
     if args.ref_pool is not None and not args.refs <= args.ref_pool <= 8:
         raise InputError("--ref-pool must be between --refs and 8")
+    if args.detail_transfer < 0:
+        raise InputError(f"--detail-transfer must be >= 0, not {args.detail_transfer}")
     if args.plot is not None:
         check_plot_path(args.plot)  # before the run, not after it
     cfg = EvalConfig(data=str(args.data), refs=args.refs, preset=args.preset, seed=args.seed, steps=args.steps,
                      model=args.model, weights=str(args.weights) if args.weights else None,
                      limit_identities=args.limit_identities, identities=args.identities, max_tests=args.max_tests,
-                     strength=args.strength, ref_pool=args.ref_pool, ordered=args.ordered, ref_mirror=args.ref_mirror)
+                     strength=args.strength, ref_pool=args.ref_pool, ordered=args.ordered, ref_mirror=args.ref_mirror,
+                     detail_transfer=args.detail_transfer)
     r = evaluate(cfg, args.grid)
     write_json(args.json, r)
     print(summary_table(r))
