@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from enhancer.errors import LikenessError
 
+from .codecs import CODECS
+from .ice import ice_server, is_loopback_host
 from .identities import valid_name
-from .rtc import CODECS, ice_server, is_loopback_host
 
 FANOUTS = ("shared", "per-viewer")
 FRAME_RELEASES = ("marker", "aiortc")
@@ -51,7 +52,7 @@ class BridgeConfig:
 
     @property
     def loopback(self) -> str:
-        """How ICE treats 127.0.0.1 (see ``rtc.enable_loopback_candidates``)."""
+        """How ICE treats 127.0.0.1 (see ``ice.enable_loopback_candidates``)."""
         if self.loopback_ice is not None:
             return self.loopback_ice
         return "only" if is_loopback_host(self.host) else "off"

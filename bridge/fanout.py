@@ -31,7 +31,8 @@ from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
 
-from .rtc import ENCODER_ATTR, ENCODERS, budget_retransmissions, capped_encoder_class, rate_controlled_encoder
+from .codecs import ENCODERS
+from .rate_control import ENCODER_ATTR, budget_retransmissions, capped_encoder_class, rate_controlled_encoder
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ class SharedEncoder:
         self.source = source
         self.mime = mime
         self.subscribers: list[PacketTrack] = []
-        # the same start, ceiling and floor as a per-viewer sender's encoder (rtc.py)
+        # the same start, ceiling and floor as a per-viewer sender's encoder (rate_control.py)
         self._encoder = rate_controlled_encoder(mime, cap, capped_encoder_class(BITSTREAM_ENCODERS[mime]))
         self.stats = FanoutStats(bitrate=self._encoder.target_bitrate)
         self._force_keyframe = False

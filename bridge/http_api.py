@@ -13,9 +13,10 @@ from aiohttp import web
 
 from .client import ENHANCED_HEADER
 from .errors import HttpError, text_response
+from .ice import ice_server
 from .identities import list_identities, valid_name
 from .rooms import BRIDGE_KEY
-from .rtc import MAX_SDP_BYTES, ice_server
+from .sdp import MAX_SDP_BYTES
 from .session import Session
 
 ROOM_RE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from .errors import HttpError, json_error, text_response
-from .rtc import SdpError
+from .sdp import SdpError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 GUARDED = ("/api/", "/whip/", "/whep/")

@@ -26,20 +26,14 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from enhancer.errors import LikenessError
 
+from .codecs import negotiated_codec, negotiated_codecs, prefer_codec
 from .config import BridgeConfig
 from .errors import HttpError
 from .fanout import PacketTrack, SharedEncoder, shareable
+from .ice import keep_loopback_candidates, rtc_configuration
 from .jitter import release_frames_on_marker
-from .rtc import (
-    OfferInfo,
-    check_offer,
-    control_sender_rate,
-    keep_loopback_candidates,
-    negotiated_codec,
-    negotiated_codecs,
-    prefer_codec,
-    rtc_configuration,
-)
+from .rate_control import control_sender_rate
+from .sdp import OfferInfo, check_offer
 from .session import Session
 from .track import EnhancingTrack, ProcessorFactory
 from .watchdog import watch

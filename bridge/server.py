@@ -36,9 +36,9 @@ from .http_api import (
     whep_post,
     whip_post,
 )
+from .ice import loopback_candidates
 from .middleware import auth_middleware
 from .rooms import BRIDGE_KEY, Bridge
-from .rtc import loopback_candidates
 from .track import ProcessorFactory
 
 STATIC_DIR = Path(__file__).parent / "static"

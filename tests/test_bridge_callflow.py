@@ -20,7 +20,7 @@ from benchmarks.harness.tracks import ClipTrack
 from bridge.client import ENHANCED_HEADER
 from bridge.config import BridgeConfig
 from bridge.factory import default_processor_factory
-from bridge.rtc import disable_loopback_candidates, is_loopback_host, rtc_configuration
+from bridge.ice import disable_loopback_candidates, is_loopback_host, rtc_configuration
 from bridge.server import run_server
 from bridge.track import FrameProcessor
 

@@ -114,7 +114,7 @@ def test_slow_consumer_drops_stale_frames_not_memory() -> None:
 def test_loopback_candidate_modes() -> None:
     import aioice.ice
 
-    from bridge.rtc import disable_loopback_candidates, enable_loopback_candidates, loopback_mode
+    from bridge.ice import disable_loopback_candidates, enable_loopback_candidates, loopback_mode
 
     previous = aioice.ice.get_host_addresses
     try:
@@ -133,7 +133,7 @@ def test_loopback_candidate_modes() -> None:
 
 
 def test_sdp_candidate_filter_and_ice_urls() -> None:
-    from bridge.rtc import ice_server, keep_loopback_candidates
+    from bridge.ice import ice_server, keep_loopback_candidates
 
     sdp = ("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
            "a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n"
@@ -205,12 +205,12 @@ def test_deadline_follows_timestamps_not_bursty_arrivals(with_pts: bool) -> None
 def test_unparseable_offer_is_logged_redacted(caplog: pytest.LogCaptureFixture) -> None:
     """A browser offer aiortc cannot parse is kept in the log (for a fault seen once and never
     reproduced), without the ICE password or DTLS fingerprint."""
-    from bridge.rtc import SdpError, check_offer
+    from bridge.sdp import SdpError, check_offer
 
     sdp = ("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
            "a=ice-ufrag:abcd\r\na=ice-pwd:secretsecretsecretsecret\r\n"
            "a=fingerprint:sha-256 AA:BB\r\na=rtpmap:96 VP8\r\n")  # no clock rate: aiortc indexes past the end
-    with caplog.at_level(logging.WARNING, logger="bridge.rtc"), pytest.raises(SdpError, match="malformed SDP"):
+    with caplog.at_level(logging.WARNING, logger="bridge.sdp"), pytest.raises(SdpError, match="malformed SDP"):
         check_offer(sdp)
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "unparseable SDP offer" in logged and "a=rtpmap:96 VP8" in logged

@@ -35,7 +35,7 @@ from bridge.fanout import (
     next_bitrate,
     vp8_is_keyframe,
 )
-from bridge.rtc import DEFAULT_BITRATES, RetransmitBudget, capped_encoder_class, rate_controlled_encoder
+from bridge.rate_control import DEFAULT_BITRATES, RetransmitBudget, capped_encoder_class, rate_controlled_encoder
 from enhancer.errors import LikenessError
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"  # 480x480, 30 fps, one face
@@ -357,7 +357,7 @@ def test_page_echo_and_a_viewer_share_one_encoder() -> None:
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
     from benchmarks.harness.tracks import FrameSink
-    from bridge.rtc import rtc_configuration
+    from bridge.ice import rtc_configuration
 
     async def scenario() -> None:
         frames, fps = load_clip(CLIP, 90)

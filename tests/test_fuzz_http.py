@@ -26,8 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.config import BridgeConfig
+from bridge.ice import enable_loopback_candidates, loopback_mode, rtc_configuration
 from bridge.rooms import BRIDGE_KEY, Bridge
-from bridge.rtc import MAX_SDP_BYTES, enable_loopback_candidates, loopback_mode, rtc_configuration
+from bridge.sdp import MAX_SDP_BYTES
 from bridge.server import create_app
 from enhancer.pipeline import BicubicEngine, FramePipeline, FrameResult
 

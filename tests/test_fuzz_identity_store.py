@@ -183,7 +183,7 @@ def test_corrupt_identity_is_one_line_cli_error_and_http_400(
     async def offers() -> list[tuple[str, int, str]]:
         from aiortc import RTCPeerConnection
 
-        from bridge.rtc import rtc_configuration
+        from bridge.ice import rtc_configuration
 
         out = []
         async with serve_bridge(BridgeConfig(port=0), default_processor_factory) as (base, bridge), \

@@ -30,7 +30,7 @@ CONSENT_BOUND_S = 6 * 5 * 1.2 + 8  # aioice CONSENT_FAILURES x CONSENT_INTERVAL 
 
 PUBLISHER = textwrap.dedent("""
     import asyncio, sys
-    from bridge.rtc import enable_loopback_candidates
+    from bridge.ice import enable_loopback_candidates
     from benchmarks.harness.calls import http_client, publish
     from benchmarks.harness.clips import load_clip
     from benchmarks.harness.tracks import ClipTrack

@@ -257,7 +257,7 @@ def test_killed_viewer_is_reaped_by_the_report_watch() -> None:
     idle = 2.0
     viewer_code = (
         "import asyncio, sys\n"
-        "from bridge.rtc import enable_loopback_candidates\n"
+        "from bridge.ice import enable_loopback_candidates\n"
         "from benchmarks.harness.calls import http_client, view\n"
         "enable_loopback_candidates(only=True)\n"
         "async def main():\n"

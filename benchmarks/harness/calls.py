@@ -19,17 +19,12 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from benchmarks.harness.tracks import FrameSink
 from bridge.client import Resource, delete, negotiate
+from bridge.codecs import prefer_codec
 from bridge.config import BridgeConfig
+from bridge.ice import disable_loopback_candidates, enable_loopback_candidates, is_loopback_host, rtc_configuration
 from bridge.jitter import release_frames_on_marker
+from bridge.rate_control import control_sender_rate
 from bridge.rooms import BRIDGE_KEY, Bridge
-from bridge.rtc import (
-    control_sender_rate,
-    disable_loopback_candidates,
-    enable_loopback_candidates,
-    is_loopback_host,
-    prefer_codec,
-    rtc_configuration,
-)
 from bridge.server import create_app
 from bridge.track import ProcessorFactory
 

@@ -44,13 +44,9 @@ async def publish(args) -> int:
     from aiortc import RTCPeerConnection
 
     from bridge.client import ENHANCED_HEADER, delete, negotiate
-    from bridge.rtc import (
-        control_sender_rate,
-        enable_loopback_candidates,
-        is_loopback_host,
-        prefer_codec,
-        rtc_configuration,
-    )
+    from bridge.codecs import prefer_codec
+    from bridge.ice import enable_loopback_candidates, is_loopback_host, rtc_configuration
+    from bridge.rate_control import control_sender_rate
     from bridge.sources import open_source
     from bridge.track import EnhancingTrack
 
