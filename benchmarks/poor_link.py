@@ -50,8 +50,9 @@ from benchmarks.harness.netlab import LinkShape, ShapedLink, unavailable
 from benchmarks.harness.tracks import ClipTrack
 from bridge import rate_control as rtc
 from bridge.config import BridgeConfig
-from bridge.factory import make_factory, warm_detectors
+from bridge.factory import warm_detectors
 from bridge.rooms import Bridge
+from enhancer.commands.assemble import make_factory
 
 ROOM = "poor"
 CHROMIUM = os.environ.get("LIKENESS_CHROMIUM", "/usr/bin/chromium")
