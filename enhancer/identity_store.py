@@ -9,6 +9,10 @@ File layout (format version 1):
 - tensor ``identity``: (5, 256) float32, the encoder's global vector and 4 identity tokens, then
   for an encoder with a spatial identity map its side x side rows ((5 + side**2, 256)), and for one
   with a fine map (side 32) its 16x16 space-to-depth rows after those;
+- tensor ``detail`` (identities enrolled since reference detail transfer): (K, S, S, 3) uint8, the
+  aligned reference crops at the model's crop size (S = 128), whose fine detail the pipeline adds
+  where it matches the restored face (enhancer/detail_transfer.py); without it the face is
+  restored without transfer;
 - tensor ``refs`` (only with ``--keep-photos``): (K, 256, 256, 3) uint8 aligned BGR crops, so
   the person can be re-enrolled for a future encoder without new photos;
 - metadata: ``format``, ``version``, ``name``, ``encoder_id``, ``model_id``, ``created``
@@ -96,6 +100,7 @@ class StoredIdentity:
     identity: np.ndarray
     metadata: dict[str, str]
     refs: np.ndarray | None
+    detail: np.ndarray | None = None  # aligned reference crops at the model's size, for detail transfer
 
 
 def _parse_header(data: bytes, path: Path) -> dict:
@@ -135,7 +140,7 @@ def _validate(path: Path, data: bytes) -> tuple[dict[str, str], dict[str, np.nda
     if missing:
         raise ModelError(f"{path}: corrupt identity file (metadata lacks {', '.join(missing)})")
     names = set(header) - {"__metadata__"}
-    if "identity" not in names or not names <= {"identity", "refs"}:
+    if "identity" not in names or not names <= {"identity", "refs", "detail"}:
         raise ModelError(f"{path}: corrupt identity file (tensors {sorted(names)}, expected 'identity')")
     if "refs" not in names and len(data) > MAX_FILE_BYTES:
         raise ModelError(f"{path}: identity file is too large ({len(data)} bytes > {MAX_FILE_BYTES}); "
@@ -151,11 +156,18 @@ def _validate(path: Path, data: bytes) -> tuple[dict[str, str], dict[str, np.nda
     if not np.isfinite(ident).all():
         raise ModelError(f"{path}: corrupt identity file (identity holds NaN or infinite values)")
     refs = tensors.get("refs")
-    if refs is not None and (refs.dtype != np.uint8 or refs.ndim != 4 or refs.shape[-1] != 3
-                             or not 1 <= refs.shape[0] <= MAX_KEPT_REFS or refs.shape[1] != refs.shape[2]
-                             or refs.shape[1] > KEEP_SIZE):
+    if refs is not None and not _valid_crops(refs):
         raise ModelError(f"{path}: corrupt identity file (kept photos are {refs.dtype} {tuple(refs.shape)})")
+    detail = tensors.get("detail")
+    if detail is not None and not _valid_crops(detail):
+        raise ModelError(f"{path}: corrupt identity file (reference detail is {detail.dtype} {tuple(detail.shape)})")
     return meta, tensors
+
+
+def _valid_crops(x: np.ndarray) -> bool:
+    """(K, S, S, 3) uint8 with 1 <= K <= MAX_KEPT_REFS and S <= KEEP_SIZE."""
+    return (x.dtype == np.uint8 and x.ndim == 4 and x.shape[-1] == 3 and 1 <= x.shape[0] <= MAX_KEPT_REFS
+            and x.shape[1] == x.shape[2] and 16 <= x.shape[1] <= KEEP_SIZE)
 
 
 class IdentityStore:
@@ -187,6 +199,7 @@ class IdentityStore:
         model_id: str,
         n_refs: int,
         refs: np.ndarray | None = None,
+        detail: np.ndarray | None = None,
         source: str = "",
         force: bool = False,
     ) -> Path:
@@ -202,12 +215,18 @@ class IdentityStore:
         if not force and path.exists():
             raise InputError(f"identity {name!r} already exists ({path}); use --force to replace it")
         tensors = {"identity": ident}
+        if detail is not None:
+            detail = np.ascontiguousarray(detail, dtype=np.uint8)
+            if not _valid_crops(detail):
+                raise ModelError(f"refusing to store identity {name!r}: reference detail of shape {detail.shape}")
+            tensors["detail"] = detail
         if refs is not None:
             tensors["refs"] = np.ascontiguousarray(refs, dtype=np.uint8)
         meta = {
             "format": FORMAT, "version": FORMAT_VERSION, "name": name, "encoder_id": encoder_id,
             "model_id": model_id, "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "n_refs": str(int(n_refs)), "source": source, "photos_kept": "yes" if refs is not None else "no",
+            "reference_detail": "yes" if detail is not None else "no",
         }
         blob = st_save(tensors, metadata=meta)
         self._ensure_dir()
@@ -252,7 +271,7 @@ class IdentityStore:
         if size > MAX_FILE_BYTES_WITH_REFS:
             raise ModelError(f"{path}: identity file is too large ({size} bytes); it is corrupt or not an identity")
         meta, tensors = _validate(path, path.read_bytes())
-        return StoredIdentity(name, path, tensors["identity"], meta, tensors.get("refs"))
+        return StoredIdentity(name, path, tensors["identity"], meta, tensors.get("refs"), tensors.get("detail"))
 
     def load(self, name: str, expected_encoder_id: str) -> np.ndarray:
         """The float32 identity, refused unless ``expected_encoder_id`` made it (which fixes its shape)."""

@@ -271,3 +271,19 @@ def test_identity_with_both_spatial_maps_roundtrips(store: IdentityStore) -> Non
     assert np.array_equal(store.load("fine", "enc-fine"), ident)
     with pytest.raises(ModelError, match="refusing"):
         store.save("odd", ident[:-3], encoder_id="enc-fine", model_id="m", n_refs=4)
+
+
+def test_reference_detail_roundtrips_and_is_validated(store: IdentityStore) -> None:
+    detail = np.random.default_rng(3).integers(0, 256, (4, 128, 128, 3), dtype=np.uint8)
+    path = _saved(store, detail=detail)
+    got = store.read("alice")
+    assert np.array_equal(got.detail, detail) and got.refs is None
+    assert store.show("alice")["reference_detail"] == "yes"
+    assert store.read("alice").detail.dtype == np.uint8
+    _rewrite(path, {"identity": _ident(), "detail": detail[..., :2].copy()})
+    with pytest.raises(ModelError, match="reference detail"):
+        store.read("alice")
+    with pytest.raises(ModelError, match="reference detail"):
+        store.save("bob", _ident(), encoder_id=ENC, model_id="m", n_refs=4, detail=detail[:, :64, :32])
+    _saved(store, "carol")
+    assert store.read("carol").detail is None and store.show("carol")["reference_detail"] == "no"
