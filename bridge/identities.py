@@ -1,87 +1,71 @@
-"""Thin adapter between the bridge and the identity store / enrolment code.
+"""The bridge's one door to the identity store and enrolment.
 
-The identity store and enrolment live elsewhere in the project and are still being
-written; the bridge only touches them through these functions, so re-pointing them is a
-one-file change.
+Names, the identities folder and stored identities are the store's (``enhancer.identity_store``):
+one name rule and one home, so an identity ``likeness enroll`` made is one the page can list and
+pick, and a name the store refuses is refused at the bridge's door too. Enrolment is looked up
+lazily, so a build without it answers the page with 501 instead of failing to start.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from enhancer.errors import ModelError
-
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+from enhancer.errors import InputError, ModelError
+from enhancer.identity_store import SUFFIX, IdentityStore, validate_name
 
 
 class EnrollUnavailable(RuntimeError):
     """Enrolment code is not installed in this build."""
 
 
-def likeness_home() -> Path:
-    """The identity store's home ($LIKENESS_HOME, else its default); ~/.likeness if the store is absent."""
-    try:
-        from enhancer.identity_store import likeness_home as store_home
-    except ImportError:
-        return Path(os.environ.get("LIKENESS_HOME") or Path.home() / ".likeness")
-    return store_home()
-
-
 def identities_dir() -> Path:
-    return likeness_home() / "identities"
+    """The store's identities folder under ``likeness_home()``."""
+    return IdentityStore().dir
 
 
 def valid_name(name: str | None) -> bool:
-    return bool(name) and bool(NAME_RE.fullmatch(name or "")) and ".." not in (name or "")
+    """Whether the identity store accepts ``name`` (``validate_name``), as a yes or no for request checks."""
+    try:
+        validate_name(name or "")
+    except InputError:
+        return False
+    return True
 
 
 def list_identities() -> list[str]:
-    """Names of enrolled identities: $LIKENESS_HOME/identities/*.safetensors."""
+    """Names of enrolled identities: the store's files with valid names, unread (the page asks every call)."""
     d = identities_dir()
     if not d.is_dir():
         return []
-    return sorted(p.stem for p in d.glob("*.safetensors") if p.is_file() and valid_name(p.stem))
+    return sorted(name for p in d.glob(f"*{SUFFIX}") if p.is_file() and valid_name(name := p.name[: -len(SUFFIX)]))
+
+
+def _usable(name: str) -> str:
+    """``name`` if the store accepts it, else a ``ModelError``: like every other reason a call cannot use it."""
+    if not valid_name(name):
+        raise ModelError(f"invalid identity name {name!r} (letters, digits, '_', '-', '.'; max 64)")
+    return name
 
 
 def identity_path(name: str) -> Path:
-    if not valid_name(name):
-        raise ModelError(f"invalid identity name {name!r} (letters, digits, '_', '-', '.'; max 64)")
-    return identities_dir() / f"{name}.safetensors"
+    """Where the store keeps ``name``, always inside its identities folder."""
+    return IdentityStore().path(_usable(name))
 
 
 def load_identity(name: str | None) -> np.ndarray | None:
     """The stored identity tensor for ``name`` (None for no identity), validated by the identity store.
 
-    Which encoder made it is checked by the engine that uses it (``IdentityStore.load``);
-    without the store module, the tensor named 'identity' (else the first) is read as is.
+    Which encoder made it is checked by the engine that uses it (``IdentityStore.load``).
     """
     if not name:
         return None
-    path = identity_path(name)
-    try:
-        from enhancer.identity_store import IdentityStore
-    except ImportError:
-        IdentityStore = None  # noqa: N806
-    if IdentityStore is not None:
-        return IdentityStore(likeness_home()).read(name).identity
-    if not path.is_file():
-        raise ModelError(f"unknown identity {name!r}: {path} does not exist (enroll it first)")
-    try:
-        from safetensors.numpy import load_file
-
-        tensors = load_file(str(path))
-    except Exception as e:
-        raise ModelError(f"{path}: unreadable identity file ({type(e).__name__}: {e})") from None
-    if not tensors:
-        raise ModelError(f"{path}: identity file holds no tensors")
-    return np.asarray(tensors.get("identity", next(iter(tensors.values()))), dtype=np.float32)
+    return IdentityStore().read(_usable(name)).identity
 
 
 def enroll_function() -> Callable[[str, list[np.ndarray]], Any]:
@@ -121,8 +105,6 @@ def merge_verdicts(uploads: list[dict[str, Any]], report: Any) -> list[dict[str,
 
 def report_to_json(report: Any) -> Any:
     """Make whatever the enrolment returns JSON-able (dataclasses, numpy, paths)."""
-    import dataclasses
-
     if dataclasses.is_dataclass(report) and not isinstance(report, type):
         report = dataclasses.asdict(report)
     if isinstance(report, dict):

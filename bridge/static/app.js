@@ -360,7 +360,7 @@ async function enroll() {
   const name = $("enroll-name").value.trim();
   const n = Math.max(3, Math.min(32, parseInt($("enroll-count").value, 10) || 8));
   const status = $("enroll-status");
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(name)) { status.textContent = "enter a name (letters, digits, _ - .)"; return; }
+  if (!/^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$/.test(name) || name.includes("..")) { status.textContent = "enter a name (letters, digits, _ - .)"; return; }
   $("enroll").disabled = true;
   try {
     const local = await ensureCamera();
