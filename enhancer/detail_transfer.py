@@ -35,12 +35,18 @@ class TransferConfig:
             raise ValueError(f"invalid detail transfer settings: {self}")
 
 
+# what the product runs (docs/visible-restoration.md, run 3)
+DEFAULT_TRANSFER = TransferConfig(alpha=2.0)
+
+
 @dataclass(frozen=True)
 class PreparedReferences:
-    """What the transfer needs of a person's references, computed once: (K, H, W, 3) each."""
+    """What the transfer needs of a person's references, computed once with the settings they
+    were computed for (so the two cannot disagree)."""
 
-    detail: np.ndarray  # high-pass
-    low: np.ndarray  # low-pass used for matching
+    detail: np.ndarray  # (K, H, W, 3) high-pass
+    low: np.ndarray  # (K, H, W, 3) low-pass used for matching
+    cfg: TransferConfig
 
 
 def prepare_references(crops: np.ndarray, cfg: TransferConfig) -> PreparedReferences:
@@ -50,23 +56,25 @@ def prepare_references(crops: np.ndarray, cfg: TransferConfig) -> PreparedRefere
         raise ValueError(f"references must be (K, H, W, 3), not {refs.shape}")
     detail = np.stack([r - cv2.GaussianBlur(r, (0, 0), cfg.sigma_detail) for r in refs])
     low = np.stack([cv2.GaussianBlur(r, (0, 0), cfg.sigma_match) for r in refs])
-    return PreparedReferences(detail, low)
+    return PreparedReferences(detail, low, cfg)
 
 
-def match_weights(restored: np.ndarray, refs: PreparedReferences, cfg: TransferConfig) -> np.ndarray:
+def match_weights(restored: np.ndarray, refs: PreparedReferences) -> np.ndarray:
     """(K, H, W) weight of each reference at each pixel; they sum to less than 1 (the null's share)."""
+    cfg = refs.cfg
     low = cv2.GaussianBlur(restored.astype(np.float32), (0, 0), cfg.sigma_match)
     dist = np.stack([cv2.blur(((r - low) ** 2).mean(-1), (cfg.window, cfg.window)) for r in refs.low])
     w = np.exp(-dist / cfg.tau)
     return w / (w.sum(0, keepdims=True) + cfg.null)
 
 
-def transfer_detail(restored: np.ndarray, refs: PreparedReferences, cfg: TransferConfig) -> np.ndarray:
+def transfer_detail(restored: np.ndarray, refs: PreparedReferences) -> np.ndarray:
     """``restored`` (H, W, 3) uint8 with the matching references' detail added, uint8."""
+    cfg = refs.cfg
     if cfg.alpha == 0:
         return restored
     if refs.detail.shape[1:] != restored.shape:
         raise ValueError(f"references {refs.detail.shape[1:]} and crop {restored.shape} differ in size")
-    w = match_weights(restored, refs, cfg)
+    w = match_weights(restored, refs)
     added = np.einsum("khw,khwc->hwc", w, refs.detail)
     return np.clip(restored.astype(np.float32) + cfg.alpha * added, 0, 255).round().astype(np.uint8)

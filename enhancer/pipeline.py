@@ -28,6 +28,7 @@ import numpy as np
 
 from .align import alignment_matrix, paste_back, warp_crops
 from .detail import DetailStore, ReuseConfig, residuals
+from .detail_transfer import PreparedReferences, transfer_detail
 from .strength import StrengthConfig, blend
 from .strength import strength as strength_weights
 from .tracker import FaceTracker, TrackerConfig
@@ -90,8 +91,11 @@ class FramePipeline:
         null_identity: np.ndarray | None = None,
         strength: StrengthConfig | None = None,
         reuse: ReuseConfig | None = None,
+        reference_detail: PreparedReferences | None = None,
     ) -> None:
         self.engine = engine
+        # the enrolled person's reference detail, added to their face after the generator (None: off)
+        self.reference_detail = reference_detail if identity is not None else None
         self.strength = strength  # None: keep the engine's output as is
         self.reuse = reuse  # None: no detail reuse; process() always waits for the generator
         # restored detail per face, kept only when late frames may reuse it (no per-frame copies otherwise)
@@ -120,12 +124,13 @@ class FramePipeline:
             self._weights[f.track_id] = float(raw[i])
         return raw
 
-    def _identities(self, faces: list, crops: np.ndarray) -> np.ndarray | None:
-        if self.identity is None:
-            return None
+    def _identities(self, faces: list, crops: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """Per-face identities (None without an enrolled one) and which faces carry the enrolled one."""
         n = len(faces)
+        if self.identity is None:
+            return None, np.zeros(n, bool)
         if n == 1 or self.null_identity is None:
-            return np.repeat(self.identity[None], n, 0)
+            return np.repeat(self.identity[None], n, 0), np.ones(n, bool)
         ids = frozenset(f.track_id for f in faces)
         if self._assigned is None or self._assigned[0] != ids:
             scores = None
@@ -136,10 +141,9 @@ class FramePipeline:
             areas = np.array([(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) for f in faces])
             self._assigned = (ids, faces[assign_identity(scores, areas)].track_id)
         out = np.repeat(self.null_identity[None], n, 0).astype(np.float32)
-        for i, f in enumerate(faces):
-            if f.track_id == self._assigned[1]:
-                out[i] = self.identity
-        return out
+        owners = np.array([f.track_id == self._assigned[1] for f in faces])
+        out[owners] = self.identity
+        return out, owners
 
     def _prepare(self, frame_bgr: np.ndarray, t: float | None) -> tuple[dict[str, float], float, tuple | None]:
         """Track and align: (timings, start, (faces, matrices, crops, frame time) or None without a face)."""
@@ -161,16 +165,20 @@ class FramePipeline:
 
     def _inputs(self, faces: list, crops: np.ndarray) -> tuple:
         """What the generator call needs, computed on the frame thread (the per-track state lives here):
-        (track ids, crops, identities, strength weights or None)."""
+        (track ids, crops, identities, strength weights or None, which faces are the enrolled person)."""
         w = self._strength(faces, crops) if self.strength is not None else None
-        return [f.track_id for f in faces], crops, self._identities(faces, crops), w
+        return [f.track_id for f in faces], crops, *self._identities(faces, crops), w
 
-    def _restore(self, ids: list[int], crops: np.ndarray, ident: np.ndarray | None, w: np.ndarray | None,
-                 now: float) -> np.ndarray:
-        """The generator on these crops (then the strength blend); remembers the detail it added."""
+    def _restore(self, ids: list[int], crops: np.ndarray, ident: np.ndarray | None, owners: np.ndarray,
+                 w: np.ndarray | None, now: float) -> np.ndarray:
+        """The generator on these crops (then the strength blend and the enrolled person's reference
+        detail); remembers the detail it added."""
         restored = self.engine.restore(crops, ident, self.noise[: len(crops)])
         if w is not None:
             restored = blend(crops, restored, w)
+        if self.reference_detail is not None and owners.any():
+            restored = np.stack([transfer_detail(r, self.reference_detail) if own else r
+                                 for r, own in zip(restored, owners, strict=True)])
         if self.details is not None:
             self.details.put(ids, crops, residuals(crops, restored), now)
         return restored

@@ -21,14 +21,14 @@ def _face_like(seed: int) -> np.ndarray:
 def test_zero_gain_returns_the_crop_untouched() -> None:
     crop = _face_like(0)
     cfg = TransferConfig(alpha=0.0)
-    assert transfer_detail(crop, prepare_references(crop[None], cfg), cfg) is crop
+    assert transfer_detail(crop, prepare_references(crop[None], cfg)) is crop
 
 
 def test_a_matching_reference_brings_back_the_truths_detail() -> None:
     truth = _face_like(1)
     blurred = cv2.GaussianBlur(truth, (0, 0), 1.5)  # what a restorer that averages returns
     cfg = TransferConfig()
-    out = transfer_detail(blurred, prepare_references(truth[None], cfg), cfg)
+    out = transfer_detail(blurred, prepare_references(truth[None], cfg))
     assert hf_corr(out, truth) > hf_corr(blurred, truth) + 0.2
     assert psnr(truth, out) > psnr(truth, blurred)
 
@@ -37,17 +37,51 @@ def test_a_reference_that_does_not_match_is_not_used() -> None:
     truth, stranger = _face_like(2), _face_like(3)
     cfg = TransferConfig()
     refs = prepare_references(np.stack([truth, stranger]), cfg)
-    w = match_weights(cv2.GaussianBlur(truth, (0, 0), 1.5), refs, cfg)
+    w = match_weights(cv2.GaussianBlur(truth, (0, 0), 1.5), refs)
     assert w.shape == (2, 128, 128)
     assert float(w.sum(0).max()) < 1.0  # the null keeps a share everywhere
     assert float(w[0].mean()) > 0.4 and float(w[1].mean()) < float(w[0].mean()) / 3
-    alone = transfer_detail(truth, prepare_references(stranger[None], cfg), cfg)
+    alone = transfer_detail(truth, prepare_references(stranger[None], cfg))
     assert np.abs(alone.astype(int) - truth.astype(int)).mean() < 1.0
 
 
 def test_references_of_another_size_are_refused() -> None:
     cfg = TransferConfig()
     with pytest.raises(ValueError, match="differ in size"):
-        transfer_detail(_face_like(4), prepare_references(_face_like(5)[None, :64, :64], cfg), cfg)
+        transfer_detail(_face_like(4), prepare_references(_face_like(5)[None, :64, :64], cfg))
     with pytest.raises(ValueError):
         TransferConfig(alpha=-1.0)
+
+
+def test_pipeline_adds_the_enrolled_persons_detail_to_their_face_only(shared_data) -> None:
+    """A real photo through the frame pipeline (bicubic engine, so only the transfer differs):
+    with an identity the face changes and the rest of the frame does not; without one, the
+    reference detail is not used."""
+    from conftest import celeba_by_identity
+
+    from engines.bicubic import BicubicEngine
+    from enhancer.dataprep import align_one
+    from enhancer.identity_store import IDENTITY_SHAPE
+    from enhancer.pipeline import FramePipeline
+
+    paths = next(v for v in celeba_by_identity(shared_data, "wild").values() if len(v) >= 4)
+    root = shared_data / "celeba"
+    refs = np.stack([c for c in (align_one(root / p, 128, 20.0)[0] for p in paths[1:4]) if c is not None])
+    frame = cv2.imread(str(root / paths[0]))
+    prepared = prepare_references(refs, TransferConfig(alpha=2.0))
+    ident = np.zeros(IDENTITY_SHAPE, np.float32)
+
+    def run(identity, detail) -> tuple[np.ndarray, int]:
+        r = FramePipeline(BicubicEngine(), identity, reference_detail=detail).process(frame)
+        return r.frame, r.faces
+
+    plain, faces = run(ident, None)
+    assert faces == 1
+    with_detail, _ = run(ident, prepared)
+    changed = np.abs(with_detail.astype(int) - plain.astype(int)).max(-1) > 0
+    assert changed.mean() > 0.01  # the face got detail
+    ys, xs = np.nonzero(changed)
+    h, w = frame.shape[:2]
+    assert (ys.max() - ys.min()) < 0.9 * h and (xs.max() - xs.min()) < 0.9 * w  # only around the face
+    no_identity, _ = run(None, prepared)
+    assert np.array_equal(no_identity, run(None, None)[0])

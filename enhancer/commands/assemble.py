@@ -7,11 +7,13 @@ Commands, benchmarks and tests that want "the product pipeline" build it here.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..detail import ReuseConfig
+from ..detail_transfer import DEFAULT_TRANSFER, PreparedReferences, TransferConfig, prepare_references
 from ..errors import LikenessError, ModelError
 from ..identity_store import IdentityStore
 from ..pipeline import FramePipeline, Matcher
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from bridge.track import FrameProcessor, ProcessorFactory
 
 DEFAULT_REUSE = ReuseConfig()
+log = logging.getLogger(__name__)
 
 
 def build_pipeline(
@@ -33,10 +36,13 @@ def build_pipeline(
     home: str | None = None,
     strength: StrengthConfig | None = DEFAULT_STRENGTH,
     reuse: ReuseConfig | None = None,
+    transfer: TransferConfig | None = DEFAULT_TRANSFER,
 ) -> FramePipeline:
     """The product pipeline: best available engine for the packaged student, the named
     enrolled identity (checked against the engine's encoder), an identity matcher, and the
-    adaptive strength (``enhancer.strength``; None keeps the generator's full output).
+    adaptive strength (``enhancer.strength``; None keeps the generator's full output), and the
+    enrolled person's reference detail (``enhancer.detail_transfer``; None: off, and off for an
+    identity enrolled before it was stored).
 
     An engine without a model (``info``), the bicubic baseline, gets the identity as stored
     (no encoder to check it against) and keeps its output as is: strength and detail reuse
@@ -50,11 +56,25 @@ def build_pipeline(
         return FramePipeline(eng, ident, seed=seed, max_faces=max_faces)
     ident = None
     matcher = None
+    detail = None
     if identity:
-        ident = IdentityStore(home).load(identity, eng.info.encoder_id)
+        store = IdentityStore(home)
+        ident = store.load(identity, eng.info.encoder_id)
         matcher = encoder_matcher(weights)
+        detail = reference_detail(store.read(identity).detail, eng.size, transfer, identity)
     return FramePipeline(eng, ident, seed=seed, max_faces=max_faces, matcher=matcher, strength=strength,
-                         reuse=reuse)
+                         reuse=reuse, reference_detail=detail)
+
+
+def reference_detail(crops: np.ndarray | None, size: int, transfer: TransferConfig | None,
+                     name: str) -> PreparedReferences | None:
+    """The identity's reference detail prepared for the pipeline, or None (off, or not stored)."""
+    if transfer is None or transfer.alpha == 0:
+        return None
+    if crops is None or crops.shape[1] != size:
+        log.info("identity %r has no reference detail at %d px; re-enroll it to add its own detail", name, size)
+        return None
+    return prepare_references(crops, transfer)
 
 
 def encoder_matcher(weights: str | None = None) -> Matcher:
