@@ -13,9 +13,11 @@ module globals. It knows no HTTP beyond raising ``HttpError`` for what a client 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -90,10 +92,23 @@ class Bridge:
 
         return pc
 
-    def _watch(self, session: Session) -> None:
-        """Close ``session`` if its peer never connects or goes silent (``watchdog.watch``)."""
+    def _register(self, session: Session) -> None:
+        """Count an answered session in: the codec its answer chose, its room, and its watchdog, which
+        closes it if its peer never connects or goes silent (``watchdog.watch``)."""
+        session.codec = negotiated_codec(session.pc.localDescription.sdp)
+        self.sessions[session.id] = session
         session.watchdog = watch(session, self.config.media_idle_s, lambda: session.id in self.sessions,
                                  lambda: self.close_session(session.id))
+
+    @contextlib.contextmanager
+    def _slot(self) -> Iterator[None]:
+        """Hold a session's place from the capacity check until it is registered or has failed."""
+        self._check_capacity()
+        self._opening += 1
+        try:
+            yield
+        finally:
+            self._opening -= 1
 
     def _remote(self, sdp: str) -> RTCSessionDescription:
         # loopback-only bridges ignore a peer's other candidates: those pairs could never succeed
@@ -128,12 +143,8 @@ class Bridge:
         """Accept a sender's offer; with ``echo`` the enhanced video also goes back on the same m-line.
         ``enhanced``: the sender enhanced its video itself; it is relayed untouched (no identity)."""
         info = check_offer(sdp)
-        self._check_capacity()
-        self._opening += 1
-        try:
+        with self._slot():
             return await self._publish(room, sdp, info, identity, echo, enhanced)
-        finally:
-            self._opening -= 1
 
     async def _publish(self, room: str, sdp: str, info: OfferInfo, identity: str | None, echo: bool,
                        enhanced: bool) -> Session:
@@ -185,9 +196,7 @@ class Bridge:
         except BaseException:
             await self._dispose(session)
             raise
-        session.codec = negotiated_codec(pc.localDescription.sdp)
-        self.sessions[sid] = session
-        self._watch(session)
+        self._register(session)
         log.info("publisher %s joined room %s (%s, codec %s)", sid, room,
                  "enhanced by the publisher: relayed" if enhanced else f"identity {identity}", session.codec)
         return session
@@ -211,12 +220,8 @@ class Bridge:
         if not [p for p in self.publishers(room) if p.id != exclude]:
             raise HttpError(404, f"room {room!r} has no publishers")
         info = check_offer(sdp)
-        self._check_capacity()
-        self._opening += 1
-        try:
+        with self._slot():
             return await self._view(room, sdp, info, exclude)
-        finally:
-            self._opening -= 1
 
     async def _view(self, room: str, sdp: str, info: OfferInfo, exclude: str | None) -> Session:
         pubs = [p for p in self.publishers(room) if p.id != exclude]
@@ -253,9 +258,7 @@ class Bridge:
         except BaseException:
             await self._dispose(session)
             raise
-        session.codec = negotiated_codec(pc.localDescription.sdp)
-        self.sessions[sid] = session
-        self._watch(session)
+        self._register(session)
         log.info("viewer %s joined room %s (%d streams)", sid, room, len(session.publishers))
         return session
 
