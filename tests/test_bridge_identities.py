@@ -172,7 +172,8 @@ def test_page_gets_501_when_enrolment_is_not_in_the_build(home: Path, monkeypatc
 
     from benchmarks.harness.calls import http_client, serve_bridge
     from bridge.config import BridgeConfig
-    from enhancer.pipeline import BicubicEngine, FramePipeline
+    from engines.bicubic import BicubicEngine
+    from enhancer.pipeline import FramePipeline
 
     monkeypatch.setitem(sys.modules, "enhancer.enroll", None)
 

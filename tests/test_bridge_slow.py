@@ -26,7 +26,8 @@ from benchmarks.harness.clips import load_clip, videos_dir
 from benchmarks.harness.tracks import ClipTrack
 from bridge.config import BridgeConfig
 from bridge.factory import warm_detectors
-from enhancer.pipeline import BicubicEngine, FramePipeline
+from engines.bicubic import BicubicEngine
+from enhancer.pipeline import FramePipeline
 
 VIDEOS = videos_dir()
 CLIP = VIDEOS / "LivePortrait__assets__examples__driving__d6.mp4"  # 480x480, 30 fps

@@ -12,7 +12,8 @@ from benchmarks.harness.clips import load_clip, videos_dir
 from benchmarks.harness.tracks import ClipTrack, read_stamp, stamp
 from bridge.factory import warm_detectors
 from bridge.track import EnhancingTrack
-from enhancer.pipeline import BicubicEngine, FramePipeline
+from engines.bicubic import BicubicEngine
+from enhancer.pipeline import FramePipeline
 
 VIDEOS = videos_dir()
 CLIP = VIDEOS / "LivePortrait__assets__examples__driving__d8.mp4"  # 480x480, 30 fps

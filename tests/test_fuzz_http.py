@@ -30,7 +30,8 @@ from bridge.ice import enable_loopback_candidates, loopback_mode, rtc_configurat
 from bridge.rooms import BRIDGE_KEY, Bridge
 from bridge.sdp import MAX_SDP_BYTES
 from bridge.server import create_app
-from enhancer.pipeline import BicubicEngine, FramePipeline, FrameResult
+from engines.bicubic import BicubicEngine
+from enhancer.pipeline import FramePipeline, FrameResult
 
 TOKEN = "fuzz-token-0123456789"
 FUZZ = settings(max_examples=100, deadline=None, database=None,

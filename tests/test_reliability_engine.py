@@ -24,7 +24,8 @@ from benchmarks.harness.tracks import ClipTrack, read_stamp
 from bridge.factory import warm_detectors
 from bridge.track import EnhancingTrack
 from engines.base import BaseEngine, EngineError, ModelInfo, crops_to_float, float_to_crops
-from enhancer.pipeline import BicubicEngine, FramePipeline, FrameResult
+from engines.bicubic import BicubicEngine
+from enhancer.pipeline import FramePipeline, FrameResult
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d8.mp4"  # 480x480, 30 fps, one face
 pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")

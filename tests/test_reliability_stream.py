@@ -25,8 +25,9 @@ from support.cpuwatch import CpuWatch
 from benchmarks.harness.clips import load_clip, videos_dir
 from bridge.factory import warm_detectors
 from bridge.track import EnhancingTrack
+from engines.bicubic import BicubicEngine
 from enhancer.detect import detect_faces
-from enhancer.pipeline import BicubicEngine, FramePipeline
+from enhancer.pipeline import FramePipeline
 from enhancer.tracker import TrackerConfig
 
 VIDEOS = videos_dir()
