@@ -19,7 +19,8 @@ from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
-from enhancer.errors import InputError, LikenessError
+from enhancer.errors import LikenessError
+from enhancer.video_io import open_video, unreadable
 
 CLOCK = 90_000
 
@@ -32,13 +33,8 @@ class FileTrack(MediaStreamTrack):
     def __init__(self, path: str | Path, loop: bool = True) -> None:
         super().__init__()
         p = Path(path)
-        if not p.is_file():
-            raise InputError(f"{p}: no such video file")
-        try:
-            self._container = av.open(str(p))
-            stream = self._container.streams.video[0]
-        except (av.FFmpegError, IndexError) as e:
-            raise InputError(f"{p}: not a readable video file ({e})") from None
+        self._container = open_video(p)
+        stream = self._container.streams.video[0]
         self.fps = float(stream.average_rate or 30) or 30.0
         self._stream = stream
         self._loop = loop
@@ -57,7 +53,7 @@ class FileTrack(MediaStreamTrack):
                 self._container.seek(0)
                 self._frames = self._container.decode(self._stream)
             except av.FFmpegError as e:
-                raise InputError(f"{self._path}: decoding failed ({e})") from None
+                raise unreadable(self._path, e) from None
         return None
 
     async def recv(self) -> VideoFrame:

@@ -19,9 +19,8 @@ import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from enhancer.enroll import compute_identity
 from enhancer.metrics import psnr
-from enhancer.weights import WEIGHTS_DIR
+from enhancer.weights import WEIGHTS_DIR, compute_identity
 
 from .base import EngineError, cache_dir, crops_to_float, file_sha256, float_to_crops
 from .onnx_export import INPUTS, OUTPUT, info_from_onnx, quiet

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from .errors import InputError
 from .imageio import read_image, write_image
 from .pipeline import FramePipeline
+from .video_io import open_video
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -30,24 +31,9 @@ def enhance_image(pipeline: FramePipeline, src: Path, dst: Path) -> dict:
     return {"faces": res.faces, "timings_ms": res.timings_ms}
 
 
-def _open_video(src: Path) -> av.container.InputContainer:
-    if not src.exists():
-        raise InputError(f"{src}: no such file")
-    if src.stat().st_size == 0:
-        raise InputError(f"{src}: file is empty")
-    try:
-        c = av.open(str(src))
-    except (av.error.FFmpegError, OSError) as e:
-        raise InputError(f"{src}: not a readable video ({e.__class__.__name__})") from None
-    if not c.streams.video:
-        c.close()
-        raise InputError(f"{src}: has no video stream")
-    return c
-
-
 def enhance_video(pipeline: FramePipeline, src: Path, dst: Path, crf: int = 18) -> dict:
     """Enhance every frame; returns counts and mean per-stage timings."""
-    inp = _open_video(src)
+    inp = open_video(src)
     vin = inp.streams.video[0]
     ain = inp.streams.audio[0] if inp.streams.audio else None
     dst.parent.mkdir(parents=True, exist_ok=True)

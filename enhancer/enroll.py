@@ -31,8 +31,6 @@ The identity is computed once (one masked set through the encoder) and stored by
 
 from __future__ import annotations
 
-import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -44,7 +42,7 @@ import numpy as np
 
 from .align import alignment_matrix, transform_points, warp_crops
 from .detect import detect_faces
-from .errors import InputError, ModelError
+from .errors import InputError
 from .identity_store import KEEP_SIZE, IdentityStore, validate_name
 from .imageio import read_image, to_bgr
 
@@ -214,19 +212,6 @@ def select_references(cands: list[Candidate], k: int) -> list[Candidate]:
     return [pool[i] for i in chosen]
 
 
-def compute_identity(model: Any, crops: np.ndarray) -> np.ndarray:
-    """One masked reference set through the encoder -> (1 + tokens, dim) float32."""
-    import torch
-
-    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)[None]  # (1,K,3,S,S) BGR
-    mask = torch.ones(1, x.shape[1], dtype=torch.bool)
-    with torch.no_grad():
-        ident = model.encode(x, mask)[0].float().cpu().numpy()
-    if not np.isfinite(ident).all():
-        raise ModelError("the encoder produced non-finite values; the weights are broken")
-    return np.ascontiguousarray(ident, dtype=np.float32)
-
-
 @dataclass
 class _Session:
     """Everything fixed before images are examined: name, store, model, thresholds."""
@@ -272,6 +257,8 @@ def _start(name: str, cfg: EnrollConfig | None, weights: Path | str | None, forc
 
 def _finish(s: _Session, cands: list[Candidate], source: str) -> dict[str, Any]:
     """Select references, encode, store; or raise ``EnrollmentError`` with the report."""
+    from .weights import compute_identity
+
     k = min(s.cfg.max_refs, s.model.cfg.encoder.max_refs)
     accepted = [c for c in cands if c.accepted]
     report: dict[str, Any] = {"name": s.name, "source": source, "path": None, "n_refs": 0,
@@ -351,50 +338,6 @@ def enroll_from_paths(
     return _finish(s, cands, "photos")
 
 
-def _frame_count(path: Path) -> int:
-    """Frames in the first video stream: the header's count, else a packet count (no decoding)."""
-    import av
-
-    with av.open(str(path)) as c:
-        st = c.streams.video[0]
-        if st.frames:
-            return int(st.frames)
-        return sum(1 for pkt in c.demux(st) if pkt.size)
-
-
-def sample_video_frames(path: Path | str, n: int, progress: bool = True) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (index, BGR frame) for ``n`` frames spread evenly over the clip."""
-    import av
-    from tqdm import tqdm
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    try:
-        with av.open(str(path)) as c:
-            if not c.streams.video:
-                raise InputError(f"{path}: no video stream (expected a video)")
-            if c.format.name == "image2" or c.format.name.endswith("_pipe"):
-                raise InputError(f"{path}: is a still image, not a video (use --photos)")
-        total = _frame_count(path)
-        if total < 1:
-            raise InputError(f"{path}: the video has no frames")
-        wanted = set(np.linspace(0, total - 1, min(n, total)).round().astype(int).tolist())
-        last = max(wanted)
-        with av.open(str(path)) as c, tqdm(total=last + 1, desc="scanning video", unit="frame",
-                                             disable=None if progress else True, file=sys.stderr) as bar:
-            st = c.streams.video[0]
-            st.thread_type = "AUTO"
-            for i, frame in enumerate(c.decode(st)):
-                bar.update(1)
-                if i in wanted:
-                    yield i, np.ascontiguousarray(frame.to_ndarray(format="bgr24"))
-                if i >= last:
-                    break
-    except av.error.FFmpegError as e:
-        raise InputError(f"{path}: not a readable video ({e.strerror or type(e).__name__})") from None
-
-
 def enroll_from_video(
     name: str,
     video: Path | str,
@@ -409,45 +352,11 @@ def enroll_from_video(
 ) -> dict[str, Any]:
     """Enroll from frames sampled evenly over a clip (same checks; varied sharp frames chosen)."""
     s = _start(name, config, weights, force, keep_photos, home, on_candidate)
+    from .video_io import sample_video_frames
+
     frames = sample_video_frames(video, s.cfg.video_samples, progress)
     cands = s.examine((f"frame {i}", img, "") for i, img in frames)
     return _finish(s, cands, "frames")
-
-
-def capture_camera(index: int, seconds: float, n: int,
-                   on_open: Callable[[], None] | None = None) -> list[tuple[int, np.ndarray]]:
-    """About ``n`` frames captured evenly over ``seconds`` from camera ``index``;
-    ``on_open`` runs once the camera is open (to tell the user to look at it)."""
-    from .c_stderr import captured_c_stderr
-
-    with captured_c_stderr():  # OpenCV's backends print their probing failures on fd 2
-        cap = cv2.VideoCapture(index)
-        opened = cap.isOpened()
-    if not opened:
-        cap.release()
-        raise InputError(f"cannot open camera {index} (no camera found, or it is in use by another program)")
-    frames: list[tuple[int, np.ndarray]] = []
-    if on_open:
-        on_open()
-    try:
-        interval = seconds / max(1, n)
-        start = time.monotonic()
-        next_t = start
-        i = 0
-        while time.monotonic() - start < seconds and len(frames) < n:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            now = time.monotonic()
-            if now >= next_t:
-                frames.append((i, frame))
-                next_t = now + interval
-            i += 1
-    finally:
-        cap.release()
-    if not frames:
-        raise InputError(f"camera {index} opened but delivered no frames")
-    return frames
 
 
 def enroll_from_camera(
@@ -464,6 +373,8 @@ def enroll_from_camera(
 ) -> dict[str, Any]:
     """Enroll from a short live capture: look at the camera and turn your head a little."""
     s = _start(name, config, weights, force, keep_photos, home, on_candidate)
+    from .video_io import capture_camera
+
     frames = capture_camera(index, s.cfg.camera_seconds, s.cfg.video_samples, on_open)
     cands = s.examine((f"camera frame {i}", img, "") for i, img in frames)
     return _finish(s, cands, "camera frames")

@@ -11,6 +11,7 @@ import json
 from importlib.resources import files
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -84,3 +85,15 @@ def load_restorer(path: Path | None = None, kind: str = "student", device: str =
     meta["extra"] = json.loads(meta.get("extra", "{}"))
     meta["encoder_id"] = encoder_id(model)
     return model.to(device).eval().requires_grad_(False), meta
+
+
+def compute_identity(model: Restorer, crops: np.ndarray) -> np.ndarray:
+    """One masked reference set of (K, S, S, 3) uint8 BGR crops through the encoder -> (1 + tokens, dim)
+    float32: how enrolment makes an identity, and how int8 calibration must make them too."""
+    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)[None]  # (1,K,3,S,S) BGR
+    mask = torch.ones(1, x.shape[1], dtype=torch.bool)
+    with torch.no_grad():
+        ident = model.encode(x, mask)[0].float().cpu().numpy()
+    if not np.isfinite(ident).all():
+        raise ModelError("the encoder produced non-finite values; the weights are broken")
+    return np.ascontiguousarray(ident, dtype=np.float32)

@@ -114,15 +114,15 @@ def test_file_track_plays_a_real_clip_as_decoded() -> None:
 
 
 def test_file_track_refuses_what_it_cannot_play(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="no such video file"):
+    with pytest.raises(InputError, match="no such file"):
         FileTrack(tmp_path / "missing.mp4")
-    with pytest.raises(InputError, match="no such video file"):
+    with pytest.raises(InputError, match="is a directory, expected a video file"):
         FileTrack(tmp_path)  # a folder
     text = tmp_path / "notes.mp4"
     text.write_text("not a video at all\n" * 20)
-    with pytest.raises(InputError, match="not a readable video file"):
+    with pytest.raises(InputError, match="not a readable video"):
         FileTrack(text)
-    with pytest.raises(InputError, match="no such video file"):
+    with pytest.raises(InputError, match="no such file"):
         open_source(str(tmp_path / "missing.mp4"))  # anything else than the camera is a file
 
 

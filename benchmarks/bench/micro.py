@@ -77,8 +77,7 @@ def micro_generator(cfg: BenchConfig, specs: list[EngineSpec], src: Source, step
 
 def micro_identity(cfg: BenchConfig, src: Source) -> dict[str, Any]:
     """The identity encoder over 4 references (what enrolment runs once per person)."""
-    from enhancer.enroll import compute_identity
-    from enhancer.weights import load_restorer
+    from enhancer.weights import compute_identity, load_restorer
 
     model, _ = load_restorer(None, kind="student")
     refs = face_crops(src, cfg.resolutions[0], model.cfg.encoder.size, 4)

@@ -38,20 +38,20 @@ def read_video_frame(path: Path, index: int = 0) -> np.ndarray:
     """Decode frame ``index`` of a video as BGR uint8, or raise ``InputError`` saying why not."""
     import av
 
+    from ..video_io import open_video, unreadable
+
     if index < 0:
         raise InputError(f"--frame must be >= 0 (got {index})")
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise InputError(f"{path}: no video stream (expected a video)")
+        with open_video(path) as container:
             count = 0
             for frame in container.decode(video=0):
                 if count == index:
                     return np.ascontiguousarray(frame.to_ndarray(format="bgr24"))
                 count += 1
-            raise InputError(f"{path}: frame {index} requested but the video has {count} frame(s)")
     except av.error.FFmpegError as e:
-        raise InputError(f"{path}: not a readable video ({e.strerror or type(e).__name__})") from None
+        raise unreadable(path, e) from None
+    raise InputError(f"{path}: frame {index} requested but the video has {count} frame(s)")
 
 
 def read_input_image(path: Path, frame: int = 0) -> tuple[np.ndarray, str | None]:
@@ -62,10 +62,6 @@ def read_input_image(path: Path, frame: int = 0) -> tuple[np.ndarray, str | None
     """
     from ..imageio import read_image
 
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_file() and path.stat().st_size == 0:
-        raise InputError(f"{path}: file is empty")
     if path.suffix.lower() in VIDEO_SUFFIXES:
         return read_video_frame(path, frame), None
     with captured_c_stderr() as warnings:
