@@ -79,6 +79,10 @@ class EnrollConfig:
     video_samples: int = 48  # frames examined, spread evenly over a clip
     camera_seconds: float = 6.0
     max_side: int = 800  # detector input side (see detect_faces)
+    # store the aligned references at the model's size too, for reference detail transfer
+    # (enhancer/detail_transfer.py): the face keeps this person's own detail, at the price of
+    # small face crops in the (local, 0600) identity file
+    reference_detail: bool = True
 
     def check(self) -> None:
         if self.min_accepted < 1:
@@ -274,12 +278,14 @@ def _finish(s: _Session, cands: list[Candidate], source: str) -> dict[str, Any]:
     chosen = select_references(cands, k)
     for c in chosen:
         c.used = True
-    ident = compute_identity(s.model, np.stack([c.crops[s.model.cfg.encoder.size] for c in chosen]))
+    aligned = np.stack([c.crops[s.model.cfg.encoder.size] for c in chosen])
+    ident = compute_identity(s.model, aligned)
     refs = np.stack([c.crops[KEEP_SIZE] for c in chosen]) if s.keep_photos else None
+    detail = aligned if s.cfg.reference_detail else None
     path = s.store.save(s.name, ident, encoder_id=s.meta["encoder_id"], model_id=s.meta["model_id"],
-                        n_refs=len(chosen), refs=refs, source=source, force=s.force)
+                        n_refs=len(chosen), refs=refs, detail=detail, source=source, force=s.force)
     report.update(path=str(path), n_refs=len(chosen), encoder_id=s.meta["encoder_id"],
-                  model_id=s.meta["model_id"], photos_kept=s.keep_photos,
+                  model_id=s.meta["model_id"], photos_kept=s.keep_photos, reference_detail=detail is not None,
                   images=[c.to_dict() for c in cands])
     return report
 

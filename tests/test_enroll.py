@@ -78,7 +78,8 @@ def test_enroll_from_celeba_photos(person: list[Path], weights: Path, model_ids:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     tensors = load_file(str(path))
-    assert set(tensors) == {"identity"}  # no photos unless asked
+    assert set(tensors) == {"identity", "detail"}  # no kept photos unless asked; the detail crops
+    assert tensors["detail"].shape == (len(person), 128, 128, 3)
     model, _ = load_restorer(weights)
     assert tensors["identity"].shape == model.identity_shape() and tensors["identity"].dtype == np.float32
     assert tensors["identity"].shape[0] >= IDENTITY_SHAPE[0]
@@ -101,6 +102,10 @@ def test_enroll_from_mead_clip(shared_data: Path, weights: Path, tmp_path: Path)
     assert len(set(frames)) == len(frames)
     stored = IdentityStore(tmp_path).read("m030")
     assert stored.refs is not None and stored.refs.shape == (len(used), KEEP_SIZE, KEEP_SIZE, 3)
+    # the aligned crops at the model's size, for reference detail transfer, match the kept photos
+    assert stored.detail is not None and stored.detail.shape == (len(used), 128, 128, 3)
+    small = np.stack([cv2.resize(r, (128, 128), interpolation=cv2.INTER_AREA) for r in stored.refs])
+    assert np.abs(small.astype(float) - stored.detail.astype(float)).mean() < 6.0
     assert stored.metadata["source"] == "frames" and stored.metadata["photos_kept"] == "yes"
 
 
@@ -168,6 +173,13 @@ def test_cli_enroll(person: list[Path], bad: dict[str, np.ndarray], weights: Pat
     assert main(["enroll", "ann", "--photos", *photos[:3], "--weights", str(weights), "--force"]) == 0
     capsys.readouterr()
     assert IdentityStore(home).show("ann")["n_refs"] == "3"
+    assert IdentityStore(home).read("ann").detail.shape == (3, 128, 128, 3)
+    # no face crops at all when the person declines them
+    assert main(["enroll", "ann", "--photos", *photos[:3], "--weights", str(weights), "--force",
+                 "--no-reference-detail"]) == 0
+    capsys.readouterr()
+    assert set(load_file(str(path))) == {"identity"}
+    assert IdentityStore(home).show("ann")["reference_detail"] == "no"
 
     # too few usable: every verdict printed, then one error line, nothing written
     assert main(["enroll", "bo", "--photos", photos[0], str(flat), "--weights", str(weights)]) == 2

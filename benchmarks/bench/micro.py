@@ -1,5 +1,5 @@
 """Per-stage timings: the sampler per engine x steps x crop, identity encoding, tracker, align and paste-back,
-and the published restoration networks as baselines."""
+reference detail transfer, and the published restoration networks as baselines."""
 
 from __future__ import annotations
 
@@ -149,6 +149,21 @@ def micro_align_paste(cfg: BenchConfig, src: Source, res: str, crop: int) -> dic
     a = time_one(align, cfg)
     p = time_one(lambda: paste_back(frame, restored, holder["m"], holder["c"]), cfg)
     return {"resolution": res, "crop": crop, "align_ms": summarize(a), "paste_ms": summarize(p)}
+
+
+def micro_detail_transfer(cfg: BenchConfig, src: Source, crop: int) -> dict[str, Any]:
+    """Reference detail transfer on one restored face with 4 references (what the generator thread
+    adds per face of the enrolled person), and its one-off preparation per identity."""
+    from enhancer.detail_transfer import DEFAULT_TRANSFER, prepare_references, transfer_detail
+
+    crops = face_crops(src, cfg.resolutions[0], crop, 5)
+    refs, face = crops[:4], crops[4]
+    log(f"[micro] reference detail transfer, crop {crop}")
+    prepared = prepare_references(refs, DEFAULT_TRANSFER)
+    prep = time_one(lambda: prepare_references(refs, DEFAULT_TRANSFER), cfg)
+    run = time_one(lambda: transfer_detail(face, prepared), cfg)
+    return {"crop": crop, "references": len(refs), "alpha": DEFAULT_TRANSFER.alpha,
+            "transfer_ms": summarize(run), "prepare_ms": summarize(prep)}
 
 
 def restoration_baselines(cfg: BenchConfig, samples: dict[str, list[float]]) -> list[dict[str, Any]]:

@@ -58,6 +58,10 @@ def format_report(rep: dict[str, Any]) -> str:
             continue
         out.append(f"Align {a['resolution']} crop {a['crop']}: median {_f(a['align_ms']['median'], '.2f')} ms; "
                    f"paste-back median {_f(a['paste_ms']['median'], '.2f')} ms (p95 {_f(a['paste_ms']['p95'], '.2f')})")
+    for d in mi.get("detail_transfer", []):
+        out.append(f"Reference detail transfer crop {d['crop']} ({d['references']} references): median "
+                   f"{_f(d['transfer_ms']['median'], '.2f')} ms per face (p95 {_f(d['transfer_ms']['p95'], '.2f')}); "
+                   f"preparation once per identity {_f(d['prepare_ms']['median'], '.2f')} ms")
     out += ["", "Pipeline, per frame (one face; stage medians in ms)"]
     rows = []
     for r in rep["pipeline"]:

@@ -15,6 +15,7 @@ from benchmarks.bench.engines import model_steps, resolve_engines, wide_engine
 from benchmarks.bench.machine import hardware_section, machine_info
 from benchmarks.bench.micro import (
     micro_align_paste,
+    micro_detail_transfer,
     micro_generator,
     micro_identity,
     micro_tracker,
@@ -60,6 +61,7 @@ def run(cfg: BenchConfig) -> tuple[dict[str, Any], dict[str, list[float]]]:
         "identity_encoding": micro_identity(cfg, src),
         "tracker": [micro_tracker(cfg, src, res) for res in cfg.resolutions],
         "align_paste": [micro_align_paste(cfg, src, res, c) for res in cfg.resolutions for c in cfg.crops],
+        "detail_transfer": [micro_detail_transfer(cfg, src, c) for c in cfg.crops],
     }
     baselines_nets = restoration_baselines(cfg, samples)
     pipeline = pipeline_section(cfg, pipeline_plan(cfg, specs, wide, steps_of), src, samples)
