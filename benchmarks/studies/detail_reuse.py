@@ -59,6 +59,16 @@ def one_per_person(videos: Path) -> list[Path]:
     return out
 
 
+# what the face metrics of this study (and of transfer_flicker) mean
+FACE_METRICS = {"psnr": "feather-mask-weighted PSNR of the aligned 128 crop vs the clean frame",
+                "temporal_error": "weighted mean |(out_t - out_t-1) - (clean_t - clean_t-1)|, grey levels"}
+
+
+def write_result(result: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+
+
 def masked_psnr(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:
     """PSNR of uint8 crops ``a`` vs ``b`` with per-pixel weights ``w`` (S, S)."""
     d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
@@ -184,16 +194,14 @@ def main(argv: list[str] | None = None) -> None:
                    "engine": engine_name, "clips": [p.name for p in clips], "identity": None,
                    "reuse": dataclasses.asdict(reuse)},
         "methods": summary,
-        "definition": {"psnr": "feather-mask-weighted PSNR of the aligned 128 crop vs the clean frame",
-                       "temporal_error": "weighted mean |(out_t - out_t-1) - (clean_t - clean_t-1)|, grey levels",
+        "definition": {**FACE_METRICS,
                        "psnr_by_age": "frames whose detail came from this many frames earlier (0: own)",
                        "loss_vs_fresh_db": "per frame not restored itself: PSNR restoring it minus PSNR shown",
                        "reuse-k / raw-k": "generator on every k-th frame; the others reuse detail / go out raw"},
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
     out = args.out or RESULTS / f"detail-reuse-{datetime.now(UTC).date()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_result(result, out)
     for name, s in summary.items():
         print(f"{name:10s} psnr {s['psnr']:6.2f}  temporal {s['temporal_error']:5.2f}  by age {s['psnr_by_age']}  "
               f"loss vs fresh {s['loss_vs_fresh_db']}")

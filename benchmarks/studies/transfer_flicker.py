@@ -15,7 +15,6 @@ truth does not have, grey levels).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
@@ -27,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.harness.clips import load_clip, videos_dir
-from benchmarks.studies.detail_reuse import RESULTS, measure, one_per_person
+from benchmarks.studies.detail_reuse import FACE_METRICS, RESULTS, measure, one_per_person, write_result
 from enhancer.align import alignment_matrix, feather_mask
 from enhancer.commands.assemble import build_pipeline
 from enhancer.degrade import degrade
@@ -91,14 +90,12 @@ def main(argv: list[str] | None = None) -> None:
         "config": {"frames_per_clip": args.frames, "alphas": args.alpha, "preset": args.preset, "engine": args.engine,
                    "clips": used, "skipped": skipped, "transfer": {k: v for k, v in vars(DEFAULT_TRANSFER).items()}},
         "methods": summary,
-        "definition": {"psnr": "feather-mask-weighted PSNR of the aligned 128 crop vs the clean frame",
-                       "temporal_error": "weighted mean |(out_t - out_t-1) - (clean_t - clean_t-1)|, grey levels",
+        "definition": {**FACE_METRICS,
                        "temporal_vs_none": "relative change of the temporal error against no transfer"},
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     out = args.out or RESULTS / f"transfer-flicker-{datetime.now(UTC).date()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_result(result, out)
     for m, s in summary.items():
         change = 100 * s["temporal_vs_none"]
         print(f"{m:10s} psnr {s['psnr']:6.2f}  temporal {s['temporal_error']:5.2f} ({change:+.1f} %)")
