@@ -8,7 +8,7 @@ import math
 import numpy as np
 import torch
 
-from enhancer.training.teacher import identity_contrast
+from enhancer.training.loss import identity_contrast
 
 
 def test_matching_views_score_low_and_swapped_views_high() -> None:
@@ -39,7 +39,7 @@ def test_output_identity_moves_the_image_never_the_encoder() -> None:
     the encoder alone (no gradient on its weights), or the encoder could game it by collapsing."""
     from enhancer.models.config import EncoderConfig
     from enhancer.models.identity import IdentityEncoder
-    from enhancer.training.teacher import output_identity
+    from enhancer.training.loss import output_identity
 
     torch.manual_seed(0)
     enc = IdentityEncoder(EncoderConfig(widths=(8, 8, 16, 16), dim=32, tokens=2))
@@ -57,7 +57,7 @@ def test_output_identity_prefers_the_right_person() -> None:
     """Restoring each face as itself scores lower than restoring it as the next person."""
     from enhancer.models.config import EncoderConfig
     from enhancer.models.identity import IdentityEncoder
-    from enhancer.training.teacher import output_identity
+    from enhancer.training.loss import output_identity
 
     torch.manual_seed(1)
     enc = IdentityEncoder(EncoderConfig(widths=(8, 8, 16, 16), dim=32, tokens=2)).eval()
@@ -74,7 +74,7 @@ def test_zero_weight_rows_get_no_gradient_and_ones_change_nothing() -> None:
     must be left entirely alone, and all-ones weights must equal the unweighted term."""
     from enhancer.models.config import EncoderConfig
     from enhancer.models.identity import IdentityEncoder
-    from enhancer.training.teacher import output_identity
+    from enhancer.training.loss import output_identity
 
     torch.manual_seed(2)
     enc = IdentityEncoder(EncoderConfig(widths=(8, 8, 16, 16), dim=32, tokens=2))
@@ -126,7 +126,7 @@ def test_identity_margin_rewards_only_the_margin_and_never_moves_the_generic() -
     output that is the person's own face scores lower than one that is someone else's."""
     from enhancer.models.config import EncoderConfig
     from enhancer.models.identity import IdentityEncoder
-    from enhancer.training.teacher import identity_margin
+    from enhancer.training.loss import identity_margin
 
     torch.manual_seed(3)
     enc = IdentityEncoder(EncoderConfig(widths=(8, 8, 16, 16), dim=32, tokens=2))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +49,14 @@ def split_identities(identities: list[str], n_val: int, seed: int = 0, min_image
     val = sorted(eligible[:n_val])
     vs = set(val)
     return sorted(i for i in ids if i not in vs), val
+
+
+def prepare_split(pack: Path, n_val: int, seed: int) -> tuple[list[str], list[str]]:
+    """(train, val) identities of a pack: every trainer splits the same way, so val people stay unseen."""
+    z = np.load(pack, allow_pickle=False)
+    ids = [str(s) for s in z["identities"]]
+    counts = Counter(ids[i] for i in z["labels"])
+    return split_identities(ids, n_val, seed, counts)
 
 
 def _encode(img: np.ndarray, lossless: bool) -> bytes:

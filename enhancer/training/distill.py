@@ -14,7 +14,7 @@ unchanged). ``gt_weight``: an MSE to the ground truth as well as to the teacher.
 multi-step samples score *below* its own one-step prediction on PSNR and identity (stage 5:
 22.34 dB at 4 steps vs 22.92 at 1), so a student that only imitates them inherits that gap; the
 data term pulls it back towards the fidelity the eval measures. ``id_output``: the teacher's
-output identity term (``teacher.output_identity``, weighted per preset), now on the student's own
+output identity term (``loss.output_identity``, weighted per preset), now on the student's own
 one-step output, through the frozen encoder, so identity is optimised for the sampler that ships.
 """
 
@@ -26,14 +26,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..weights import export_weights, load_restorer
-from .data import RefSampler, load_pack, make_batch
+from .data import RefSampler, load_pack, make_batch, prepare_split
 from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
+from .loss import DistillLoss, identity_dropout
 from .preset_weights import ID_OUTPUT_WEIGHTS, check_margin_anchor, check_ref_flip, preset_weights
 from .run_state import RunState
-from .teacher import identity_dropout, identity_margin, output_identity, prepare_split
 
 
 @dataclass(frozen=True)
@@ -97,6 +96,7 @@ def train_distill(cfg: DistillConfig) -> dict:
     if state.resume(device, cfg.steps):
         log.info("resumed at step %d", state.step)
     size = teacher.cfg.generator.size
+    loss_fn = DistillLoss(cfg.student_steps, cfg.gt_weight, cfg.id_output, cfg.id_margin, cfg.id_temperature)
     state.open_bar(f"distill {cfg.teacher_steps}->{cfg.student_steps}")
     flag = StopFlag()
     while state.running(flag):
@@ -113,20 +113,8 @@ def train_distill(cfg: DistillConfig) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr_at(state.step, state.lr_total(), cfg.lr, cfg.warmup)
         with autocast(device, cfg.bf16):
-            out = student.restore(lq, ident.detach(), noise, cfg.student_steps).float()
-            loss = F.mse_loss(out, target)
-            if cfg.gt_weight > 0:
-                loss = loss + cfg.gt_weight * F.mse_loss(out, x0)
-            if cfg.id_output > 0:
-                loss = loss + cfg.id_output * output_identity(
-                    student.encoder, out, anchor, pool.labels[draw[0]], cfg.id_temperature,
-                    preset_weights(pool.presets, draw[3], cfg.id_output_weights))
-            if cfg.id_margin > 0:
-                with torch.no_grad():
-                    generic = student.restore(lq, None, noise, cfg.student_steps).float()
-                w = preset_weights(pool.presets, draw[3], cfg.id_output_weights) * (~dropped).cpu().numpy()
-                loss = loss + cfg.id_margin * identity_margin(student.encoder, out, generic, margin_anchor, w,
-                                                              cfg.id_temperature)
+            loss = loss_fn(student, lq, ident, dropped, noise, target, x0, anchor, margin_anchor, pool.labels[draw[0]],
+                           preset_weights(pool.presets, draw[3], cfg.id_output_weights))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.generator.parameters(), cfg.grad_clip)

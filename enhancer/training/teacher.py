@@ -31,20 +31,18 @@ from __future__ import annotations
 
 import copy
 import json
-from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..diffusion import from_diffusion_space, q_sample, to_diffusion_space, v_target, x0_from_v
 from ..models.config import ModelConfig
 from ..models.restorer import Restorer, count_params, generator_gflops, load_grown
 from ..weights import export_weights
-from .data import RefSampler, load_pack, make_batch, split_identities, starve_input
+from .data import RefSampler, load_pack, make_batch, prepare_split, starve_input
 from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
+from .loss import TeacherLoss, identity_dropout, output_identity  # noqa: F401  (until gan.py imports them from .loss)
 from .preset_weights import ID_OUTPUT_WEIGHTS, check_margin_anchor, check_ref_flip, preset_weights
 from .run_state import RunState
 
@@ -105,89 +103,6 @@ class TeacherConfig:
             raise ValueError(f"starve must be in [0, 1], not {self.starve}")
 
 
-def identity_dropout(ident: torch.Tensor, null: torch.Tensor, p: float,
-                     gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row replaced by the null identity with probability ``p``; also returns which (B,) were."""
-    drop = (torch.rand(ident.shape[0], generator=gen, device="cpu") < p).to(ident.device)
-    return torch.where(drop[:, None, None], null[None].to(ident.dtype).expand_as(ident), ident), drop
-
-
-def identity_contrast(a: torch.Tensor, b: torch.Tensor, labels: np.ndarray, temperature: float,
-                      weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Symmetric InfoNCE between two views' identity vectors, row i of ``a`` matching row i of ``b``;
-    other rows of the same identity are left out of the negatives (they are not wrong answers).
-    ``weights`` (per row, optional) scale each row's two cross-entropies; the mean is over rows."""
-    a, b = F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1)
-    logits = a @ b.T / temperature
-    lab = torch.as_tensor(labels, device=a.device)
-    same = (lab[:, None] == lab[None, :]) & ~torch.eye(len(lab), dtype=torch.bool, device=a.device)
-    logits = logits.masked_fill(same, float("-inf"))
-    target = torch.arange(len(lab), device=a.device)
-    per_row = 0.5 * (F.cross_entropy(logits, target, reduction="none")
-                     + F.cross_entropy(logits.T, target, reduction="none"))
-    return per_row.mean() if weights is None else (per_row * weights.to(per_row)).mean()
-
-
-def output_identity(encoder: torch.nn.Module, restored: torch.Tensor, anchor: torch.Tensor, labels: np.ndarray,
-                    temperature: float, weights: np.ndarray | None = None) -> torch.Tensor:
-    """InfoNCE between the encoder's global vectors of ``restored`` and ``anchor`` (each sample's
-    reference set): each restored face must pick out its own person's *other* photos in the batch.
-
-    Other photos, not the target photo itself: the restored face comes from that photo's
-    degraded copy, so pose, light and background alone would match it (the term started at
-    0.44 against the target, against 1.19 for refs vs target). Contrastive rather than a plain
-    cosine distance because the global vectors share a large common component (cosine distances
-    of ~0.01 even across people), which a distance would barely see. The encoder runs with
-    detached copies of its weights, so this term moves the generator (through ``restored``) and
-    never the encoder: otherwise the encoder could satisfy it by forgetting identity, the
-    collapse the contrastive term exists to prevent.
-
-    Rows with weight 0 are dropped before the encoder runs (neither queries nor negatives), so
-    they get no gradient from this term at all; the mean stays over the whole batch, so the
-    term's scale per weighted sample does not depend on how many were dropped."""
-    keep = np.arange(len(labels)) if weights is None else np.nonzero(weights > 0)[0]
-    if len(keep) < 2:  # InfoNCE needs a negative
-        return restored.sum() * 0.0
-    params = {k: v.detach() for k, v in encoder.named_parameters()}
-    sel = torch.as_tensor(keep, device=restored.device)
-    e = torch.func.functional_call(encoder, params, (restored[sel][:, None],))[:, 0]
-    w = None if weights is None else torch.as_tensor(weights[keep] * len(keep) / len(labels))
-    return identity_contrast(e, anchor.detach()[sel], labels[keep], temperature, w)
-
-
-def identity_margin(encoder: torch.nn.Module, restored: torch.Tensor, generic: torch.Tensor, anchor: torch.Tensor,
-                    weights: np.ndarray, temperature: float) -> torch.Tensor:
-    """Per sample: the personalised restoration must be nearer ``anchor`` (cosine of the encoder's
-    global vectors; the person's references, or the clean target photo) than the generic
-    restoration of the same crop is.
-
-    Why: the output term rewards any restoration that looks like the person, and the generic mode
-    learns that from the degraded crop as fast as the personalised mode learns it from the
-    references, so the margin between them, the one thing personalisation adds, stayed flat while
-    both improved. This term rewards only the margin. ``generic`` is held fixed (no gradient), so
-    the baseline is never made worse to win; the encoder is held fixed as in ``output_identity``.
-    Rows with weight 0 (generic samples, sharp crops) get no gradient; the mean is over all rows.
-    ``softplus((s_generic - s_personal) / T)``: ln 2 when the two are equally near."""
-    keep = np.nonzero(weights > 0)[0]
-    if len(keep) == 0:
-        return restored.sum() * 0.0
-    params = {k: v.detach() for k, v in encoder.named_parameters()}
-    sel = torch.as_tensor(keep, device=restored.device)
-    both = torch.cat([restored[sel], generic[sel].detach()])
-    e = F.normalize(torch.func.functional_call(encoder, params, (both[:, None],))[:, 0].float(), dim=-1)
-    a = F.normalize(anchor.detach()[sel].float(), dim=-1)
-    s_personal, s_generic = (e[: len(keep)] * a).sum(-1), (e[len(keep):] * a).sum(-1)
-    w = torch.as_tensor(weights[keep], dtype=torch.float32, device=restored.device)
-    return (F.softplus((s_generic - s_personal) / temperature) * w).sum() / len(weights)
-
-
-def prepare_split(pack: Path, n_val: int, seed: int) -> tuple[list[str], list[str]]:
-    z = np.load(pack, allow_pickle=False)
-    ids = [str(s) for s in z["identities"]]
-    counts = Counter(ids[i] for i in z["labels"])
-    return split_identities(ids, n_val, seed, counts)
-
-
 def train_teacher(cfg: TeacherConfig) -> dict:
     run = Path(cfg.run_dir)
     log = setup_logging(run, "train")
@@ -230,6 +145,8 @@ def train_teacher(cfg: TeacherConfig) -> dict:
     contrasts: list[float] = []  # the identity InfoNCE term alone, when on
     out_ids: list[float] = []  # the output identity term alone, when on
     margins: list[float] = []  # the margin term alone, when on
+    loss_fn = TeacherLoss(cfg.id_dropout, cfg.id_contrast, cfg.id_output, cfg.id_margin, cfg.id_temperature,
+                          cfg.margin_anchor)
     state.open_bar("teacher")
     model.train()
     flag = StopFlag()
@@ -240,38 +157,14 @@ def train_teacher(cfg: TeacherConfig) -> dict:
             lq = starve_input(lq, torch.rand(x0.shape[0], generator=gen) < cfg.starve)
         t = torch.rand(x0.shape[0], generator=gen).to(device)
         eps = torch.randn(x0.shape, generator=gen).to(device)
-        z0 = to_diffusion_space(x0, lq, cfg.model.residual_scale)
-        x_t = q_sample(z0, eps, t)
         for g in opt.param_groups:
             g["lr"] = lr_at(state.step, state.lr_total(), cfg.lr, cfg.warmup)
         with autocast(device, cfg.bf16):
-            ident = model.encode(refs, mask)
-            refs_vec = ident[:, 0]
-            target_vec = model.encode(x0[:, None])[:, 0] if cfg.id_contrast > 0 or cfg.id_margin > 0 else None
-            contrast = (identity_contrast(refs_vec, target_vec, pool.labels[draw[0]], cfg.id_temperature)
-                        if cfg.id_contrast > 0 else None)
-            ident, dropped = identity_dropout(ident, model.null_identity, cfg.id_dropout, gen)
-            v = model(x_t, lq, t, ident)
-            loss = F.mse_loss(v.float(), v_target(z0, eps, t))
-            if contrast is not None:
-                contrasts.append(contrast.item())
-                loss = loss + cfg.id_contrast * contrast
-            if cfg.id_output > 0 or cfg.id_margin > 0:
-                restored = from_diffusion_space(x0_from_v(x_t, v.float(), t), lq, cfg.model.residual_scale)
-            if cfg.id_output > 0:
-                out_id = output_identity(model.encoder, restored, refs_vec, pool.labels[draw[0]], cfg.id_temperature,
-                                         preset_weights(pool.presets, draw[3], cfg.id_output_weights))
-                out_ids.append(out_id.item())
-                loss = loss + cfg.id_output * out_id
-            if cfg.id_margin > 0:
-                with torch.no_grad():
-                    v_gen = model(x_t, lq, t, model.resolve_identity(None, len(ident)).to(ident.dtype))
-                    generic = from_diffusion_space(x0_from_v(x_t, v_gen.float(), t), lq, cfg.model.residual_scale)
-                w = preset_weights(pool.presets, draw[3], cfg.id_output_weights) * (~dropped).cpu().numpy()
-                anchor = target_vec if cfg.margin_anchor == "target" else refs_vec
-                margin = identity_margin(model.encoder, restored, generic, anchor, w, cfg.id_temperature)
-                margins.append(margin.item())
-                loss = loss + cfg.id_margin * margin
+            loss, terms = loss_fn(model, x0, lq, refs, mask, t, eps, pool.labels[draw[0]],
+                                  preset_weights(pool.presets, draw[3], cfg.id_output_weights), gen)
+        for name, values in (("id_contrast", contrasts), ("id_output", out_ids), ("id_margin", margins)):
+            if name in terms:
+                values.append(terms[name])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
