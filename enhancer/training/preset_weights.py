@@ -9,7 +9,7 @@ import numpy as np
 # default per-preset multiplier of the output identity term (stage 5): sharp crops need no identity help
 ID_OUTPUT_WEIGHTS: tuple[tuple[str, float], ...] = (("severe", 1.0), ("moderate", 0.5), ("mild", 0.0))
 
-# what the margin term measures nearness to (``teacher.identity_margin``): the clean target photo
+# what the margin term measures nearness to (``loss.identity_margin``): the clean target photo
 # (the eval's own question) or the person's references
 MARGIN_ANCHORS: tuple[str, ...] = ("target", "references")
 
