@@ -4,7 +4,7 @@ The student (the 1-step sampler of an identity-conditioned diffusion model) is g
 reference attention (models/reference.py; new layers start at zero, so the start computes what
 the student did) and trained on its own one-step output against the truth with
 L1 + the discriminator's feature matching + hinge GAN (SPARNet-HD's 100 : 10 : 1 by default), plus
-the output identity term (teacher.output_identity) so identity stays the objective it was.
+the output identity term (loss.output_identity) so identity stays the objective it was.
 
 Why: every loss the student had is minimised by the posterior mean, so it deblocks but returns
 no detail. The GAN term makes it commit to detail; the references, reachable one by one through
@@ -32,11 +32,11 @@ from ..models.discriminator import DiscriminatorConfig, MultiScaleDiscriminator
 from ..models.restorer import Restorer, load_grown
 from ..weights import export_weights, load_restorer
 from .adversarial import diff_augment, feature_matching, hinge_d_loss, hinge_g_loss
-from .data import RefSampler, load_pack, make_batch, starve_input
+from .data import RefSampler, load_pack, make_batch, prepare_split, starve_input
 from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
+from .loss import identity_dropout, output_identity
 from .preset_weights import ID_OUTPUT_WEIGHTS, check_ref_flip, preset_weights
 from .run_state import RunState
-from .teacher import identity_dropout, output_identity, prepare_split
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from ..models.restorer import Restorer, count_params, generator_gflops, load_gro
 from ..weights import export_weights
 from .data import RefSampler, load_pack, make_batch, prepare_split, starve_input
 from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
-from .loss import TeacherLoss, identity_dropout, output_identity  # noqa: F401  (until gan.py imports them from .loss)
+from .loss import TeacherLoss
 from .preset_weights import ID_OUTPUT_WEIGHTS, check_margin_anchor, check_ref_flip, preset_weights
 from .run_state import RunState
 
