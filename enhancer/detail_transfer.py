@@ -35,8 +35,10 @@ class TransferConfig:
             raise ValueError(f"invalid detail transfer settings: {self}")
 
 
-# what the product runs (docs/visible-restoration.md, run 3)
-DEFAULT_TRANSFER = TransferConfig(alpha=2.0)
+# what the product runs: off. Run 3's alpha 2 passed its severe-only rule but made mild and
+# moderate crops worse (docs/visible-restoration.md), so it does not run until a version that
+# leaves good pictures alone passes a rule that guards them
+DEFAULT_TRANSFER = TransferConfig(alpha=0.0)
 
 
 @dataclass(frozen=True)
