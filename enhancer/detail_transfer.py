@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .strength import log_detail
+
 
 @dataclass(frozen=True)
 class TransferConfig:
@@ -29,9 +31,15 @@ class TransferConfig:
     sigma_detail: float = 1.0  # Gaussian whose residual is the detail that moves
     sigma_match: float = 2.5  # Gaussian low-pass that is compared with the restored face
     null: float = 1.0  # weight of "take nothing", beside each reference's exp(-d / tau)
+    # the gain falls from alpha to 0 as the degraded crop's own detail (ln of its Laplacian
+    # variance, enhancer.strength.log_detail) rises from detail_full to detail_none: a face that
+    # arrives sharp already has its detail, and adding the references' on top makes it worse
+    detail_full: float = 2.8
+    detail_none: float = 3.6
 
     def __post_init__(self) -> None:
-        if self.alpha < 0 or self.tau <= 0 or self.null < 0 or self.window < 1:
+        if (self.alpha < 0 or self.tau <= 0 or self.null < 0 or self.window < 1
+                or not self.detail_full < self.detail_none):
             raise ValueError(f"invalid detail transfer settings: {self}")
 
 
@@ -70,13 +78,21 @@ def match_weights(restored: np.ndarray, refs: PreparedReferences) -> np.ndarray:
     return w / (w.sum(0, keepdims=True) + cfg.null)
 
 
-def transfer_detail(restored: np.ndarray, refs: PreparedReferences) -> np.ndarray:
-    """``restored`` (H, W, 3) uint8 with the matching references' detail added, uint8."""
-    cfg = refs.cfg
-    if cfg.alpha == 0:
-        return restored
+def transfer_gain(degraded: np.ndarray, cfg: TransferConfig) -> float:
+    """The gain for a face whose degraded crop (H, W, 3) uint8 is ``degraded``: alpha for a face
+    that arrived without detail, 0 for one that arrived sharp, log-linear between."""
+    ld = float(log_detail(degraded[None])[0])
+    return cfg.alpha * float(np.clip((cfg.detail_none - ld) / (cfg.detail_none - cfg.detail_full), 0.0, 1.0))
+
+
+def transfer_detail(restored: np.ndarray, degraded: np.ndarray, refs: PreparedReferences) -> np.ndarray:
+    """``restored`` (H, W, 3) uint8, the restoration of ``degraded``, with the matching
+    references' detail added at ``transfer_gain``, uint8."""
     if refs.detail.shape[1:] != restored.shape:
         raise ValueError(f"references {refs.detail.shape[1:]} and crop {restored.shape} differ in size")
+    gain = transfer_gain(degraded, refs.cfg) if refs.cfg.alpha > 0 else 0.0
+    if gain == 0:
+        return restored
     w = match_weights(restored, refs)
     added = np.einsum("khw,khwc->hwc", w, refs.detail)
-    return np.clip(restored.astype(np.float32) + cfg.alpha * added, 0, 255).round().astype(np.uint8)
+    return np.clip(restored.astype(np.float32) + gain * added, 0, 255).round().astype(np.uint8)

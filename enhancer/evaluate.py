@@ -213,7 +213,7 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
             tcfg = TransferConfig(alpha=cfg.detail_transfer)
             for m, donor in (("personalized", n), ("wrong_identity", (n + 1) % len(people))):
                 prepared = prepare_references(np.stack(people[donor][1]), tcfg)
-                outs[m] = np.stack([transfer_detail(o, prepared) for o in outs[m]])
+                outs[m] = np.stack([transfer_detail(o, d, prepared) for o, d in zip(outs[m], lq, strict=True)])
         gt_desc = [_descriptor(g) for g in gt]
         dist = {}
         for m, imgs in outs.items():

@@ -177,8 +177,8 @@ class FramePipeline:
         if w is not None:
             restored = blend(crops, restored, w)
         if self.reference_detail is not None and owners.any():
-            restored = np.stack([transfer_detail(r, self.reference_detail) if own else r
-                                 for r, own in zip(restored, owners, strict=True)])
+            restored = np.stack([transfer_detail(r, c, self.reference_detail) if own else r
+                                 for r, c, own in zip(restored, crops, owners, strict=True)])
         if self.details is not None:
             self.details.put(ids, crops, residuals(crops, restored), now)
         return restored
