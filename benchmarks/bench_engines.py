@@ -35,11 +35,12 @@ import onnxruntime as ort
 import torch
 
 from engines import engine_status
-from engines.base import BaseEngine, EngineError, crops_to_float
+from engines.base import BaseEngine, crops_to_float
 from engines.onnx_export import cached_onnx, op_summary
 from engines.onnxruntime_engine import OnnxRuntimeEngine, default_threads
-from engines.realdata import degraded_crops
 from engines.torch_engine import TorchEngine
+from enhancer.calibration import degraded_crops, personal_crops
+from enhancer.errors import LikenessError
 from enhancer.metrics import psnr
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -106,8 +107,8 @@ def build_variants(weights: Path, steps: int, want_int8: bool, notes: list[str])
         from engines.quantize import cached_int8
 
         try:
-            v["onnxruntime-int8"] = OnnxRuntimeEngine(cached_int8(onnx_path, weights), device="cpu")
-        except EngineError as e:
+            v["onnxruntime-int8"] = OnnxRuntimeEngine(cached_int8(onnx_path, weights, personal_crops), device="cpu")
+        except LikenessError as e:  # refused by the quality gate (EngineError), or too few calibration faces
             notes.append(f"{weights.name} {steps} steps: int8 not kept: {e}")
     status = engine_status()
     if torch.cuda.is_available():

@@ -5,7 +5,8 @@ model-free bicubic baseline, all built by one registry behind ``create_engine``.
 GPU when installed; else ONNX Runtime (its CPU provider beats eager PyTorch on CPUs, and its
 CUDA provider is used when present); else PyTorch, which on a GPU without TensorRT or
 onnxruntime-gpu means torch CUDA fp16; 'auto' never picks 'bicubic', which runs no model. Every
-engine implements ``enhancer.pipeline.Engine``.
+engine implements ``enhancer.pipeline.Engine``. The engines make no faces: an int8 build
+calibrates on the real crops its caller passes (``calibration``, see ``base.Calibration``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .base import BaseEngine, EngineError, ModelInfo
+from .base import BaseEngine, Calibration, EngineError, ModelInfo
 
 if TYPE_CHECKING:
     from .bicubic import BicubicEngine
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 ENGINES = ("tensorrt", "onnxruntime", "torch")  # model backends, best first: what 'auto' picks from
 BASELINES = ("bicubic",)  # no model: always available, only when asked for by name
 
-__all__ = ["BASELINES", "ENGINES", "BaseEngine", "EngineError", "ModelInfo", "available_engines",
+__all__ = ["BASELINES", "ENGINES", "BaseEngine", "Calibration", "EngineError", "ModelInfo", "available_engines",
            "create_engine", "engine_status"]
 
 
@@ -65,7 +66,8 @@ def _auto(device: str | None) -> str:
     return cpu_best
 
 
-def _torch(weights: Path | str | None, steps: int | None, device: str | None, **options) -> BaseEngine:
+def _torch(weights: Path | str | None, steps: int | None, device: str | None, calibration: Calibration | None,
+           **options) -> BaseEngine:
     if weights is not None and str(weights).endswith(".onnx"):
         raise EngineError("the torch engine needs .safetensors weights, not an .onnx export")
     from .torch_engine import TorchEngine
@@ -80,7 +82,8 @@ def _onnx(weights: Path | str | None, steps: int | None, exporter: str) -> Path:
     return Path(weights) if str(weights).endswith(".onnx") else cached_onnx(weights, steps, exporter=exporter)
 
 
-def _onnxruntime(weights: Path | str | None, steps: int | None, device: str | None, **options) -> BaseEngine:
+def _onnxruntime(weights: Path | str | None, steps: int | None, device: str | None, calibration: Calibration | None,
+                 **options) -> BaseEngine:
     from .onnxruntime_engine import OnnxRuntimeEngine
 
     precision = options.pop("precision", "fp32")
@@ -90,11 +93,12 @@ def _onnxruntime(weights: Path | str | None, steps: int | None, device: str | No
     if precision == "int8":
         from .quantize import cached_int8
 
-        onnx_path = cached_int8(onnx_path, None if str(weights).endswith(".onnx") else weights)
+        onnx_path = cached_int8(onnx_path, None if str(weights).endswith(".onnx") else weights, calibration)
     return OnnxRuntimeEngine(onnx_path, device=device, **options)
 
 
-def _tensorrt(weights: Path | str | None, steps: int | None, device: str | None, **options) -> BaseEngine:
+def _tensorrt(weights: Path | str | None, steps: int | None, device: str | None, calibration: Calibration | None,
+              **options) -> BaseEngine:
     from .tensorrt_engine import TensorRTEngine
 
     if options.pop("precision", "fp16") != "fp16":
@@ -102,7 +106,8 @@ def _tensorrt(weights: Path | str | None, steps: int | None, device: str | None,
     return TensorRTEngine(_onnx(weights, steps, "dynamo"), **options)  # dynamo: native GroupNormalization
 
 
-def _bicubic(weights: Path | str | None, steps: int | None, device: str | None, **options) -> BicubicEngine:
+def _bicubic(weights: Path | str | None, steps: int | None, device: str | None, calibration: Calibration | None,
+             **options) -> BicubicEngine:
     if weights is not None or steps is not None:
         raise EngineError("the bicubic engine runs no model: it takes no weights or steps")
     from .bicubic import BicubicEngine
@@ -115,13 +120,16 @@ _BUILDERS: dict[str, Callable[..., BaseEngine | BicubicEngine]] = {
 
 
 def create_engine(name: str = "auto", weights: Path | str | None = None, steps: int | None = None,
-                  device: str | None = None, **options) -> BaseEngine | BicubicEngine:
+                  device: str | None = None, calibration: Calibration | None = None,
+                  **options) -> BaseEngine | BicubicEngine:
     """Build an engine by name: 'auto', a model backend (``ENGINES``) or the 'bicubic' baseline.
 
     ``weights``: a .safetensors file (default: the packaged student) or, for onnxruntime and
     tensorrt, an exported .onnx sampler. ``steps``: DDIM steps (default: the student's trained
     steps, else ``enhancer.weights.TEACHER_STEPS`` for a teacher, unless the weights record
-    ``sampler_steps``). ``options`` go to the backend (precision, threads, cuda_graphs, size, ...).
+    ``sampler_steps``). ``calibration``: real faces for a quantised build (onnxruntime int8), needed
+    only when no int8 copy of this sampler is cached yet; the other builds ignore it. ``options`` go
+    to the backend (precision, threads, cuda_graphs, size, ...).
     """
     if name not in ("auto", *_BUILDERS):
         raise EngineError(f"unknown engine {name!r}: choose auto, {', '.join(_BUILDERS)}")
@@ -132,4 +140,4 @@ def create_engine(name: str = "auto", weights: Path | str | None = None, steps: 
         raise EngineError(f"{name} engine unavailable: {why}")
     if weights is not None and str(weights).endswith(".onnx") and steps is not None:
         raise EngineError("steps are fixed inside an exported .onnx sampler; export another to change them")
-    return _BUILDERS[name](weights, steps, device, **options)
+    return _BUILDERS[name](weights, steps, device, calibration, **options)

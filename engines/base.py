@@ -12,6 +12,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -20,6 +21,14 @@ from enhancer.errors import LikenessError
 
 class EngineError(LikenessError):
     """An engine that is unknown, unavailable here, or cannot be built."""
+
+
+class Calibration(Protocol):
+    """Real faces to quantise a sampler on, given by the caller (the engines make no faces):
+    ``n`` degraded (F, S, S, 3) crops of distinct people and each one's clean references of other
+    photos (F, K, S, S, 3), uint8 BGR at crop side ``size``. ``enhancer.calibration.personal_crops`` is one."""
+
+    def __call__(self, n: int, *, size: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass(frozen=True)

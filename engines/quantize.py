@@ -4,7 +4,8 @@ Measured on this project's CPU target (benchmarks/bench_engines.py): static, per
 on the convolutions (QDQ, calibrated on real degraded face crops) is the only variant that is
 both faster than fp32 and visually lossless; dynamic int8 (ConvInteger) and fp16 were slower.
 Weights change what quantisation costs, so every quantised file is checked against the fp32
-graph on held-out real crops and refused below ``MIN_PSNR_DB``.
+graph on held-out real crops and refused below ``MIN_PSNR_DB``. The crops come from the caller
+(a ``Calibration``: the face pipeline makes them, and the engines do not import it).
 """
 
 from __future__ import annotations
@@ -19,13 +20,11 @@ import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from enhancer.metrics import psnr
 from enhancer.weights import WEIGHTS_DIR, compute_identity
 
-from .base import EngineError, cache_dir, crops_to_float, file_sha256, float_to_crops
+from .base import Calibration, EngineError, cache_dir, crops_to_float, file_sha256, float_to_crops
 from .onnx_export import INPUTS, OUTPUT, info_from_onnx, quiet
 from .onnxruntime_engine import session_options
-from .realdata import personal_crops
 from .torch_engine import load_model
 
 MIN_PSNR_DB = 40.0  # vs the fp32 graph's uint8 output, worst crop of either mode
@@ -81,7 +80,10 @@ def quality_vs_fp32(fp32: Path, variant: Path, crops: np.ndarray, identities: np
     report: dict = {"crops": len(crops), "modes": list(modes)}
     for mode, ids in modes.items():
         feeds = _feeds(crops, ids, seed)
-        ps = [psnr(x, y) for x, y in zip(_outputs(fp32, feeds), _outputs(variant, feeds), strict=True)]
+        # PSNR per crop, as enhancer.metrics.psnr computes it (that module brings the face detector with it)
+        err = (_outputs(fp32, feeds).astype(np.float64) - _outputs(variant, feeds)) ** 2
+        with np.errstate(divide="ignore"):  # an identical crop is inf dB
+            ps = 10.0 * np.log10(255.0**2 / err.mean(axis=(1, 2, 3)))
         report[f"{mode}_min_db"] = float(min(ps))
         report[f"{mode}_mean_db"] = float(np.mean(ps))
     report["psnr_min_db"] = min(report[f"{m}_min_db"] for m in modes)
@@ -147,14 +149,25 @@ def encode_references(fp32: Path | str, refs: np.ndarray, weights: Path | str | 
     return None
 
 
-def cached_int8(fp32: Path | str, weights: Path | str | None = None, n_calib: int = 32, n_check: int = 8) -> Path:
-    """The quality-checked int8 variant of an exported sampler, made once from real crops and
-    real identities (``weights``: the file the export came from, default the packaged ones)."""
+def int8_path(fp32: Path) -> Path:
+    """Where the int8 copy of an exported sampler is cached: by the graph's hash and QUANT_VERSION."""
+    return cache_dir("engines") / f"{fp32.stem}-int8-{file_sha256(fp32)[:12]}-q{QUANT_VERSION}.onnx"
+
+
+def cached_int8(fp32: Path | str, weights: Path | str | None = None, calibration: Calibration | None = None,
+                n_calib: int = 32, n_check: int = 8) -> Path:
+    """The quality-checked int8 variant of an exported sampler, made once from the real crops and
+    identities ``calibration`` gives (``weights``: the file the export came from, default the
+    packaged ones); without ``calibration`` only an int8 copy made before can be had."""
     fp32 = Path(fp32)
-    path = cache_dir("engines") / f"{fp32.stem}-int8-{file_sha256(fp32)[:12]}-q{QUANT_VERSION}.onnx"
+    path = int8_path(fp32)
     if not path.is_file():
+        if calibration is None:
+            raise EngineError(f"no int8 copy of {fp32.name} is cached, and making one needs real faces to calibrate "
+                              "on: pass calibration= (enhancer.calibration.personal_crops), as "
+                              "'likeness engines build --engine onnxruntime --precision int8' does")
         size = info_from_onnx(fp32).size
-        crops, refs = personal_crops(n_calib + n_check, size=size)
+        crops, refs = calibration(n_calib + n_check, size=size)
         ids = encode_references(fp32, refs, weights)
         quantize_int8(fp32, path, crops[:n_calib], crops[n_calib:],
                       calib_identities=None if ids is None else ids[:n_calib],

@@ -109,7 +109,7 @@ def test_gpu_section_summarises_the_newest_gpu_file_against_the_target(shared_da
 
     from benchmarks.bench.targets import TARGET_GPU_MS_PER_FACE
     from benchmarks.gpu_bench import _stats
-    from engines.realdata import degraded_crops
+    from enhancer.calibration import degraded_crops
     from enhancer.evaluate import to_tensor
     from enhancer.weights import load_restorer
 

@@ -21,8 +21,8 @@ from engines import EngineError, available_engines, create_engine, engine_status
 from engines.base import crops_to_float, float_to_crops
 from engines.onnx_export import DEFAULT_EXPORTER, OPSET, cached_onnx, info_from_onnx, op_summary, read_metadata
 from engines.onnxruntime_engine import OnnxRuntimeEngine
-from engines.realdata import degraded_crops, personal_crops
 from engines.torch_engine import TorchEngine, load_model
+from enhancer.calibration import degraded_crops, personal_crops
 from enhancer.metrics import psnr
 from enhancer.models.config import ModelConfig
 from enhancer.models.restorer import Restorer
@@ -333,6 +333,32 @@ def test_int8_is_quality_gated(onnx_path: Path, weights: Path, shared_data: Path
         quantize_int8(onnx_path, tmp_path / "q2.onnx", faces[:8], faces[8:], min_psnr=report["psnr_min_db"] + 1,
                       calib_identities=ids[:8], check_identities=ids[8:])
     assert not (tmp_path / "q2.onnx").exists()
+
+
+def test_int8_calibrates_on_the_callers_faces_or_uses_a_cached_copy(onnx_path: Path) -> None:
+    """The engines make no faces: an int8 build asks the caller's ``calibration`` for 32 + 8 crops at the
+    sampler's size; without one it is refused in one line, unless an int8 copy is already cached."""
+    from engines.quantize import int8_path
+
+    class Asked(Exception):
+        pass
+
+    def calibration(n: int, *, size: int) -> tuple[np.ndarray, np.ndarray]:
+        raise Asked(n, size)
+
+    with pytest.raises(Asked) as asked:
+        create_engine("onnxruntime", weights=onnx_path, precision="int8", calibration=calibration)
+    assert asked.value.args == (40, 128)
+    with pytest.raises(EngineError, match="calibration") as refused:
+        create_engine("onnxruntime", weights=onnx_path, precision="int8")
+    assert len(str(refused.value).splitlines()) == 1
+    cached = int8_path(onnx_path)
+    cached.write_bytes(onnx_path.read_bytes())  # stands in for an int8 copy made before
+    try:
+        eng = create_engine("onnxruntime", weights=onnx_path, precision="int8")
+        assert eng.onnx_path == cached
+    finally:
+        cached.unlink()
 
 
 def test_int8_check_without_the_exports_encoder_is_generic_only(onnx_path: Path, shared_data: Path,

@@ -18,9 +18,9 @@ FP16_TOL = 0.05  # max abs in [-1, 1] after the whole sampler in FP16 vs fp32 to
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory, shared_data: Path):
     from engines.onnx_export import cached_onnx
-    from engines.realdata import degraded_crops
     from engines.tensorrt_engine import TensorRTEngine
     from engines.torch_engine import TorchEngine
+    from enhancer.calibration import degraded_crops
     from enhancer.weights import WEIGHTS_DIR, export_weights
 
     home = tmp_path_factory.mktemp("home")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.realdata import degraded_crops
+from enhancer.calibration import degraded_crops
 from enhancer.degrade import degrade
 from enhancer.pipeline import FramePipeline
 from enhancer.strength import DEFAULT_STRENGTH, StrengthConfig, blend, laplacian_variance, strength
@@ -53,7 +53,7 @@ def test_fit_is_for_the_packaged_student_and_helps_on_real_crops(shared_data: Pa
     import torch
 
     from benchmarks.studies.fit_strength import measure, report
-    from engines.realdata import _aligned
+    from enhancer.calibration import _aligned
     from enhancer.weights import load_restorer
 
     model, meta = load_restorer(WEIGHTS_DIR / "student.safetensors", kind="student")

@@ -45,13 +45,16 @@ def model_steps() -> dict[str, int]:
 
 def make_engine(spec: EngineSpec, kind: str, steps: int, crop: int) -> Any:
     """An engine via ``engines.create_engine``; prints a note first because the first use of an
-    onnxruntime config exports (and caches) its ONNX graph, which takes a while."""
+    onnxruntime config exports (and caches) its ONNX graph, which takes a while; int8 calibrates
+    on real faces (``enhancer.calibration``) the first time too."""
     from engines import create_engine
+    from enhancer.calibration import personal_crops
 
     if spec.name != "torch":
         log(f"  preparing {spec.label} {kind} {steps} step(s) crop {crop} (ONNX export on first use, then cached)")
     options = {"precision": spec.precision} if spec.precision else {}
-    return create_engine(spec.name, weights=weights_path(kind, crop), steps=steps, **options)
+    return create_engine(spec.name, weights=weights_path(kind, crop), steps=steps, calibration=personal_crops,
+                         **options)
 
 
 def resolve_engines(requested: tuple[str, ...], notes: list[str]) -> list[EngineSpec]:

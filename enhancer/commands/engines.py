@@ -72,7 +72,10 @@ def _export(args) -> int:
 def _build(args) -> int:
     from engines import create_engine
 
+    from ..calibration import personal_crops
+
     opts = {"precision": args.precision} if args.precision else {}
-    eng = create_engine(args.engine, weights=args.weights, steps=args.steps, device=args.device, **opts)
+    eng = create_engine(args.engine, weights=args.weights, steps=args.steps, device=args.device,
+                        calibration=personal_crops, **opts)  # int8 calibrates on real faces
     print(json.dumps(eng.describe()))
     return 0

@@ -1,8 +1,10 @@
-"""Real degraded face crops for parity tests, quantisation calibration and quality checks.
+"""Real degraded face crops for quantisation calibration, parity tests and quality checks.
 
 Numerical agreement on random tensors says little about agreement on faces (activations of a
 real crop have other ranges), so every engine comparison uses aligned CelebA crops degraded
-with the 'severe' preset, exactly as a video call would feed them.
+with the 'severe' preset, exactly as a video call would feed them. Making them takes the face
+pipeline (detection, alignment, degradation), which the engines do not import: the caller hands
+``personal_crops`` to ``engines.create_engine(..., calibration=)`` for an int8 build.
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from enhancer.align import alignment_matrix, warp_crops
-from enhancer.degrade import degrade
-from enhancer.detect import detect_faces
-from enhancer.imageio import read_image
-
-from .base import EngineError
+from .align import alignment_matrix, warp_crops
+from .degrade import degrade
+from .detect import detect_faces
+from .errors import InputError
+from .imageio import read_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +36,7 @@ def find_data_root() -> Path | None:
 def _labels(root: Path | None) -> tuple[Path, list[dict[str, str]]]:
     root = root or find_data_root()
     if root is None:
-        raise EngineError("real face data not found: set LIKENESS_DATA to the folder holding celeba/")
+        raise InputError("real face data not found: set LIKENESS_DATA to the folder holding celeba/")
     with (root / "celeba" / "labels.csv").open(newline="") as fh:
         return root / "celeba", [r for r in csv.DictReader(fh) if r["kind"] == "crops"]
 
@@ -70,7 +71,7 @@ def degraded_crops(n: int, size: int = 128, root: Path | None = None, preset: st
         out.append(degrade(crop, preset, seed=seed + len(out)))
         if len(out) == n:
             return np.stack(out)
-    raise EngineError(f"only {len(out)} usable faces in {celeba}, wanted {n}")
+    raise InputError(f"only {len(out)} usable faces in {celeba}, wanted {n}")
 
 
 def personal_crops(n: int, refs: int = 2, size: int = 128, root: Path | None = None, preset: str = "severe",
@@ -101,4 +102,4 @@ def personal_crops(n: int, refs: int = 2, size: int = 128, root: Path | None = N
         sets.append(np.stack(crops[1:]))
         if len(lqs) == n:
             return np.stack(lqs), np.stack(sets)
-    raise EngineError(f"only {len(lqs)} people with {refs + 1} usable photos in {celeba}, wanted {n}")
+    raise InputError(f"only {len(lqs)} people with {refs + 1} usable photos in {celeba}, wanted {n}")
