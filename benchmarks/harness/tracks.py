@@ -104,11 +104,13 @@ class Received:
 
 @dataclass
 class FrameSink:
-    """Reads a remote track until stopped; keeps arrival times and every ``keep_every``-th image."""
+    """Reads a remote track until stopped; keeps arrival times and every ``keep_every``-th image
+    from the ``keep_from``-th frame received on (the ones before: a warm-up)."""
 
     track: MediaStreamTrack
     keep_every: int = 0
     max_kept: int = 24  # images kept at most (a soak must not measure its own sink)
+    keep_from: int = 0
     frames: list[Received] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
@@ -122,7 +124,8 @@ class FrameSink:
             while True:
                 f = await self.track.recv()
                 now = time.monotonic()
-                keep = self.keep_every and n % self.keep_every == 0 and kept < self.max_kept
+                keep = self.keep_every and n >= self.keep_from and (n - self.keep_from) % self.keep_every == 0 \
+                    and kept < self.max_kept
                 if keep:
                     kept += 1
                     img = f.to_ndarray(format="bgr24")
