@@ -43,9 +43,9 @@ class TransferConfig:
             raise ValueError(f"invalid detail transfer settings: {self}")
 
 
-# what the product runs: off. Run 3's alpha 2 passed its severe-only rule but made mild and
-# moderate crops worse (docs/visible-restoration.md), so it does not run until a version that
-# leaves good pictures alone passes a rule that guards them
+# what the product runs: off. Run 3 (alpha 2, ungated) made mild and moderate crops worse; run 4
+# (gated) missed its moderate PSNR guard by 0.001 dB (docs/visible-restoration.md), so it runs
+# only where asked for (``likeness eval --detail-transfer``, benchmarks/studies/transfer_flicker)
 DEFAULT_TRANSFER = TransferConfig(alpha=0.0)
 
 

@@ -31,7 +31,7 @@ from enhancer.align import alignment_matrix, feather_mask
 from enhancer.commands.assemble import build_pipeline
 from enhancer.degrade import degrade
 from enhancer.detail_transfer import DEFAULT_TRANSFER
-from enhancer.enroll import EnrollmentError, enroll_from_images
+from enhancer.enroll import EnrollConfig, EnrollmentError, enroll_from_images
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             name = f"clip{ci}"
             try:
-                enroll_from_images(name, frames[len(frames) // 2::10], home=home)
+                enroll_from_images(name, frames[len(frames) // 2::10], home=home,
+                                   config=EnrollConfig(reference_detail=True))
             except EnrollmentError as e:
                 skipped[path.name] = str(e).splitlines()[0]
                 continue
