@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import cv2
 import numpy as np
@@ -244,19 +244,38 @@ class _Session:
         return out
 
 
-def _start(name: str, cfg: EnrollConfig | None, weights: Path | str | None, force: bool, keep_photos: bool,
-           home: Path | str | None, on_candidate: Callable[[Candidate], None] | None) -> _Session:
+class EnrollOptions(TypedDict, total=False):
+    """What every ``enroll_from_*`` entry point takes besides its source (all optional):
+    ``config`` (checks, default ``EnrollConfig()``), ``weights`` (default: the packaged student),
+    ``keep_photos`` (also store 256-px aligned crops), ``force`` (replace an existing identity),
+    ``home`` (overrides ``$LIKENESS_HOME``), ``on_candidate`` (called with each verdict)."""
+
+    config: EnrollConfig | None
+    weights: Path | str | None
+    keep_photos: bool
+    force: bool
+    home: Path | str | None
+    on_candidate: Callable[[Candidate], None] | None
+
+
+def _start(name: str, opts: EnrollOptions) -> _Session:
     """Fail fast (bad name, existing identity, missing weights) before any slow scanning."""
     from .weights import load_restorer
 
+    unknown = set(opts) - set(EnrollOptions.__annotations__)
+    if unknown:  # a TypedDict does not check at run time; a misspelt option must not be ignored
+        raise TypeError(f"unknown enrolment options: {', '.join(sorted(unknown))}")
     validate_name(name)
-    cfg = cfg or EnrollConfig()
+    cfg = opts.get("config") or EnrollConfig()
     cfg.check()
-    store = IdentityStore(home)
+    store = IdentityStore(opts.get("home"))
+    force = bool(opts.get("force", False))
     if not force and store.exists(name):
         raise InputError(f"identity {name!r} already exists ({store.path(name)}); use --force to replace it")
+    weights = opts.get("weights")
     model, meta = load_restorer(Path(weights) if weights else None, kind="student")
-    return _Session(name, store, cfg, model, meta, force, keep_photos, on_candidate)
+    return _Session(name, store, cfg, model, meta, force, bool(opts.get("keep_photos", False)),
+                    opts.get("on_candidate"))
 
 
 def _finish(s: _Session, cands: list[Candidate], source: str) -> dict[str, Any]:
@@ -290,18 +309,8 @@ def _finish(s: _Session, cands: list[Candidate], source: str) -> dict[str, Any]:
     return report
 
 
-def enroll_from_images(
-    name: str,
-    images_bgr: list[np.ndarray],
-    *,
-    labels: list[str] | None = None,
-    config: EnrollConfig | None = None,
-    weights: Path | str | None = None,
-    keep_photos: bool = False,
-    force: bool = False,
-    home: Path | str | None = None,
-    on_candidate: Callable[[Candidate], None] | None = None,
-) -> dict[str, Any]:
+def enroll_from_images(name: str, images_bgr: list[np.ndarray], *, labels: list[str] | None = None,
+                       **opts: Unpack[EnrollOptions]) -> dict[str, Any]:
     """Enroll ``name`` from decoded BGR images (the web bridge's entry point).
 
     Returns the report: per-image verdicts with reasons (``images``), the stored ``path``
@@ -312,7 +321,7 @@ def enroll_from_images(
     labels = labels or [f"image {i + 1}" for i in range(len(images_bgr))]
     if len(labels) != len(images_bgr):
         raise InputError(f"{len(labels)} labels for {len(images_bgr)} images")
-    s = _start(name, config, weights, force, keep_photos, home, on_candidate)
+    s = _start(name, opts)
     cands = s.examine((lab, img, "") for lab, img in zip(labels, images_bgr, strict=True))
     return _finish(s, cands, "images")
 
@@ -325,39 +334,19 @@ def _read_paths(paths: list[Path]) -> Iterator[tuple[str, np.ndarray | None, str
             yield str(p), None, f"unreadable: {e}"
 
 
-def enroll_from_paths(
-    name: str,
-    paths: list[Path | str],
-    *,
-    config: EnrollConfig | None = None,
-    weights: Path | str | None = None,
-    keep_photos: bool = False,
-    force: bool = False,
-    home: Path | str | None = None,
-    on_candidate: Callable[[Candidate], None] | None = None,
-) -> dict[str, Any]:
+def enroll_from_paths(name: str, paths: list[Path | str], **opts: Unpack[EnrollOptions]) -> dict[str, Any]:
     """Enroll from image files; an unreadable file is a rejected candidate, not fatal."""
     if not paths:
         raise InputError("no photos given")
-    s = _start(name, config, weights, force, keep_photos, home, on_candidate)
+    s = _start(name, opts)
     cands = s.examine(_read_paths([Path(p) for p in paths]))
     return _finish(s, cands, "photos")
 
 
-def enroll_from_video(
-    name: str,
-    video: Path | str,
-    *,
-    config: EnrollConfig | None = None,
-    weights: Path | str | None = None,
-    keep_photos: bool = False,
-    force: bool = False,
-    home: Path | str | None = None,
-    on_candidate: Callable[[Candidate], None] | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
+def enroll_from_video(name: str, video: Path | str, *, progress: bool = True,
+                      **opts: Unpack[EnrollOptions]) -> dict[str, Any]:
     """Enroll from frames sampled evenly over a clip (same checks; varied sharp frames chosen)."""
-    s = _start(name, config, weights, force, keep_photos, home, on_candidate)
+    s = _start(name, opts)
     from .video_io import sample_video_frames
 
     frames = sample_video_frames(video, s.cfg.video_samples, progress)
@@ -365,20 +354,10 @@ def enroll_from_video(
     return _finish(s, cands, "frames")
 
 
-def enroll_from_camera(
-    name: str,
-    index: int = 0,
-    *,
-    config: EnrollConfig | None = None,
-    weights: Path | str | None = None,
-    keep_photos: bool = False,
-    force: bool = False,
-    home: Path | str | None = None,
-    on_candidate: Callable[[Candidate], None] | None = None,
-    on_open: Callable[[], None] | None = None,
-) -> dict[str, Any]:
+def enroll_from_camera(name: str, index: int = 0, *, on_open: Callable[[], None] | None = None,
+                       **opts: Unpack[EnrollOptions]) -> dict[str, Any]:
     """Enroll from a short live capture: look at the camera and turn your head a little."""
-    s = _start(name, config, weights, force, keep_photos, home, on_candidate)
+    s = _start(name, opts)
     from .video_io import capture_camera
 
     frames = capture_camera(index, s.cfg.camera_seconds, s.cfg.video_samples, on_open)

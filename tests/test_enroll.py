@@ -220,3 +220,8 @@ def test_identity_from_other_encoder_refused(person: list[Path], weights: Path, 
     with pytest.raises(ModelError, match=r"was made by model enc-0123456789ab.*re-enroll with `likeness enroll ann"):
         IdentityStore(tmp_path).load("ann", model_ids["encoder_id"])
 
+
+
+def test_a_misspelt_enrolment_option_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="unknown enrolment options: hme"):
+        enroll_from_images("ann", [], hme=tmp_path)  # type: ignore[call-arg]
