@@ -29,14 +29,15 @@ import torch
 
 from ..weights import export_weights, load_restorer
 from .data import RefSampler, load_pack, make_batch, prepare_split
-from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
+from .loop import StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
 from .loss import DistillLoss, identity_dropout
+from .options import RunOptions
 from .preset_weights import ID_OUTPUT_WEIGHTS, check_margin_anchor, check_ref_flip, preset_weights
 from .run_state import RunState
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(RunOptions):
     pack: str
     teacher: str
     run_dir: str = "runs/distill"
@@ -45,18 +46,7 @@ class DistillConfig:
     batch: int = 16
     lr: float = 1e-4
     warmup: int = 100
-    steps: int | None = None
-    minutes: float | None = None
     ema: float = 0.995
-    grad_clip: float = 1.0
-    id_dropout: float = 0.15
-    n_val: int = 60
-    split_seed: int = 0
-    seed: int = 0
-    device: str = "auto"
-    bf16: bool = True
-    ckpt_minutes: float = 5.0
-    log_every: int = 50
     gt_weight: float = 0.0  # weight of an MSE to the ground truth beside the teacher match (0: off)
     id_output: float = 0.0  # weight of the output identity term on the student's output (0: off)
     id_temperature: float = 0.1
@@ -91,10 +81,7 @@ def train_distill(cfg: DistillConfig) -> dict:
     ema = copy.deepcopy(student).requires_grad_(False)
     opt = torch.optim.AdamW(student.generator.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(cfg.seed + 3)
-    state = RunState(run / "ckpt.safetensors", student, ema, opt, sampler, gen, Budget(cfg.steps, cfg.minutes),
-                     cfg.ckpt_minutes)
-    if state.resume(device, cfg.steps):
-        log.info("resumed at step %d", state.step)
+    state = RunState.open(run, student, ema, opt, sampler, gen, cfg, device, log)
     size = teacher.cfg.generator.size
     loss_fn = DistillLoss(cfg.student_steps, cfg.gt_weight, cfg.id_output, cfg.id_margin, cfg.id_temperature)
     state.open_bar(f"distill {cfg.teacher_steps}->{cfg.student_steps}")

@@ -33,14 +33,15 @@ from ..models.restorer import Restorer, load_grown
 from ..weights import export_weights, load_restorer
 from .adversarial import diff_augment, feature_matching, hinge_d_loss, hinge_g_loss
 from .data import RefSampler, load_pack, make_batch, prepare_split, starve_input
-from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
+from .loop import StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
 from .loss import identity_dropout, output_identity
+from .options import RunOptions
 from .preset_weights import ID_OUTPUT_WEIGHTS, check_ref_flip, preset_weights
 from .run_state import RunState
 
 
 @dataclass(frozen=True)
-class GanConfig:
+class GanConfig(RunOptions):
     pack: str
     init: str  # the one-step student to start from
     run_dir: str = "runs/gan"
@@ -49,25 +50,14 @@ class GanConfig:
     lr: float = 1e-4  # generator
     lr_d: float = 4e-4  # discriminator
     warmup: int = 100
-    steps: int | None = None
-    minutes: float | None = None
     ema: float = 0.998
-    grad_clip: float = 1.0
     pixel: float = 1.0  # L1 to the truth
     feature_match: float = 0.1
     adversarial: float = 0.01
     id_output: float = 0.1
     id_temperature: float = 0.1
     id_output_weights: tuple[tuple[str, float], ...] = ID_OUTPUT_WEIGHTS
-    id_dropout: float = 0.15
     augment: bool = True
-    n_val: int = 60
-    split_seed: int = 0
-    seed: int = 0
-    device: str = "auto"
-    bf16: bool = True
-    ckpt_minutes: float = 5.0
-    log_every: int = 50
     ref_flip: str = "with-target"
     # the reference curriculum: samples whose references explain the target, so reading them pays
     self_ref: float = 0.0  # share of samples with the target photo itself, jittered, as reference 0
@@ -168,10 +158,7 @@ def train_gan(cfg: GanConfig) -> dict:
                              {"params": list(disc.parameters()), "lr": cfg.lr_d, "base_lr": cfg.lr_d}],
                             weight_decay=0.0, betas=(0.5, 0.99))
     gen = torch.Generator().manual_seed(cfg.seed + 3)
-    state = RunState(run / "ckpt.safetensors", pair, ema, opt, sampler, gen, Budget(cfg.steps, cfg.minutes),
-                     cfg.ckpt_minutes)
-    if state.resume(device, cfg.steps):
-        log.info("resumed at step %d", state.step)
+    state = RunState.open(run, pair, ema, opt, sampler, gen, cfg, device, log)
     size = student.cfg.generator.size
     state.open_bar("gan")
     flag = StopFlag()

@@ -1,4 +1,4 @@
-"""Checkpoint, resume and progress scaffolding shared by the teacher and distill loops.
+"""Checkpoint, resume and progress scaffolding shared by the training loops.
 
 Why one place: exact resume needs every piece of state (weights, EMA, optimizer, both RNGs,
 step, step budget, elapsed wall time) saved and restored together; two copies of that list
@@ -7,6 +7,7 @@ drift apart. tests/test_training_resume.py checks the result bit for bit.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import RefSampler
 from .loop import Budget
+from .options import RunOptions
 
 
 class RunState:
@@ -32,6 +34,18 @@ class RunState:
         self._t0 = time.perf_counter()
         self._last_save = time.perf_counter()
         self.bar: tqdm | None = None
+
+    @classmethod
+    def open(cls, run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
+             sampler: RefSampler, gen: torch.Generator, opts: RunOptions, device: torch.device,
+             log: logging.Logger) -> RunState:
+        """The run in ``run_dir`` with ``opts``' budget and checkpoint interval, resumed from its
+        checkpoint when there is one."""
+        state = cls(run_dir / "ckpt.safetensors", model, ema, opt, sampler, gen, Budget(opts.steps, opts.minutes),
+                    opts.ckpt_minutes)
+        if state.resume(device, opts.steps):
+            log.info("resumed at step %d", state.step)
+        return state
 
     def resume(self, device: torch.device, steps: int | None) -> bool:
         """Load the checkpoint if there is one; ``steps`` (if given) overrides the saved total."""

@@ -41,14 +41,15 @@ from ..models.config import ModelConfig
 from ..models.restorer import Restorer, count_params, generator_gflops, load_grown
 from ..weights import export_weights
 from .data import RefSampler, load_pack, make_batch, prepare_split, starve_input
-from .loop import Budget, StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
+from .loop import StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
 from .loss import TeacherLoss
+from .options import RunOptions
 from .preset_weights import ID_OUTPUT_WEIGHTS, check_margin_anchor, check_ref_flip, preset_weights
 from .run_state import RunState
 
 
 @dataclass(frozen=True)
-class TeacherConfig:
+class TeacherConfig(RunOptions):
     pack: str
     run_dir: str = "runs/teacher"
     model: ModelConfig = field(default_factory=lambda: ModelConfig(residual_scale=4.0))
@@ -57,20 +58,9 @@ class TeacherConfig:
     lr: float = 3e-4
     weight_decay: float = 0.01
     warmup: int = 300
-    steps: int | None = None
-    minutes: float | None = None
     ema: float = 0.999
-    grad_clip: float = 1.0
-    id_dropout: float = 0.15
     k_min: int = 1
     k_max: int = 5
-    n_val: int = 60
-    split_seed: int = 0
-    seed: int = 0
-    device: str = "auto"
-    bf16: bool = True
-    ckpt_minutes: float = 5.0
-    log_every: int = 50
     eval_steps: int = 8
     id_contrast: float = 0.1  # weight of the identity InfoNCE term (the packaged teacher's stage 3; 0: off)
     id_temperature: float = 0.1
@@ -130,10 +120,7 @@ def train_teacher(cfg: TeacherConfig) -> dict:
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    budget = Budget(cfg.steps, cfg.minutes)
-    state = RunState(run / "ckpt.safetensors", model, ema, opt, sampler, gen, budget, cfg.ckpt_minutes)
-    if state.resume(device, cfg.steps):
-        log.info("resumed at step %d", state.step)
+    state = RunState.open(run, model, ema, opt, sampler, gen, cfg, device, log)
     info = {"generator_params": count_params(model.generator), "encoder_params": count_params(model.encoder),
             "generator_gflops": round(generator_gflops(model), 3), "train_images": len(pool.labels),
             "train_identities": len(train_ids), "val_identities": len(val_ids), "device": str(device),
