@@ -73,6 +73,8 @@ class EvalConfig:
     # gain of the reference detail transfer after the generator (enhancer/detail_transfer.py), with
     # each method's own references (generic has none); 0: off
     detail_transfer: float = 0.0
+    # (detail_full, detail_none) of the transfer's gate (TransferConfig); None: its defaults
+    transfer_gate: tuple[float, float] | None = None
 
 
 def reference_set(crops: np.ndarray, mirror: bool) -> np.ndarray:
@@ -210,7 +212,9 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
             w = strength_weights(lq, DEFAULT_STRENGTH)
             outs.update({m: blend(lq, outs[m], w) for m in METHODS if m != "bicubic"})
         if cfg.detail_transfer > 0:
-            tcfg = TransferConfig(alpha=cfg.detail_transfer)
+            gate = {} if cfg.transfer_gate is None else dict(zip(("detail_full", "detail_none"), cfg.transfer_gate,
+                                                                  strict=True))
+            tcfg = TransferConfig(alpha=cfg.detail_transfer, **gate)
             for m, donor in (("personalized", n), ("wrong_identity", (n + 1) % len(people))):
                 prepared = prepare_references(np.stack(people[donor][1]), tcfg)
                 outs[m] = np.stack([transfer_detail(o, d, prepared) for o, d in zip(outs[m], lq, strict=True)])

@@ -148,3 +148,17 @@ def test_plot_into_a_missing_folder_is_a_one_line_error(shared_data: Path, tmp_p
                 "--plot", tmp_path / "nope" / "pd.png")
     assert_one_line_error(r, "--plot", "does not exist")
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--detail-transfer", "-1"], "--detail-transfer must be >= 0"),
+    (["--transfer-gate", "3,2"], "FULL must be below NONE"),
+    (["--transfer-gate", "a"], "two numbers"),
+])
+def test_eval_refuses_bad_transfer_options_in_one_line(argv: list[str], needle: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from enhancer.cli import main
+
+    assert main(["eval", "--data", str(tmp_path), "--json", str(tmp_path / "r.json"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]

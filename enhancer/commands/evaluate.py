@@ -33,6 +33,9 @@ def register(sub) -> None:
     p.add_argument("--detail-transfer", type=float, default=0.0, metavar="ALPHA",
                    help="add the references' own fine detail after the generator at this gain "
                         "(enhancer/detail_transfer.py; generic has no references; default 0: off)")
+    p.add_argument("--transfer-gate", metavar="FULL,NONE",
+                   help="the transfer's gate: full gain at or below this ln Laplacian variance of the degraded "
+                        "crop, none at or above (default: enhancer/detail_transfer.py's)")
     p.add_argument("--strength", default="full", choices=["full", "adaptive"],
                    help="full: the generator's output as is (default); adaptive: blended as the pipeline "
                         "does (enhancer/strength.py)")
@@ -52,13 +55,22 @@ def _run(args) -> int:
         raise InputError("--ref-pool must be between --refs and 8")
     if args.detail_transfer < 0:
         raise InputError(f"--detail-transfer must be >= 0, not {args.detail_transfer}")
+    gate = None
+    if args.transfer_gate is not None:
+        try:
+            lo, hi = (float(v) for v in args.transfer_gate.split(","))
+        except ValueError:
+            raise InputError(f"--transfer-gate must be FULL,NONE (two numbers), not {args.transfer_gate!r}") from None
+        if not lo < hi:
+            raise InputError(f"--transfer-gate: FULL must be below NONE, not {lo:g},{hi:g}")
+        gate = (lo, hi)
     if args.plot is not None:
         check_plot_path(args.plot)  # before the run, not after it
     cfg = EvalConfig(data=str(args.data), refs=args.refs, preset=args.preset, seed=args.seed, steps=args.steps,
                      model=args.model, weights=str(args.weights) if args.weights else None,
                      limit_identities=args.limit_identities, identities=args.identities, max_tests=args.max_tests,
                      strength=args.strength, ref_pool=args.ref_pool, ordered=args.ordered, ref_mirror=args.ref_mirror,
-                     detail_transfer=args.detail_transfer)
+                     detail_transfer=args.detail_transfer, transfer_gate=gate)
     r = evaluate(cfg, args.grid)
     write_json(args.json, r)
     print(summary_table(r))
