@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--videos", type=Path, default=None)
     ap.add_argument("--frames", type=int, default=60, help="frames per clip measured, from its start")
     ap.add_argument("--alpha", type=float, nargs="+", default=[DEFAULT_TRANSFER.alpha])
+    ap.add_argument("--gate", type=float, nargs=2, metavar=("FULL", "NONE"), default=None,
+                    help="the transfer's gate in ln Laplacian variance (default: DEFAULT_TRANSFER's)")
     ap.add_argument("--preset", default="severe")
     ap.add_argument("--engine", default="auto")
     ap.add_argument("--limit-clips", type=int, default=None)
@@ -49,7 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     size = 128
     w = feather_mask(size)
     w = w[..., 0] if w.ndim == 3 else w
-    methods = [("none", None)] + [(f"alpha-{a:g}", replace(DEFAULT_TRANSFER, alpha=a)) for a in args.alpha]
+    base = DEFAULT_TRANSFER if args.gate is None else replace(DEFAULT_TRANSFER, detail_full=args.gate[0],
+                                                                    detail_none=args.gate[1])
+    methods = [("none", None)] + [(f"alpha-{a:g}", replace(base, alpha=a)) for a in args.alpha]
     acc: dict[str, dict[str, list[float]]] = {m: {"psnr": [], "temporal": []} for m, _ in methods}
     used, skipped = [], {}
     with tempfile.TemporaryDirectory() as home:
@@ -89,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
         "config": {"frames_per_clip": args.frames, "alphas": args.alpha, "preset": args.preset, "engine": args.engine,
-                   "clips": used, "skipped": skipped, "transfer": {k: v for k, v in vars(DEFAULT_TRANSFER).items()}},
+                   "clips": used, "skipped": skipped, "transfer": dict(vars(base))},
         "methods": summary,
         "definition": {**FACE_METRICS,
                        "temporal_vs_none": "relative change of the temporal error against no transfer"},
