@@ -15,6 +15,7 @@ truth does not have, grey levels).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import tempfile
 import time
@@ -51,9 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     size = 128
     w = feather_mask(size)
     w = w[..., 0] if w.ndim == 3 else w
-    base = DEFAULT_TRANSFER if args.gate is None else replace(DEFAULT_TRANSFER, detail_full=args.gate[0],
+    tcfg = DEFAULT_TRANSFER if args.gate is None else replace(DEFAULT_TRANSFER, detail_full=args.gate[0],
                                                                     detail_none=args.gate[1])
-    methods = [("none", None)] + [(f"alpha-{a:g}", replace(base, alpha=a)) for a in args.alpha]
+    methods = [("none", None)] + [(f"alpha-{a:g}", replace(tcfg, alpha=a)) for a in args.alpha]
     acc: dict[str, dict[str, list[float]]] = {m: {"psnr": [], "temporal": []} for m, _ in methods}
     used, skipped = [], {}
     with tempfile.TemporaryDirectory() as home:
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
         "config": {"frames_per_clip": args.frames, "alphas": args.alpha, "preset": args.preset, "engine": args.engine,
-                   "clips": used, "skipped": skipped, "transfer": dict(vars(base))},
+                   "clips": used, "skipped": skipped, "transfer": dataclasses.asdict(tcfg)},
         "methods": summary,
         "definition": {**FACE_METRICS,
                        "temporal_vs_none": "relative change of the temporal error against no transfer"},
