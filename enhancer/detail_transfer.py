@@ -34,8 +34,8 @@ class TransferConfig:
     # the gain falls from alpha to 0 as the degraded crop's own detail (ln of its Laplacian
     # variance, enhancer.strength.log_detail) rises from detail_full to detail_none: a face that
     # arrives sharp already has its detail, and adding the references' on top makes it worse
-    detail_full: float = 2.8
-    detail_none: float = 3.6
+    detail_full: float = 2.5
+    detail_none: float = 3.2
 
     def __post_init__(self) -> None:
         if (self.alpha < 0 or self.tau <= 0 or self.null < 0 or self.window < 1
@@ -43,10 +43,8 @@ class TransferConfig:
             raise ValueError(f"invalid detail transfer settings: {self}")
 
 
-# what the product runs: off. Run 3 (alpha 2, ungated) made mild and moderate crops worse; run 4
-# (gated) missed its moderate PSNR guard by 0.001 dB (docs/visible-restoration.md), so it runs
-# only where asked for (``likeness eval --detail-transfer``, benchmarks/studies/transfer_flicker)
-DEFAULT_TRANSFER = TransferConfig(alpha=0.0)
+# what the product runs (docs/visible-restoration.md, run 5: gated, alpha 2)
+DEFAULT_TRANSFER = TransferConfig(alpha=2.0)
 
 
 @dataclass(frozen=True)

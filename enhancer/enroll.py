@@ -80,9 +80,9 @@ class EnrollConfig:
     camera_seconds: float = 6.0
     max_side: int = 800  # detector input side (see detect_faces)
     # also store the aligned references at the model's size, for reference detail transfer
-    # (enhancer/detail_transfer.py; off in the product until a version passes its rule), at the
-    # price of small face crops in the (local, 0600) identity file: only when asked
-    reference_detail: bool = False
+    # (enhancer/detail_transfer.py): the face keeps this person's own detail, at the price of
+    # small face crops in the (local, 0600) identity file
+    reference_detail: bool = True
 
     def check(self) -> None:
         if self.min_accepted < 1:

@@ -82,7 +82,8 @@ def test_pipeline_adds_the_enrolled_persons_detail_to_their_face_only(shared_dat
     root = shared_data / "celeba"
     refs = np.stack([c for c in (align_one(root / p, 128, 20.0)[0] for p in paths[1:4]) if c is not None])
     frame = cv2.GaussianBlur(cv2.imread(str(root / paths[0])), (0, 0), 2.5)  # a face that arrives smeared
-    prepared = prepare_references(refs, TransferConfig(alpha=2.0))
+    # a gate wide open (its bounds have their own test): this checks where the detail goes
+    prepared = prepare_references(refs, TransferConfig(alpha=2.0, detail_full=6.0, detail_none=9.0))
     ident = np.zeros(IDENTITY_SHAPE, np.float32)
 
     def run(identity, detail) -> tuple[np.ndarray, int]:

@@ -78,7 +78,8 @@ def test_enroll_from_celeba_photos(person: list[Path], weights: Path, model_ids:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     tensors = load_file(str(path))
-    assert set(tensors) == {"identity"}  # no photos unless asked
+    assert set(tensors) == {"identity", "detail"}  # no kept photos unless asked; the detail crops
+    assert tensors["detail"].shape == (len(person), 128, 128, 3)
     model, _ = load_restorer(weights)
     assert tensors["identity"].shape == model.identity_shape() and tensors["identity"].dtype == np.float32
     assert tensors["identity"].shape[0] >= IDENTITY_SHAPE[0]
@@ -173,12 +174,12 @@ def test_cli_enroll(person: list[Path], bad: dict[str, np.ndarray], weights: Pat
     assert main(["enroll", "ann", "--photos", *photos[:3], "--weights", str(weights), "--force"]) == 0
     capsys.readouterr()
     assert IdentityStore(home).show("ann")["n_refs"] == "3"
-    assert set(load_file(str(path))) == {"identity"} and IdentityStore(home).show("ann")["reference_detail"] == "no"
-    # the reference detail crops only when asked
-    assert main(["enroll", "ann", "--photos", *photos[:3], "--weights", str(weights), "--force",
-                 "--reference-detail"]) == 0
-    capsys.readouterr()
     assert IdentityStore(home).read("ann").detail.shape == (3, 128, 128, 3)
+    # no face crops at all when the person declines them
+    assert main(["enroll", "ann", "--photos", *photos[:3], "--weights", str(weights), "--force",
+                 "--no-reference-detail"]) == 0
+    capsys.readouterr()
+    assert set(load_file(str(path))) == {"identity"} and IdentityStore(home).show("ann")["reference_detail"] == "no"
 
     # too few usable: every verdict printed, then one error line, nothing written
     assert main(["enroll", "bo", "--photos", photos[0], str(flat), "--weights", str(weights)]) == 2

@@ -28,9 +28,10 @@ def register(sub) -> None:
                    help=f"fewest usable images to enroll (default {d.min_accepted})")
     p.add_argument("--keep-photos", action="store_true",
                    help="also store the aligned reference crops in the identity file (off by default)")
-    p.add_argument("--reference-detail", action="store_true",
-                   help="also store 128-px aligned crops of the references, for the experimental reference "
-                        "detail transfer (docs/visible-restoration.md; off by default)")
+    p.add_argument("--no-reference-detail", action="store_true",
+                   help="store no face crops at all: the identity keeps only the encoder's output, and the "
+                        "face gets no detail from your references (by default 128-px aligned crops are "
+                        "stored for it)")
     p.add_argument("--weights", type=Path, default=None, help="model weights (default: the packaged student)")
     p.add_argument("--force", action="store_true", help="replace an existing identity of the same name")
     t = p.add_argument_group("checks")
@@ -58,7 +59,7 @@ def _enroll(args: argparse.Namespace) -> int:
 
     cfg = EnrollConfig(min_eye_distance=args.min_eye_distance, min_sharpness=args.min_sharpness,
                        max_yaw=args.max_yaw, max_roll=args.max_roll, min_accepted=args.min_accepted,
-                       video_samples=args.samples, reference_detail=args.reference_detail)
+                       video_samples=args.samples, reference_detail=not args.no_reference_detail)
     kw = {"config": cfg, "weights": args.weights, "keep_photos": args.keep_photos, "force": args.force,
           "on_candidate": lambda c: print(_line(c), flush=True)}
     # verdicts are printed as they come, so a failed enrolment has already shown its reasons
