@@ -13,6 +13,7 @@ from enhancer.errors import LikenessError
 from .codecs import CODECS
 from .ice import ice_server, is_loopback_host
 from .identities import valid_name
+from .pairing import check_code
 
 FANOUTS = ("shared", "per-viewer")
 FRAME_RELEASES = ("marker", "aiortc")
@@ -49,6 +50,9 @@ class BridgeConfig:
     # "marker": an incoming video frame goes to the decoder when its last (RTP-marked) packet
     # arrives; "aiortc": when the next frame's first packet does (aiortc's rule, one frame later)
     frame_release: str = "marker"
+    # the code the browser extension must send on every /ext/ request (``pairing``); None: the
+    # app makes a new one per run (``server.create_app``) and ``serve`` prints it
+    pairing_code: str | None = None
 
     @property
     def loopback(self) -> str:
@@ -76,6 +80,8 @@ def check_config(config: BridgeConfig) -> None:
         raise LikenessError("media_idle_s must be >= 0 (0 turns the idle watch off)")
     if config.loopback not in ("only", "add", "off"):
         raise LikenessError(f"loopback_ice must be 'only', 'add' or 'off', got {config.loopback!r}")
+    if config.pairing_code is not None and (why := check_code(config.pairing_code)) is not None:
+        raise LikenessError(why)
     for url in config.ice_servers:
         try:
             ice_server(url)

@@ -54,7 +54,8 @@ async def _read_sdp(request: web.Request) -> str:
         raise HttpError(400, "malformed SDP: not UTF-8 text") from None
 
 
-def _identity_param(request: web.Request) -> str | None:
+def identity_param(request: web.Request) -> str | None:
+    """The ``?identity=`` of a publish request (checked; None when absent)."""
     ident = request.query.get("identity") or None
     if ident is not None and not valid_name(ident):
         raise HttpError(400, f"invalid identity name {ident!r}")
@@ -94,7 +95,7 @@ async def whip_post(request: web.Request) -> web.Response:
     """WHIP ingest: a publisher's SDP offer in, ``201`` with the answer and its ``Location`` out."""
     bridge = request.app[BRIDGE_KEY]
     room = _room(request)
-    session = await bridge.publish(room, await _read_sdp(request), _identity_param(request), echo=False,
+    session = await bridge.publish(room, await _read_sdp(request), identity_param(request), echo=False,
                                    enhanced=_enhanced_flag(request))
     return _created(session)
 
@@ -128,9 +129,8 @@ async def session_patch(request: web.Request) -> web.Response:
 # ------------------------------------------------------------------------------ the page's API
 
 
-async def api_offer(request: web.Request) -> web.Response:
-    """The page's call: JSON offer in, JSON answer out; the enhanced video comes back on the same connection."""
-    bridge = request.app[BRIDGE_KEY]
+async def api_offer_body(request: web.Request) -> str:
+    """The SDP of a JSON ``{"sdp": ..., "type": "offer"}`` body (the page's and the extension's offers)."""
     try:
         body = await request.json()
         sdp, typ = body["sdp"], body.get("type", "offer")
@@ -140,10 +140,17 @@ async def api_offer(request: web.Request) -> web.Response:
         raise HttpError(400, "type must be 'offer' and sdp a string")
     if len(sdp.encode()) > MAX_SDP_BYTES:
         raise HttpError(413, f"SDP offer larger than {MAX_SDP_BYTES} bytes")
+    return sdp
+
+
+async def api_offer(request: web.Request) -> web.Response:
+    """The page's call: JSON offer in, JSON answer out; the enhanced video comes back on the same connection."""
+    bridge = request.app[BRIDGE_KEY]
+    sdp = await api_offer_body(request)
     room = request.query.get("room", "main")
     if not _valid_room(room):
         raise HttpError(400, "invalid room name")
-    session = await bridge.publish(room, sdp, _identity_param(request), echo=True)
+    session = await bridge.publish(room, sdp, identity_param(request), echo=True)
     return web.json_response(
         {
             "sdp": session.pc.localDescription.sdp,

@@ -3,7 +3,7 @@
 Safety: a bridge on a non-loopback bind needs a token (``config.check_config``), which then
 guards every endpoint under /api, /whip and /whep; the page and its static files stay open
 so it can ask for the token. Errors a client caused answer as the endpoint's clients read
-them: JSON ``{"error": ...}`` under /api (the page), one line of text elsewhere (WHIP/WHEP).
+them: JSON ``{"error": ...}`` under /api and /ext (the page, the extension), one line of text elsewhere (WHIP/WHEP).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def auth_middleware(token: str | None) -> Any:
             return await handler(request)
         except (HttpError, SdpError) as e:
             status, message = (e.status, e.message) if isinstance(e, HttpError) else (400, str(e))
-            if request.path.startswith("/api/"):
+            if request.path.startswith(("/api/", "/ext/")):  # the page and the extension read JSON
                 return json_error(status, message)
             return text_response(status, message)
 

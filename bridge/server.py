@@ -6,6 +6,7 @@
   ``X-Likeness-Enhanced: 1``; ``?enhanced=1`` works too) is relayed untouched, never enhanced
   twice. The page's ``/api/offer`` ignores it: the page sends its raw camera.
 * Safety: loopback bind by default; a non-loopback bind needs a bearer token (``middleware``).
+  The browser extension's ``/ext/`` endpoints need the pairing code ``serve`` prints (``pairing``).
   Bodies are capped; bad SDP is a 400.
 
 Where the rest lives: settings ``config``, rooms and sessions ``rooms``/``session``, dead peers
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import signal
 from pathlib import Path
@@ -26,6 +28,7 @@ from enhancer.errors import LikenessError
 
 from .config import BridgeConfig, check_config
 from .enrol_upload import api_enroll
+from .extension_api import add_extension_routes
 from .http_api import (
     api_config,
     api_identities,
@@ -38,6 +41,7 @@ from .http_api import (
 )
 from .ice import loopback_candidates
 from .middleware import auth_middleware
+from .pairing import new_pairing_code, pairing_middleware
 from .rooms import BRIDGE_KEY, Bridge
 from .track import ProcessorFactory
 
@@ -52,7 +56,10 @@ async def index(request: web.Request) -> web.FileResponse:
 def create_app(config: BridgeConfig, factory: ProcessorFactory) -> web.Application:
     """The aiohttp application; ``app[BRIDGE_KEY]`` is its Bridge (for tests and stats)."""
     check_config(config)
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[auth_middleware(config.token)])
+    if config.pairing_code is None:  # one per run: the browser extension pairs with what `serve` prints
+        config = dataclasses.replace(config, pairing_code=new_pairing_code())
+    app = web.Application(client_max_size=config.max_body_bytes,
+                          middlewares=[auth_middleware(config.token), pairing_middleware(config.pairing_code)])
     bridge = Bridge(config, factory)
     app[BRIDGE_KEY] = bridge
 
@@ -74,6 +81,7 @@ def create_app(config: BridgeConfig, factory: ProcessorFactory) -> web.Applicati
     r.add_get("/api/stats", api_stats)
     r.add_get("/api/config", api_config)
     r.add_post("/api/enroll", api_enroll)
+    add_extension_routes(r)
     return app
 
 
@@ -101,6 +109,8 @@ async def _serve(config: BridgeConfig, factory: ProcessorFactory, stop: asyncio.
             f"{', token required' if config.token else ''}); Ctrl-C to stop",
             flush=True,
         )
+        # the person types this into the browser extension's popup once (bridge/extension/)
+        print(f"browser extension pairing code: {app[BRIDGE_KEY].config.pairing_code}", flush=True)
         if stop is None:  # SIGINT/SIGTERM end the server cleanly (sessions closed, DELETE-equivalent)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "enhancer.commands.evaluate",
     "enhancer.commands.enhance",
     "enhancer.commands.serve",
+    "enhancer.commands.extension",
     "enhancer.commands.call",
     "enhancer.commands.enroll",
     "enhancer.commands.identities",

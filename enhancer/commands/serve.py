@@ -75,6 +75,9 @@ def register(sub) -> None:
         help="encode each participant's video once for all its viewers (default), or once per viewer "
         "(each viewer then gets its own bitrate; costs one encode per viewer)",
     )
+    p.add_argument("--pairing-code", default=os.environ.get("LIKENESS_PAIRING_CODE") or None,
+                   help="the code the browser extension pairs with (default: $LIKENESS_PAIRING_CODE, "
+                   "else a new one each run, printed at start)")
     add_rtc_args(p)
     p.set_defaults(func=_serve)
 
@@ -97,6 +100,7 @@ def _serve(args) -> int:
         deadline_frames=args.deadline_frames,
         loopback_ice=args.loopback_ice,
         fanout=args.fanout,
+        pairing_code=args.pairing_code,
     )
     check_config(config)
     factory = make_factory(args.engine, args.strength, late_frames_config(args.late_frames))
