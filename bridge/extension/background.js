@@ -86,8 +86,10 @@ async function fromPopup(type, body) {
 
 chrome.runtime.onMessage.addListener((msg, sender, reply) => {
   if (!msg || typeof msg.type !== "string" || sender.id !== chrome.runtime.id) return false;
-  // content scripts come with a tab; the popup (an extension page) without one
-  const work = sender.tab ? fromPage(msg.type, msg.body || {}, sender) : fromPopup(msg.type, msg.body || {});
+  // the popup is one of our own pages (also when opened as a tab); anything else is a content script
+  const ours = typeof sender.url === "string" && sender.url.startsWith(chrome.runtime.getURL(""));
+  if (!ours && !sender.tab) return false;
+  const work = ours ? fromPopup(msg.type, msg.body || {}) : fromPage(msg.type, msg.body || {}, sender);
   work.then(reply, (e) => reply({ error: String((e && e.message) || e) }));
   return true;  // answers asynchronously
 });

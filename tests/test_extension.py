@@ -1,0 +1,369 @@
+"""The Chromium extension (bridge/extension/): any web page's getUserMedia gets the enhanced camera.
+
+Real Debian Chromium (Playwright drives the system build; no `playwright install`) loads the
+unpacked extension in a persistent context; its fake camera plays a real clip. A local test
+"meeting" page joins two RTCPeerConnections inside itself: the far side receives the track the
+page got from getUserMedia. The popup is opened as a tab and used as a person would: pair with
+the code, pick the identity. Skips with the reason without chromium or the clip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+from aiohttp import web
+
+from benchmarks.harness.calls import serve_bridge
+from benchmarks.harness.clips import load_clip, videos_dir, write_y4m
+from bridge.config import BridgeConfig
+from bridge.factory import default_processor_factory
+from bridge.pairing import PAIRING_HEADER
+from enhancer.cli import main as cli_main
+from enhancer.identity_store import IDENTITY_SHAPE, IdentityStore
+
+CHROMIUM = Path(os.environ.get("LIKENESS_CHROMIUM", "/usr/bin/chromium"))
+CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"
+EXTENSION = Path(__file__).resolve().parent.parent / "bridge" / "extension"
+CODE = "TEST-PAIR-2345"
+IDENTITY = "ext_alice"
+
+BROWSER_MARKS = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists() and not shutil.which("chromium"),
+                       reason=f"{CHROMIUM} missing: apt-get install -y chromium"),
+    pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available"),
+]
+
+# the "meeting": camera via getUserMedia -> near peer -> far peer; the far side counts frames it receives
+MEETING = """<!doctype html><html><body><video id="far" autoplay muted playsinline></video><script>
+window.meet = {far: [], error: null, audio: null, generator: null, ready: false};
+(async () => {
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({video: {width: 640, height: 480}, audio: true});
+    const v = stream.getVideoTracks()[0], a = stream.getAudioTracks()[0];
+    meet.generator = typeof MediaStreamTrackGenerator === 'function' && v instanceof MediaStreamTrackGenerator;
+    meet.audio = a ? {generator: a instanceof MediaStreamTrackGenerator, state: a.readyState} : null;
+    const near = new RTCPeerConnection(), far = new RTCPeerConnection();
+    near.onicecandidate = (e) => e.candidate && far.addIceCandidate(e.candidate);
+    far.onicecandidate = (e) => e.candidate && near.addIceCandidate(e.candidate);
+    far.ontrack = async (e) => {
+      if (e.track.kind !== 'video') return;
+      document.getElementById('far').srcObject = new MediaStream([e.track]);
+      const reader = new MediaStreamTrackProcessor({track: e.track}).readable.getReader();
+      for (;;) {
+        const {value, done} = await reader.read();
+        if (done) break;
+        value.close();
+        meet.far.push(performance.now());
+        if (meet.far.length > 4000) meet.far.splice(0, 1000);
+      }
+    };
+    near.addTrack(v, stream);
+    await near.setLocalDescription(await near.createOffer());
+    await far.setRemoteDescription(near.localDescription);
+    await far.setLocalDescription(await far.createAnswer());
+    await near.setRemoteDescription(far.localDescription);
+    meet.ready = true;
+  } catch (e) { meet.error = String(e); }
+})();
+</script></body></html>"""
+
+FAR_FRAMES = """(since) => { const f = window.meet.far.filter((t) => t >= since);
+  let gap = 0; for (let i = 1; i < f.length; i++) gap = Math.max(gap, f[i] - f[i - 1]);
+  return {n: f.length, gap, now: performance.now(), first: f.length ? f[0] : null}; }"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def enroll_fake_identity(home: Path) -> None:
+    """A stored identity (a fixed vector): the bicubic bridge loads it like an enrolled one."""
+    store = IdentityStore(home)
+    store.save(IDENTITY, np.full(IDENTITY_SHAPE, 0.1, np.float32), encoder_id="enc-test",
+               model_id="model-test", n_refs=1)
+
+
+@asynccontextmanager
+async def meeting_site() -> AsyncIterator[str]:
+    """The meeting page on its own origin (another port: a web origin, not the bridge's)."""
+    app = web.Application()
+    async def meeting(_: web.Request) -> web.Response:
+        return web.Response(text=MEETING, content_type="text/html")
+
+    app.router.add_get("/", meeting)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/"  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def chromium_with_extension(pw: Any, tmp: Path, y4m: Path) -> AsyncIterator[tuple[Any, str]]:
+    """A persistent context with the unpacked extension loaded; yields (context, extension id)."""
+    exe = str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium"))
+    ctx = await pw.chromium.launch_persistent_context(
+        str(tmp / "profile"), executable_path=exe, headless=True, args=[
+            f"--disable-extensions-except={EXTENSION}", f"--load-extension={EXTENSION}",
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={y4m}", "--allow-loopback-in-peer-connection",
+            "--disable-background-networking", "--no-first-run", "--no-sandbox"])
+    try:
+        workers = ctx.service_workers
+        sw = workers[0] if workers else await ctx.wait_for_event("serviceworker", timeout=15_000)
+        yield ctx, sw.url.split("/")[2]
+    finally:
+        await ctx.close()
+
+
+async def pair_in_popup(ctx: Any, ext_id: str, bridge: str, code: str, identity: str | None) -> Any:
+    """Open the popup as a tab, pair with ``code`` and pick ``identity``; returns the popup page."""
+    popup = await ctx.new_page()
+    await popup.goto(f"chrome-extension://{ext_id}/popup.html")
+    await popup.fill("#bridge", bridge)
+    await popup.fill("#code", code)
+    await popup.click("#pair")
+    # the popup's CSP forbids the string eval wait_for_function uses: poll from here instead
+    for _ in range(50):
+        if (await popup.text_content("#pair-status") or "").startswith("paired"):
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise AssertionError(f"pairing failed: {await popup.text_content('#pair-status')!r}")
+    if identity:
+        await popup.select_option("#identity", identity, timeout=5_000)
+    return popup
+
+
+async def popup_state(popup: Any) -> str:
+    return (await popup.text_content(".call-state td:last-child") or "") if await popup.locator(".call-state").count() \
+        else ""
+
+
+async def wait_popup(popup: Any, prefix: str, timeout_s: float) -> float:
+    """Wait until the popup's call state starts with ``prefix``; returns the seconds it took."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if (await popup_state(popup)).startswith(prefix):
+            return time.monotonic() - t0
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"popup never said {prefix!r} in {timeout_s} s: {await popup.text_content('#calls')!r}")
+
+
+def camera_y4m(tmp: Path, n: int = 90) -> Path:
+    frames, fps = load_clip(CLIP, n)
+    return write_y4m(frames, tmp / "camera.y4m", fps, size=(640, 480))
+
+
+# ----------------------------------------------------------------------------- pairing (no browser)
+
+
+@pytest.mark.timeout(30)
+def test_extension_endpoints_need_the_pairing_code() -> None:
+    """(c) /ext/ without the code is 401, with a wrong one 403, from a web origin 403 even with the right
+    code; never any CORS header; the right code from the extension gets the identity list."""
+
+    async def scenario() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with serve_bridge(BridgeConfig(port=0, pairing_code=CODE), default_processor_factory) as (base, _b), \
+                aiohttp.ClientSession() as http:
+            async def get(name: str, method: str = "GET", path: str = "/ext/hello", **headers: str) -> None:
+                async with http.request(method, base + path, headers=headers) as r:
+                    out[name] = (r.status, await r.text(), r.headers.get("Access-Control-Allow-Origin"))
+            await get("none")
+            await get("wrong", **{PAIRING_HEADER: "ABCD-EFGH-JKLM"})
+            await get("web", **{PAIRING_HEADER: CODE, "Origin": "https://meeting.example"})
+            await get("offer_none", "POST", "/ext/offer")
+            await get("preflight", "OPTIONS", **{"Origin": "https://meeting.example",
+                                                 "Access-Control-Request-Method": "GET",
+                                                 "Access-Control-Request-Headers": PAIRING_HEADER.lower()})
+            await get("right", **{PAIRING_HEADER: CODE.lower().replace("-", " "),
+                                  "Origin": "chrome-extension://abcdefghijklmnop"})
+        return out
+
+    r = asyncio.run(scenario())
+    assert r["none"][0] == 401 and json.loads(r["none"][1])["error"].startswith("missing pairing code"), r
+    assert r["wrong"][0] == 403 and json.loads(r["wrong"][1]) == {"error": "wrong pairing code"}, r
+    assert r["web"][0] == 403 and "web pages" in json.loads(r["web"][1])["error"], r
+    assert r["offer_none"][0] == 401, r
+    assert r["preflight"][0] in (403, 405) and r["preflight"][2] is None, r
+    assert r["right"][0] == 200 and json.loads(r["right"][1])["room"] == "extension", r
+    assert all(v[1].count("\n") <= 1 for v in r.values())  # one-line errors
+
+
+def test_pairing_code_config_and_pack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A configured code that is too short is a one-line error; `extension pack` writes a folder and a zip."""
+    assert cli_main(["serve", "--port", "0", "--pairing-code", "abc"]) == 2
+    assert "pairing code too short" in capsys.readouterr().err
+    assert cli_main(["extension", "pack", "--out", str(tmp_path / "ext")]) == 0
+    manifest = json.loads((tmp_path / "ext" / "manifest.json").read_text())
+    assert manifest["manifest_version"] == 3 and "http://127.0.0.1/*" in manifest["host_permissions"]
+    worlds = {tuple(c["js"]): c.get("world", "ISOLATED") for c in manifest["content_scripts"]}
+    assert worlds == {("page.js",): "MAIN", ("relay.js",): "ISOLATED"}
+    assert cli_main(["extension", "pack", "--out", str(tmp_path / "ext.zip")]) == 0
+    names = set(zipfile.ZipFile(tmp_path / "ext.zip").namelist())
+    assert {"manifest.json", "background.js", "page.js", "relay.js", "popup.html", "popup.js"} <= names
+    (tmp_path / "file").write_text("x")
+    assert cli_main(["extension", "pack", "--out", str(tmp_path / "file")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------- in a real browser
+
+try:
+    from playwright import async_api as playwright_api
+except ImportError:  # the pairing tests above still run
+    playwright_api = None
+
+
+def browser_test(fn: Any) -> Any:
+    """Marks a test that needs Chromium, Playwright and the clip (skipped with the reason without them)."""
+    marks = [*BROWSER_MARKS, pytest.mark.skipif(playwright_api is None, reason="python playwright is not installed")]
+    for m in marks:
+        fn = m(fn)
+    return fn
+
+
+@browser_test
+
+@pytest.mark.timeout(90)
+def test_extension_gives_a_meeting_page_the_enhanced_camera(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(a) The meeting page's getUserMedia track carries the bridge's enhanced video, enhanced with the
+    identity picked in the popup; the far side keeps receiving frames; audio is untouched; the page
+    itself cannot reach the extension endpoints, even knowing the code."""
+    monkeypatch.setenv("LIKENESS_HOME", str(tmp_path / "home"))
+    enroll_fake_identity(tmp_path / "home")
+    y4m = camera_y4m(tmp_path)
+
+    async def scenario() -> dict[str, Any]:
+        config = BridgeConfig(port=0, codec="vp8", pairing_code=CODE, media_idle_s=3.0)
+        async with serve_bridge(config, default_processor_factory) as (base, bridge), meeting_site() as url, \
+                playwright_api.async_playwright() as pw, chromium_with_extension(pw, tmp_path, y4m) as (ctx, ext_id):
+            popup = await pair_in_popup(ctx, ext_id, base, CODE, IDENTITY)
+            page = await ctx.new_page()
+            await page.goto(url)
+            await page.wait_for_function("window.meet.ready || window.meet.error", timeout=15_000)
+            to_enhanced = await wait_popup(popup, "connected", 40)
+            t_page = await page.evaluate("performance.now()")
+            await asyncio.sleep(4.0)
+            far = await page.evaluate(FAR_FRAMES, t_page)
+            meet = await page.evaluate("({error: meet.error, audio: meet.audio, generator: meet.generator})")
+            direct = await page.evaluate(
+                "async ([u, c]) => { try { const r = await fetch(u, {headers: {'X-Likeness-Pairing': c}});"
+                " return 'status ' + r.status; } catch (e) { return 'refused: ' + e.name; } }",
+                [f"{base}/ext/hello", CODE])
+            rows = {k: await popup.text_content(f".call-{k} td:last-child") for k in ("identity", "fps", "added")}
+            pubs = bridge.stats(room="extension")["rooms"].get("extension", [])
+            await page.screenshot(path=str(tmp_path / "meeting.png"))
+        return {"to_enhanced": to_enhanced, "far": far, "meet": meet, "direct": direct, "rows": rows, "pubs": pubs}
+
+    r = asyncio.run(scenario())
+    print(f"\nextension: enhanced after {r['to_enhanced']:.1f} s; far side {r['far']['n']} frames in 4 s, "
+          f"max gap {r['far']['gap']:.0f} ms; popup {r['rows']}; page's own fetch: {r['direct']}")
+    assert r["meet"]["error"] is None and r["meet"]["generator"], r["meet"]
+    assert r["meet"]["audio"] == {"generator": False, "state": "live"}, r["meet"]  # audio untouched
+    assert len(r["pubs"]) == 1, r["pubs"]
+    pub = r["pubs"][0]
+    t = pub["track"]
+    assert pub["identity"] == IDENTITY and pub["processing"] == "enhance", pub
+    assert t["enhanced"] > 20 and t["faces"] >= 1, t
+    assert r["rows"]["identity"] == IDENTITY, r["rows"]
+    assert r["far"]["n"] > 20 and r["far"]["gap"] < 1000, r["far"]  # the far side keeps getting video
+    assert r["direct"].startswith("refused"), r["direct"]  # no CORS for web pages
+
+
+def start_serve(port: int, home: Path) -> subprocess.Popen[str]:
+    """`likeness serve` as a person runs it (bicubic engine: no model needed), on a fixed port."""
+    env = dict(os.environ, LIKENESS_HOME=str(home), LIKENESS_TOKEN="", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "enhancer.cli", "serve", "--port", str(port), "--engine", "bicubic",
+         "--codec", "vp8", "--pairing-code", CODE],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines = [proc.stdout.readline(), proc.stdout.readline()]  # type: ignore[union-attr]
+    assert CODE in lines[1], lines
+    return proc
+
+
+def bridge_stats(port: int) -> list[dict[str, Any]]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/stats?room=extension", timeout=5) as r:
+        return json.loads(r.read())["rooms"].get("extension", [])
+
+
+@browser_test
+@pytest.mark.timeout(120)
+def test_extension_falls_back_to_the_raw_camera_and_recovers(tmp_path: Path) -> None:
+    """(b) SIGKILL `likeness serve` mid-call: the page's track carries the raw camera with no gap over 1 s;
+    restart it on the same port and the extension reconnects by itself and enhances again."""
+    home = tmp_path / "home"
+    enroll_fake_identity(home)
+    y4m = camera_y4m(tmp_path)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start_serve(port, home)
+    procs = [proc]
+
+    async def scenario() -> dict[str, Any]:
+        nonlocal proc
+        async with meeting_site() as url, playwright_api.async_playwright() as pw, \
+                chromium_with_extension(pw, tmp_path, y4m) as (ctx, ext_id):
+            popup = await pair_in_popup(ctx, ext_id, base, CODE, IDENTITY)
+            page = await ctx.new_page()
+            await page.goto(url)
+            await page.wait_for_function("window.meet.ready || window.meet.error", timeout=15_000)
+            await wait_popup(popup, "connected", 40)
+            await asyncio.sleep(1.0)
+            t_kill = await page.evaluate("performance.now()")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+            to_raw = await wait_popup(popup, "raw fallback", 10)
+            await asyncio.sleep(3.0)  # the extension retries meanwhile (connection refused)
+            during = await page.evaluate(FAR_FRAMES, t_kill - 1000)
+            proc = start_serve(port, home)
+            procs.append(proc)
+            to_back = await wait_popup(popup, "connected", 40)
+            await asyncio.sleep(2.0)
+            overall = await page.evaluate(FAR_FRAMES, t_kill - 1000)
+            pubs = await asyncio.to_thread(bridge_stats, port)
+        return {"during": during, "overall": overall, "to_raw": to_raw, "to_back": to_back, "pubs": pubs}
+
+    try:
+        r = asyncio.run(scenario())
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    print(f"\nfallback: popup said raw {r['to_raw']:.1f} s after the kill; far side max gap "
+          f"{r['during']['gap']:.0f} ms around the kill ({r['during']['n']} frames), {r['overall']['gap']:.0f} ms "
+          f"overall; enhanced again {r['to_back']:.1f} s after the restart")
+    assert r["during"]["gap"] < 1000 and r["during"]["n"] > 30, r["during"]  # raw camera, no gap over 1 s
+    assert r["overall"]["gap"] < 1000, r["overall"]
+    pub = r["pubs"][0]
+    assert pub["identity"] == IDENTITY and pub["track"]["enhanced"] > 0, r["pubs"]
