@@ -1,0 +1,274 @@
+"""Glass-to-glass latency and fps the browser extension adds over the raw camera, in real Chromium.
+
+How it is measured: Chromium's fake camera plays a real clip (640x480) whose every frame
+carries its index as a barcode in the bottom rows (``harness.tracks.stamp``). One page asks
+for the camera twice: ``navigator.mediaDevices.getUserMedia`` (what every web meeting calls:
+the extension's track) and ``MediaDevices.prototype.getUserMedia`` (the browser's own, which
+the extension leaves alone: the raw camera). Both tracks come from the same capture in the
+same renderer, so a frame's two copies start together. The page reads each frame of both
+tracks (``MediaStreamTrackProcessor``), notes ``performance.now()`` and decodes the barcode;
+added latency = arrival on the extension's track - arrival of the same frame on the raw track.
+That is the delay a meeting app sees on its camera track: the trip to ``likeness serve`` and
+back (encode, loopback, the bridge's decode + enhance + encode, decode) plus the extension's
+own hop; what the meeting then does with the track costs the same either way.
+
+Phases: enhanced (the bridge running), enhancement switched off in the popup (the extension's
+own cost: the raw camera through its generator), and fallback (``likeness serve`` SIGKILLed
+mid-call: the longest the page's track goes without a frame, then time back to enhanced once
+it is restarted).
+
+    python -m benchmarks.extension_latency [--seconds 20] [--engine bicubic] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from benchmarks.harness.clips import load_clip, videos_dir, write_y4m
+from benchmarks.harness.tracks import stamp
+
+CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"
+EXTENSION = Path(__file__).resolve().parent.parent / "bridge" / "extension"
+CHROMIUM = Path(os.environ.get("LIKENESS_CHROMIUM", "/usr/bin/chromium"))
+CODE = "BNCH-MARK-2345"
+OUT = Path(__file__).parent / "results" / "2026-12-06" / "extension-latency.json"
+
+PAGE = """<!doctype html><html><body><script>
+window.bench = {ext: [], raw: [], error: null, ready: false};
+function watch(track, out) {
+  // each frame: arrival time, then its barcode (12 blocks in the bottom 16 rows, see harness/tracks.py)
+  const canvas = new OffscreenCanvas(640, 480);
+  const g = canvas.getContext('2d', {willReadFrequently: true});
+  const reader = new MediaStreamTrackProcessor({track}).readable.getReader();
+  (async () => { for (;;) {
+    const {value, done} = await reader.read();
+    if (done) break;
+    const t = performance.now();
+    const w = value.displayWidth, h = value.displayHeight;
+    if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+    g.drawImage(value, 0, 0);
+    value.close();
+    const d = g.getImageData(0, h - 12, w, 8).data, bw = Math.floor(w / 12);
+    let s = 0;
+    for (let b = 0; b < 12; b++) {
+      let sum = 0, n = 0;
+      for (let y = 0; y < 8; y++) for (let x = b * bw + (bw >> 2); x < (b + 1) * bw - (bw >> 2); x += 3) {
+        const i = (y * w + x) * 4; sum += d[i] + d[i + 1] + d[i + 2]; n += 3;
+      }
+      if (sum / n > 128) s |= 1 << b;
+    }
+    out.push([s, t]);
+  } })();
+}
+(async () => {
+  try {
+    const c = {video: {width: 640, height: 480}, audio: false};
+    const ext = await navigator.mediaDevices.getUserMedia(c);
+    const raw = await MediaDevices.prototype.getUserMedia.call(navigator.mediaDevices, c);
+    watch(ext.getVideoTracks()[0], bench.ext);
+    watch(raw.getVideoTracks()[0], bench.raw);
+    bench.ready = true;
+  } catch (e) { bench.error = String(e); }
+})();
+</script></body></html>"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_serve(port: int, home: Path, engine: str) -> subprocess.Popen[str]:
+    """`likeness serve` as a person runs it, on a fixed port (so a restart is the same bridge URL)."""
+    env = dict(os.environ, LIKENESS_HOME=str(home), LIKENESS_TOKEN="")
+    proc = subprocess.Popen([sys.executable, "-m", "enhancer.cli", "serve", "--port", str(port), "--engine", engine,
+                             "--codec", "vp8", "--pairing-code", CODE],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    for _ in range(2):
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise SystemExit(f"extension_latency: likeness serve did not start (exit {proc.wait()})")
+    return proc
+
+
+def bridge_track(port: int) -> dict[str, Any]:
+    """What the bridge says of the extension's session: it did enhance these frames."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/stats?room=extension", timeout=5) as r:
+        pub = json.loads(r.read())["rooms"]["extension"][0]
+    t = pub["track"]
+    return {k: t[k] for k in ("fps_in", "fps_out", "enhanced_share", "faces", "passthrough_late", "stage_ms")}
+
+
+def added_latency(ext: list[list[float]], raw: list[list[float]]) -> list[float]:
+    """Per frame of the extension's track: its arrival minus the same frame's arrival on the raw track."""
+    by_stamp: dict[int, list[float]] = {}
+    for s, t in raw:
+        by_stamp.setdefault(int(s), []).append(t)
+    out = []
+    for s, t in ext:
+        cands = [t - tr for tr in by_stamp.get(int(s), []) if -100 <= t - tr <= 2000]
+        if cands:
+            out.append(min(cands, key=abs))
+    return out
+
+
+def summary(ext: list[list[float]], raw: list[list[float]], seconds: float) -> dict[str, Any]:
+    lat = added_latency(ext, raw)
+    times = [t for _, t in ext]
+    gaps = np.diff(times) if len(times) > 1 else np.array([0.0])
+    return {"frames": len(ext), "matched": len(lat), "fps": round(len(ext) / seconds, 1),
+            "raw_fps": round(len(raw) / seconds, 1),
+            "added_ms": {q: round(float(np.percentile(lat, p)), 1) for q, p in (("p50", 50), ("p95", 95))}
+            if lat else None, "max_gap_ms": round(float(gaps.max()), 1)}
+
+
+async def popup_text(popup: Any, row: str) -> str:
+    if not await popup.locator(f".call-{row}").count():
+        return ""
+    return (await popup.text_content(f".call-{row} td:last-child")) or ""
+
+
+async def wait_state(popup: Any, prefix: str, timeout_s: float) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if (await popup_text(popup, "state")).startswith(prefix):
+            return round(time.monotonic() - t0, 2)
+        await asyncio.sleep(0.1)
+    raise SystemExit(f"extension_latency: popup never said {prefix!r}: {await popup.text_content('#calls')!r}")
+
+
+async def measure(page: Any, seconds: float) -> dict[str, Any]:
+    await page.evaluate("bench.ext.length = 0; bench.raw.length = 0")
+    await asyncio.sleep(seconds)
+    data = await page.evaluate("({ext: bench.ext.slice(), raw: bench.raw.slice()})")
+    return summary(data["ext"], data["raw"], seconds)
+
+
+async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    from playwright.async_api import async_playwright
+
+    frames, fps = load_clip(CLIP, 150, (640, 480))
+    y4m = write_y4m([stamp(f, i) for i, f in enumerate(frames)], tmp / "camera.y4m", fps)
+    port = free_port()
+    proc = start_serve(port, tmp / "home", args.engine)
+    site_app = web.Application()
+
+    async def page_handler(_: web.Request) -> web.Response:
+        return web.Response(text=PAGE, content_type="text/html")
+
+    site_app.router.add_get("/", page_handler)
+    runner = web.AppRunner(site_app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/"  # type: ignore[union-attr]
+    result: dict[str, Any] = {}
+    try:
+        async with async_playwright() as pw:
+            ctx = await pw.chromium.launch_persistent_context(
+                str(tmp / "profile"), executable_path=str(CHROMIUM), headless=True, args=[
+                    f"--disable-extensions-except={EXTENSION}", f"--load-extension={EXTENSION}",
+                    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                    f"--use-file-for-fake-video-capture={y4m}", "--no-first-run", "--no-sandbox"])
+            try:
+                sw = ctx.service_workers[0] if ctx.service_workers else await ctx.wait_for_event("serviceworker")
+                popup = await ctx.new_page()
+                await popup.goto(f"chrome-extension://{sw.url.split('/')[2]}/popup.html")
+                await popup.fill("#bridge", f"http://127.0.0.1:{port}")
+                await popup.fill("#code", CODE)
+                await popup.click("#pair")
+                page = await ctx.new_page()
+                await page.goto(url)
+                await page.wait_for_function("bench.ready || bench.error", timeout=20_000)
+                result["time_to_enhanced_s"] = await wait_state(popup, "connected", 60)
+                await asyncio.sleep(3.0)  # first keyframes, bitrate ramp
+                result["enhanced"] = await measure(page, args.seconds)
+                result["enhanced"]["popup_estimate"] = await popup_text(popup, "added")
+                result["enhanced"]["bridge"] = await asyncio.to_thread(bridge_track, port)
+                await popup.uncheck("#enabled")  # the person's switch: raw camera through the extension
+                result["switch_off_s"] = await wait_state(popup, "raw", 10)
+                await asyncio.sleep(1.0)
+                result["switched_off"] = await measure(page, args.seconds / 2)
+                await popup.check("#enabled")
+                await wait_state(popup, "connected", 30)
+                await asyncio.sleep(2.0)
+                await page.evaluate("bench.ext.length = 0; bench.raw.length = 0")
+                t_kill = await page.evaluate("performance.now()")
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                await asyncio.sleep(3.0)
+                data = await page.evaluate("bench.ext.map((e) => e[1])")
+                after = [t for t in data if t >= t_kill]
+                gaps = np.diff([t_kill, *after])
+                result["fallback"] = {"max_gap_after_kill_ms": round(float(gaps.max()), 1),
+                                      "frames_in_3s_after_kill": len(after)}
+                proc = start_serve(port, tmp / "home", args.engine)
+                result["fallback"]["back_to_enhanced_after_restart_s"] = await wait_state(popup, "connected", 60)
+            finally:
+                await ctx.close()
+    finally:
+        await runner.cleanup()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=20.0, help="length of the enhanced measurement")
+    ap.add_argument("--engine", default="bicubic", help="`likeness serve --engine` (bicubic: no model needed)")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    if not CLIP.is_file():
+        raise SystemExit(f"extension_latency: clip {CLIP} not found (set LIKENESS_DATA)")
+    if not CHROMIUM.exists():
+        raise SystemExit(f"extension_latency: {CHROMIUM} missing (apt-get install -y chromium)")
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        res = asyncio.run(run(args, Path(tmp)))
+    version = subprocess.run([str(CHROMIUM), "--version"], capture_output=True, text=True).stdout.strip()
+    from benchmarks.bench.machine import cpu_facts
+
+    out = {
+        "benchmark": "extension_latency",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpu": cpu_facts()["model"], "cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(), "chromium": version,
+                    "loadavg_before": [round(x, 2) for x in load_before],
+                    "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
+        "setup": {"clip": CLIP.name, "size": [640, 480], "engine": args.engine, "codec": "vp8",
+                  "seconds": args.seconds,
+                  "method": "fake camera frames stamped with their index; added = arrival on the extension's "
+                            "getUserMedia track - arrival of the same frame on the browser's own getUserMedia "
+                            "track, both read in one page with MediaStreamTrackProcessor"},
+        **res,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
