@@ -92,6 +92,11 @@ def test_browser_page_sends_camera_and_shows_enhanced_stream(tmp_path: Path, mon
                 # the page's stats name the one encoder that feeds its preview (and its viewers)
                 await page.wait_for_function(
                     "document.getElementById('stats').textContent.includes('encoder (vp8)')", timeout=10_000)
+                # and a glass-to-glass figure (WebRTC stats of both hops + the bridge's processing), labelled
+                await page.wait_for_function(
+                    "window.likeness.latencyMs > 0 && document.getElementById('stats').textContent"
+                    ".includes('glass to glass (estimate)')", timeout=10_000)
+                latency_ms = await page.evaluate("window.likeness.latencyMs")
                 await page.screenshot(path=str(ARTIFACTS / "bridge_browser_after.png"))
                 # another participant joins over WHIP; the page watches the room over WHEP
                 async with http_client() as http:
@@ -140,7 +145,7 @@ def test_browser_page_sends_camera_and_shows_enhanced_stream(tmp_path: Path, mon
         return {"s0": stats0, "s1": stats1, "dt": dt, "server": server, "badge": badge,
                 "enroll": enroll_status, "thumbs": thumbs, "verdicts": verdicts, "options": options, "left": left,
                 "watched": watched, "cpu": watch, "selected": selected, "after_view": after_view,
-                "publishers": [p.identity for p in publishers]}
+                "publishers": [p.identity for p in publishers], "latency_ms": latency_ms}
 
     r = asyncio.run(scenario())
     decoded = r["s1"]["framesDecoded"] - r["s0"]["framesDecoded"]
@@ -151,8 +156,9 @@ def test_browser_page_sends_camera_and_shows_enhanced_stream(tmp_path: Path, mon
           f"(getStats framesPerSecond {r['s1']['fps']}), {r['s1']['width']}x{r['s1']['height']}, "
           f"codec {pub['codec']}; bridge in/out {t['fps_in']}/{t['fps_out']} fps, enhanced "
           f"{t['enhanced_share_total']:.0%}, faces {t['faces']}; "
-          f"enrol: {r['enroll']!r}")
+          f"glass to glass (estimate) {r['latency_ms']} ms; enrol: {r['enroll']!r}")
     assert pub["codec"] == "VP8"
+    assert 0 < r["latency_ms"] < 2000, r["latency_ms"]
     print(r["cpu"].note())
     busy = r["cpu"].busy  # Chromium is our child: only other sessions' load counts
     assert fps_measured > (5 if busy else 12), r

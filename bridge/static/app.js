@@ -7,7 +7,7 @@ const params = new URLSearchParams(location.search);
 const state = {
   token: null, config: null, pc: null, session: null, location: null,
   local: null, remote: null, viewer: null, viewerLocation: null,
-  connected: false, framesDecoded: 0, fps: 0, codec: null, server: null, error: null,
+  connected: false, framesDecoded: 0, fps: 0, codec: null, server: null, error: null, latencyMs: null, prevHops: null,
   // watching: one entry per participant the viewer receives, {id, stream, tile, left}
   watched: [], watchRoom: null, watchFramesDecoded: 0, warning: null, notice: null,
 };
@@ -294,6 +294,26 @@ async function checkWatched() {
 
 function row(k, v) { return `<tr><td>${k}</td><td>${v}</td></tr>`; }
 
+function webrtcHopsMs(report) {
+  // Per-frame means since the last poll: encode (out), jitter buffer and decode (back), plus one
+  // round trip (the frame goes to the bridge and comes back). null until two polls are in.
+  const cur = { enc: 0, encN: 0, jb: 0, jbN: 0, dec: 0, decN: 0, rtt: 0 };
+  report.forEach((s) => {
+    if (s.type === "outbound-rtp" && s.kind === "video") { cur.enc = s.totalEncodeTime || 0; cur.encN = s.framesEncoded || 0; }
+    if (s.type === "inbound-rtp" && s.kind === "video") {
+      cur.jb = s.jitterBufferDelay || 0; cur.jbN = s.jitterBufferEmittedCount || 0;
+      cur.dec = s.totalDecodeTime || 0; cur.decN = s.framesDecoded || 0;
+    }
+    if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime !== undefined) cur.rtt = s.currentRoundTripTime;
+  });
+  const prev = state.prevHops;
+  state.prevHops = cur;
+  if (!prev || cur.jbN <= prev.jbN || cur.encN <= prev.encN) return null;
+  const per = (a, b, n, m) => (n > m ? (a - b) / (n - m) : 0);
+  return 1000 * (per(cur.enc, prev.enc, cur.encN, prev.encN) + per(cur.jb, prev.jb, cur.jbN, prev.jbN) +
+    per(cur.dec, prev.dec, cur.decN, prev.decN) + cur.rtt);
+}
+
 async function pollStats() {
   await checkWatched();
   const rows = [];
@@ -310,9 +330,11 @@ async function pollStats() {
       });
     } catch (e) { /* closing */ }
   }
+  let hops = null;  // this poll's WebRTC part of the glass-to-glass estimate, in ms
   if (state.pc) {
     try {
       const report = await state.pc.getStats();
+      hops = webrtcHopsMs(report);
       report.forEach((s) => {
         if (s.type === "inbound-rtp" && s.kind === "video") {
           state.framesDecoded = s.framesDecoded || 0;
@@ -340,6 +362,15 @@ async function pollStats() {
         rows.push(row("faces", t.faces));
         for (const [k, v] of Object.entries(t.stage_ms)) rows.push(row(k + " ms", v));
         rows.push(row("deadline", t.deadline_ms + " ms"));
+        // glass to glass, as far as it can be known here: the WebRTC stats of both hops plus the
+        // bridge's measured processing; the bridge's own decode and encode are not in it
+        const processing = (t.stage_ms || {}).total;
+        state.latencyMs = hops !== null && processing !== undefined ? Math.round(hops + processing) : null;
+        if (state.latencyMs !== null) {
+          rows.push(`<tr title="your encode + round trip + the bridge's processing + jitter buffer + decode; ` +
+            `not counted: the bridge's own decode and encode, capture, display"><td>glass to glass (estimate)</td>` +
+            `<td>≈ ${state.latencyMs} ms (bridge processing ${Math.round(processing)} ms)</td></tr>`);
+        }
         rows.push(row("late / busy / dropped", `${t.passthrough_late} / ${t.passthrough_busy} / ${t.dropped}`));
         const errs = Object.entries(t.errors).map(([k, v]) => `${k}×${v}`).join(", ");
         rows.push(row("errors", errs || "none"));
