@@ -17,7 +17,7 @@ own cost: the raw camera through its generator), and fallback (``likeness serve`
 mid-call: the longest the page's track goes without a frame, then time back to enhanced once
 it is restarted).
 
-    python -m benchmarks.extension_latency [--seconds 20] [--engine bicubic] [--out FILE]
+    python -m benchmarks.extension_latency [--seconds 20] [--engine bicubic --engine auto] [--out FILE]
 """
 
 from __future__ import annotations
@@ -236,7 +236,9 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the enhanced measurement")
-    ap.add_argument("--engine", default="bicubic", help="`likeness serve --engine` (bicubic: no model needed)")
+    ap.add_argument("--engine", action="append", default=None,
+                    help="`likeness serve --engine`, repeatable (default: bicubic, no model needed; 'auto': the "
+                    "trained student)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     if not CLIP.is_file():
@@ -244,8 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     if not CHROMIUM.exists():
         raise SystemExit(f"extension_latency: {CHROMIUM} missing (apt-get install -y chromium)")
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp:
-        res = asyncio.run(run(args, Path(tmp)))
+    runs = []
+    for engine in args.engine or ["bicubic"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            runs.append({"engine": engine, **asyncio.run(run(argparse.Namespace(**{**vars(args), "engine": engine}),
+                                                             Path(tmp)))})
     version = subprocess.run([str(CHROMIUM), "--version"], capture_output=True, text=True).stdout.strip()
     from benchmarks.bench.machine import cpu_facts
 
@@ -256,12 +261,12 @@ def main(argv: list[str] | None = None) -> int:
                     "python": platform.python_version(), "chromium": version,
                     "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
-        "setup": {"clip": CLIP.name, "size": [640, 480], "engine": args.engine, "codec": "vp8",
+        "setup": {"clip": CLIP.name, "size": [640, 480], "codec": "vp8",
                   "seconds": args.seconds,
                   "method": "fake camera frames stamped with their index; added = arrival on the extension's "
                             "getUserMedia track - arrival of the same frame on the browser's own getUserMedia "
                             "track, both read in one page with MediaStreamTrackProcessor"},
-        **res,
+        "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")

@@ -214,7 +214,8 @@
       // ≈ added latency: the WebRTC stats of both hops plus the bridge's processing time (the bridge's
       // own decode and encode are not in it); an estimate, labelled as such in the popup
       const pc = this.pc, sid = this.session;
-      if (!pc || !sid || this.mode !== "enhanced") { this.latencyMs = null; return; }
+      // measured while the enhanced video arrives, used or not: a late bridge stays in fallback
+      if (!pc || !sid || performance.now() - this.lastEnhanced > STALE_MS) { this.latencyMs = null; return; }
       const cur = { enc: 0, encN: 0, jb: 0, jbN: 0, dec: 0, decN: 0, rtt: null };
       try {
         (await pc.getStats()).forEach((s) => {
