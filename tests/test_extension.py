@@ -88,6 +88,16 @@ FAR_FRAMES = """(since) => { const f = window.meet.far.filter((t) => t >= since)
   let gap = 0; for (let i = 1; i < f.length; i++) gap = Math.max(gap, f[i] - f[i - 1]);
   return {n: f.length, gap, now: performance.now(), first: f.length ? f[0] : null}; }"""
 
+# what any script of the page could send to the extension's relay (and the answer it gets)
+RELAY_ASK = """([type, body]) => new Promise((resolve) => {
+  const id = 'probe' + Math.random();
+  addEventListener('message', function on(e) {
+    if (e.data && e.data.source === 'likeness-extension:relay' && e.data.id === id) {
+      removeEventListener('message', on); resolve(e.data.body); } });
+  postMessage({source: 'likeness-extension:page', type, id, body}, '*');
+  setTimeout(() => resolve('no answer'), 5000);
+})"""
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -274,10 +284,18 @@ def test_extension_gives_a_meeting_page_the_enhanced_camera(tmp_path: Path, monk
                 "async ([u, c]) => { try { const r = await fetch(u, {headers: {'X-Likeness-Pairing': c}});"
                 " return 'status ' + r.status; } catch (e) { return 'refused: ' + e.name; } }",
                 [f"{base}/ext/hello", CODE])
+            # through the relay a page reaches only its own sessions
+            foreign = await page.evaluate(RELAY_ASK, ["leave", {"session": "someone-elses"}])
             rows = {k: await popup.text_content(f".call-{k} td:last-child") for k in ("identity", "fps", "added")}
             pubs = bridge.stats(room="extension")["rooms"].get("extension", [])
-            await page.screenshot(path=str(tmp_path / "meeting.png"))
-        return {"to_enhanced": to_enhanced, "far": far, "meet": meet, "direct": direct, "rows": rows, "pubs": pubs}
+            # the popup's switch: raw camera, the bridge session closed, the far side still gets video
+            await popup.uncheck("#enabled")
+            await wait_popup(popup, "raw (switched off)", 10)
+            t_off = await page.evaluate("performance.now()")
+            await asyncio.sleep(1.5)
+            off = {"far": await page.evaluate(FAR_FRAMES, t_off), "sessions": len(bridge.sessions)}
+        return {"to_enhanced": to_enhanced, "far": far, "meet": meet, "direct": direct, "rows": rows, "pubs": pubs,
+                "foreign": foreign, "off": off}
 
     r = asyncio.run(scenario())
     print(f"\nextension: enhanced after {r['to_enhanced']:.1f} s; far side {r['far']['n']} frames in 4 s, "
@@ -292,6 +310,8 @@ def test_extension_gives_a_meeting_page_the_enhanced_camera(tmp_path: Path, monk
     assert r["rows"]["identity"] == IDENTITY, r["rows"]
     assert r["far"]["n"] > 20 and r["far"]["gap"] < 1000, r["far"]  # the far side keeps getting video
     assert r["direct"].startswith("refused"), r["direct"]  # no CORS for web pages
+    assert r["foreign"] == {"error": "not this page's session"}, r["foreign"]
+    assert r["off"]["sessions"] == 0 and r["off"]["far"]["n"] > 15, r["off"]  # switched off: raw, session closed
 
 
 def start_serve(port: int, home: Path) -> subprocess.Popen[str]:

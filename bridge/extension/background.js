@@ -10,6 +10,16 @@
 const DEFAULT_BRIDGE = "http://127.0.0.1:8765";
 const PAIRING_HEADER = "X-Likeness-Pairing";
 const SESSION_RE = /^[A-Za-z0-9_-]{1,64}$/;
+// a page may hold this many bridge sessions (cameras) at once; an offer beyond closes its oldest,
+// so no page can fill the bridge, and a page can only read or close its own sessions
+const MAX_PER_TAB = 4;
+
+async function tabSessions(tabId) {
+  const key = `sessions:${tabId}`;
+  return (await chrome.storage.session.get(key))[key] || [];
+}
+
+function setTabSessions(tabId, list) { return chrome.storage.session.set({ [`sessions:${tabId}`]: list }); }
 
 async function settings() {
   const s = await chrome.storage.local.get(["bridge", "code", "identity", "enabled"]);
@@ -49,11 +59,19 @@ async function fromPage(type, body, sender) {
     const s = await settings();
     if (!s.enabled) return { error: "enhancement is switched off" };
     if (typeof body.sdp !== "string") return { error: "no SDP" };
+    const tab = sender.tab.id;
+    const mine = await tabSessions(tab);
+    while (mine.length >= MAX_PER_TAB) await request("DELETE", "/ext/session/" + mine.shift());
     const q = s.identity ? "?identity=" + encodeURIComponent(s.identity) : "";
-    return request("POST", "/ext/offer" + q, { body: { sdp: body.sdp, type: "offer" } });
+    const answer = await request("POST", "/ext/offer" + q, { body: { sdp: body.sdp, type: "offer" } });
+    if (answer.id) mine.push(answer.id);
+    await setTabSessions(tab, mine);
+    return answer;
   }
   if (type === "leave" || type === "stats") {
-    if (!SESSION_RE.test(String(body.session))) return { error: "bad session id" };
+    const mine = await tabSessions(sender.tab.id);
+    if (!SESSION_RE.test(String(body.session)) || !mine.includes(body.session)) return { error: "not this page's session" };
+    if (type === "leave") await setTabSessions(sender.tab.id, mine.filter((id) => id !== body.session));
     return request(type === "leave" ? "DELETE" : "GET", "/ext/session/" + body.session);
   }
   if (type === "status") {
@@ -95,6 +113,9 @@ chrome.runtime.onMessage.addListener((msg, sender, reply) => {
 });
 
 chrome.tabs.onRemoved.addListener(async (tabId) => {
+  // a closed tab's sessions end now, not when the bridge's watchdog notices the silence
+  for (const id of await tabSessions(tabId)) await request("DELETE", "/ext/session/" + id);
   const all = await chrome.storage.session.get(null);
-  await chrome.storage.session.remove(Object.keys(all).filter((k) => k.startsWith(`call:${tabId}:`)));
+  await chrome.storage.session.remove(Object.keys(all).filter((k) => k.startsWith(`call:${tabId}:`) ||
+                                                                  k === `sessions:${tabId}`));
 });

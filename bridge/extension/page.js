@@ -111,7 +111,10 @@
       try { out = new VideoFrame(frame, { timestamp: ts }); } catch (e) { frame.close(); return; }
       frame.close();
       const mode = enhanced ? "enhanced" : "raw";
-      if (mode !== this.mode) { this.mode = mode; this.switches += 1; }
+      if (mode !== this.mode) {  // tell the popup now, not at the next once-a-second report
+        this.mode = mode; this.switches += 1;
+        setTimeout(() => this.report(), 0);
+      }
       this.written += 1;
       if (enhanced) this.enhancedWritten += 1;
       this.writer.write(out).then(() => out.close(), () => out.close());

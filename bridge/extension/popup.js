@@ -46,7 +46,8 @@ function cell(text) { const td = document.createElement("td"); td.textContent = 
 async function showCalls() {
   const all = await chrome.storage.session.get(null);
   const now = Date.now();
-  const rows = Object.values(all).filter((c) => c && c.at && now - c.at < 5000 && c.mode !== "stopped");
+  const rows = Object.entries(all).filter(([k, c]) => k.startsWith("call:") && now - c.at < 5000 && c.mode !== "stopped")
+    .map(([, c]) => c);
   const body = $("calls").tBodies[0];
   body.replaceChildren();
   if (!rows.length) { body.appendChild(document.createElement("tr")).appendChild(cell("no page is using the camera")); return; }
@@ -74,4 +75,4 @@ $("enabled").onchange = () => chrome.storage.local.set({ enabled: $("enabled").c
 $("identity").onchange = () => chrome.storage.local.set({ identity: $("identity").value || null });
 refreshPairing();
 showCalls();
-setInterval(showCalls, 1000);
+setInterval(showCalls, 500);
