@@ -50,9 +50,11 @@ class BridgeConfig:
     # "marker": an incoming video frame goes to the decoder when its last (RTP-marked) packet
     # arrives; "aiortc": when the next frame's first packet does (aiortc's rule, one frame later)
     frame_release: str = "marker"
-    # the code the browser extension must send on every /ext/ request (``pairing``); None: the
-    # app makes a new one per run (``server.create_app``) and ``serve`` prints it
+    # the code the browser extension must send on every /ext/ request (``pairing``). `likeness serve`
+    # passes the stored one (``pairing.serve_pairing_code``: made once, kept in the home folder);
+    # None, for an app built in code: a throwaway one per app (``server.create_app``)
     pairing_code: str | None = None
+    pairing_note: str = ""  # printed after the code: where it came from, whether to pair again
 
     @property
     def loopback(self) -> str:

@@ -6,17 +6,30 @@ from its own origin (``chrome-extension://...``, allowed by its host permissions
 and no Private Network Access preflight is involved) and sends the pairing code on every
 request (``X-Likeness-Pairing``). The bridge never answers CORS, so a page cannot send that
 header at all (its preflight fails), and a request that carries a web origin is refused
-outright. The code is printed by ``likeness serve`` (a new one each run unless configured).
+outright. The code is printed by ``likeness serve``.
+
+Why it is kept on disk: the promise is a code the person confirms once. ``serve`` makes it the
+first time, keeps it in ``<likeness home>/pairing-code`` (mode 0600, beside ``identities/``) and
+reuses it on every later run, so a restart never breaks a paired extension; only
+``serve --new-pairing-code`` replaces it (old extensions then get 403 and must pair again).
+``--pairing-code`` / ``$LIKENESS_PAIRING_CODE`` override it for one run without writing anything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import os
 import secrets
+import tempfile
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from enhancer.errors import LikenessError
 
 from .errors import json_error
 
@@ -25,6 +38,8 @@ EXT_PREFIX = "/ext/"
 # no 0/O, 1/I/L: a person types the code from a terminal into the popup
 ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 MIN_CODE_CHARS = 8
+PAIRING_FILE = "pairing-code"
+MAX_FILE_BYTES = 256  # a code and a newline; anything bigger is not ours
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -48,6 +63,85 @@ def check_code(code: str) -> str | None:
     if not norm.isascii() or not norm.isalnum():
         return "pairing code must be letters and digits (dashes and spaces are ignored)"
     return None
+
+
+@dataclass(frozen=True)
+class PairingCode:
+    """The code ``serve`` uses, and a note for the person on whether to (re-)pair."""
+
+    code: str
+    note: str
+
+
+def pairing_code_path(home: Path | None = None) -> Path:
+    """``<home>/pairing-code``, beside the identities: per user, private, found again next run."""
+    if home is None:
+        from enhancer.identity_store import likeness_home  # numpy & co.: only when needed
+
+        home = likeness_home()
+    return Path(home) / PAIRING_FILE
+
+
+def read_pairing_code(path: Path) -> str | None:
+    """The stored code, None when there is none yet; a corrupt or unreadable file is an error,
+    never silently replaced (that would unpair the person's extension without telling them)."""
+    fix = "fix or delete it, or run `likeness serve --new-pairing-code`"
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise LikenessError(f"cannot read pairing code file {path}: {e.strerror or e}; {fix}") from None
+    try:
+        code = data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        code = ""
+    why = "too big" if len(data) > MAX_FILE_BYTES else check_code(code)
+    if why is not None:
+        raise LikenessError(f"corrupt pairing code file {path} ({why}); {fix}")
+    return code
+
+
+def write_pairing_code(path: Path, code: str) -> None:
+    """Store ``code`` atomically with mode 0600: a temp file in the same folder, then
+    ``os.replace``, so a crash or a reader never sees half a code or a world-readable one."""
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, mode=0o700)  # like the identity store's home
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{PAIRING_FILE}.", suffix=".tmp")
+    except OSError as e:
+        raise LikenessError(f"cannot write pairing code file {path}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(code + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise LikenessError(f"cannot write pairing code file {path}: {e.strerror or e}") from None
+
+
+def serve_pairing_code(override: str | None = None, *, rotate: bool = False,
+                       home: Path | None = None) -> PairingCode:
+    """The code ``likeness serve`` runs with: ``override`` as given (checked later by
+    ``check_config``, never written), else the stored one, made on first use or on ``rotate``."""
+    if override is not None:
+        if rotate:
+            raise LikenessError("--new-pairing-code and --pairing-code (or $LIKENESS_PAIRING_CODE) "
+                                "exclude each other")
+        return PairingCode(override, "given for this run, not saved")
+    path = pairing_code_path(home)
+    code = None if rotate else read_pairing_code(path)
+    if code is not None:
+        return PairingCode(code, f"from {path}; paired extensions stay paired")
+    code = new_pairing_code()
+    write_pairing_code(path, code)
+    return PairingCode(code, f"new, saved in {path}: type it into the extension's popup"
+                       + (" (the old code no longer works)" if rotate else ""))
 
 
 def _refusal(request: web.Request, code: str) -> web.Response | None:

@@ -6,7 +6,8 @@
   ``X-Likeness-Enhanced: 1``; ``?enhanced=1`` works too) is relayed untouched, never enhanced
   twice. The page's ``/api/offer`` ignores it: the page sends its raw camera.
 * Safety: loopback bind by default; a non-loopback bind needs a bearer token (``middleware``).
-  The browser extension's ``/ext/`` endpoints need the pairing code ``serve`` prints (``pairing``).
+  The browser extension's ``/ext/`` endpoints need the pairing code ``serve`` prints (``pairing``;
+  kept in the home folder, so it survives restarts).
   Bodies are capped; bad SDP is a 400.
 
 Where the rest lives: settings ``config``, rooms and sessions ``rooms``/``session``, dead peers
@@ -56,8 +57,8 @@ async def index(request: web.Request) -> web.FileResponse:
 def create_app(config: BridgeConfig, factory: ProcessorFactory) -> web.Application:
     """The aiohttp application; ``app[BRIDGE_KEY]`` is its Bridge (for tests and stats)."""
     check_config(config)
-    if config.pairing_code is None:  # one per run: the browser extension pairs with what `serve` prints
-        config = dataclasses.replace(config, pairing_code=new_pairing_code())
+    if config.pairing_code is None:  # an app built in code; `serve` passes the stored one (``pairing``)
+        config = dataclasses.replace(config, pairing_code=new_pairing_code(), pairing_note="for this run only")
     app = web.Application(client_max_size=config.max_body_bytes,
                           middlewares=[auth_middleware(config.token), pairing_middleware(config.pairing_code)])
     bridge = Bridge(config, factory)
@@ -110,7 +111,9 @@ async def _serve(config: BridgeConfig, factory: ProcessorFactory, stop: asyncio.
             flush=True,
         )
         # the person types this into the browser extension's popup once (bridge/extension/)
-        print(f"browser extension pairing code: {app[BRIDGE_KEY].config.pairing_code}", flush=True)
+        used = app[BRIDGE_KEY].config
+        note = f" ({used.pairing_note})" if used.pairing_note else ""
+        print(f"browser extension pairing code: {used.pairing_code}{note}", flush=True)
         if stop is None:  # SIGINT/SIGTERM end the server cleanly (sessions closed, DELETE-equivalent)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 
@@ -76,14 +77,18 @@ def register(sub) -> None:
         "(each viewer then gets its own bitrate; costs one encode per viewer)",
     )
     p.add_argument("--pairing-code", default=os.environ.get("LIKENESS_PAIRING_CODE") or None,
-                   help="the code the browser extension pairs with (default: $LIKENESS_PAIRING_CODE, "
-                   "else a new one each run, printed at start)")
+                   help="the code the browser extension pairs with, for this run only (default: "
+                   "$LIKENESS_PAIRING_CODE, else the one kept in the Likeness home folder, made on first run; "
+                   "printed at start)")
+    p.add_argument("--new-pairing-code", action="store_true",
+                   help="replace the kept pairing code with a new one (paired extensions must pair again)")
     add_rtc_args(p)
     p.set_defaults(func=_serve)
 
 
 def _serve(args) -> int:
     from bridge.config import BridgeConfig, check_config
+    from bridge.pairing import serve_pairing_code
     from bridge.server import run_server
 
     from .assemble import make_factory
@@ -102,7 +107,9 @@ def _serve(args) -> int:
         fanout=args.fanout,
         pairing_code=args.pairing_code,
     )
-    check_config(config)
+    check_config(config)  # before the pairing code file: a refused start writes nothing
+    pairing = serve_pairing_code(args.pairing_code, rotate=args.new_pairing_code)
+    config = dataclasses.replace(config, pairing_code=pairing.code, pairing_note=pairing.note)
     factory = make_factory(args.engine, args.strength, late_frames_config(args.late_frames))
     factory(args.identity)  # fail on a bad identity or engine now; loads the face models once
     asyncio.run(run_server(config, factory))
