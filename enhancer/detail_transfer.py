@@ -8,6 +8,12 @@ nearly the same place: on our validation people the best of four references' hig
 generator, each reference's high-pass is added where that reference's low-pass agrees with the
 restored face, and nowhere it does not (a null weight keeps the choice "none").
 
+Where the detail goes is decided either by hand (one mismatch number per reference and position,
+and one gain) or by a small learned network on top of the same mismatch
+(``enhancer.models.reference_weighting``, ``learned=True``), which also sees how much detail each
+reference has there, whether it agrees with the restored face's own, how degraded the face arrived
+and where on the face it is.
+
 Pure functions on float32 crops (H, W, 3) in 0-255; the per-reference parts that do not depend on
 the frame (high-pass and low-pass of each reference) are computed once, at enrolment or when an
 identity is loaded (``prepare_references``).
@@ -15,12 +21,17 @@ identity is loaded (``prepare_references``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from .strength import log_detail
+
+if TYPE_CHECKING:  # torch is imported only where the learned weighting runs: the pipeline starts without it
+    from .models.reference_weighting import ReferenceWeighting
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,8 @@ class TransferConfig:
     # arrives sharp already has its detail, and adding the references' on top makes it worse
     detail_full: float = 2.5
     detail_none: float = 3.2
+    # where the detail goes: the learned weighting (needs its network) or the hand-made one
+    learned: bool = False
 
     def __post_init__(self) -> None:
         if (self.alpha < 0 or self.tau <= 0 or self.null < 0 or self.window < 1
@@ -55,16 +68,84 @@ class PreparedReferences:
     detail: np.ndarray  # (K, H, W, 3) high-pass
     low: np.ndarray  # (K, H, W, 3) low-pass used for matching
     cfg: TransferConfig
+    weighting: ReferenceWeighting | None = None  # set when cfg.learned
+    energy: np.ndarray | None = None  # (K, h, w) pooled detail energy, a feature of the learned weighting
 
 
-def prepare_references(crops: np.ndarray, cfg: TransferConfig) -> PreparedReferences:
-    """``crops`` (K, H, W, 3) uint8 aligned references -> their detail and low-pass."""
+def prepare_references(crops: np.ndarray, cfg: TransferConfig,
+                       weighting: ReferenceWeighting | None = None) -> PreparedReferences:
+    """``crops`` (K, H, W, 3) uint8 aligned references -> their detail and low-pass (and, for the
+    learned weighting, the pooled detail energy it reads)."""
     refs = np.asarray(crops, dtype=np.float32)
     if refs.ndim != 4 or refs.shape[-1] != 3 or len(refs) == 0:
         raise ValueError(f"references must be (K, H, W, 3), not {refs.shape}")
-    detail = np.stack([r - cv2.GaussianBlur(r, (0, 0), cfg.sigma_detail) for r in refs])
-    low = np.stack([cv2.GaussianBlur(r, (0, 0), cfg.sigma_match) for r in refs])
-    return PreparedReferences(detail, low, cfg)
+    if cfg.learned != (weighting is not None):
+        raise ValueError("the learned weighting needs its network, and only it does")
+    if weighting is None:
+        detail = np.stack([r - cv2.GaussianBlur(r, (0, 0), cfg.sigma_detail) for r in refs])
+        low = np.stack([cv2.GaussianBlur(r, (0, 0), cfg.sigma_match) for r in refs])
+        return PreparedReferences(detail, low, cfg)
+    detail = np.stack([r - _blur3(r, cfg.sigma_detail) for r in refs])
+    low = np.stack([_blur3(r, cfg.sigma_match) for r in refs])
+    energy = np.sqrt(_pool(_channel_mean_of_product(detail, detail), weighting.cfg.scale)) / 16
+    return PreparedReferences(detail, low, cfg, weighting, energy.astype(np.float32))
+
+
+def _blur3(x: np.ndarray, sigma: float) -> np.ndarray:
+    """The learned weighting's Gaussian: radius ceil(3 sigma), mirrored border (what it was trained
+    with; the hand-made path keeps OpenCV's default radius, as it was judged)."""
+    r = math.ceil(3 * sigma)
+    return cv2.GaussianBlur(x, (2 * r + 1, 2 * r + 1), sigma, borderType=cv2.BORDER_REFLECT_101)
+
+
+def _pool(x: np.ndarray, s: int) -> np.ndarray:
+    """Mean over s x s blocks of a (H, W) or (K, H, W) float32 array (OpenCV's area resize is that
+    mean, exactly, for a whole factor)."""
+    h, w = x.shape[-2:]
+    if x.ndim == 2:
+        return cv2.resize(x, (w // s, h // s), interpolation=cv2.INTER_AREA)
+    out = cv2.resize(np.ascontiguousarray(x.transpose(1, 2, 0)), (w // s, h // s), interpolation=cv2.INTER_AREA)
+    return out.reshape(h // s, w // s, -1).transpose(2, 0, 1)
+
+
+def _channel_mean_of_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """mean over the colour axis of a * b (broadcast over K), without the (K, H, W, 3) temporary."""
+    return np.einsum("...hwc,...hwc->...hw", a, b) / a.shape[-1]
+
+
+def weighting_features(restored: np.ndarray, ld: float,
+                       refs: PreparedReferences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the learned weighting reads for one restored face (H, W, 3) float32 whose degraded
+    crop had ln Laplacian variance ``ld``: the mismatch (K, H, W), per-reference features
+    (K, 7, h, w) and face features (5, h, w), h = H / scale."""
+    assert refs.weighting is not None and refs.energy is not None
+    wc = refs.weighting.cfg
+    k, h, w = refs.detail.shape[:3]
+    s = wc.scale
+    diff = refs.low - _blur3(restored, refs.cfg.sigma_match)
+    d = np.stack([cv2.blur(m, (refs.cfg.window, refs.cfg.window)) for m in _channel_mean_of_product(diff, diff)])
+    o_hp = restored - _blur3(restored, refs.cfg.sigma_detail)
+    o_en = np.sqrt(_pool(_channel_mean_of_product(o_hp, o_hp), s)) / 16
+    agree = _pool(np.einsum("khwc,hwc->khw", refs.detail, o_hp) / 3, s) / 256
+    ys, xs = np.meshgrid(np.linspace(-1, 1, h // s), np.linspace(-1, 1, w // s), indexing="ij")
+    lvl = np.full_like(o_en, ld - 3.0)
+    face = np.stack([o_en, lvl, xs, ys]).astype(np.float32)
+    per_ref = np.concatenate([np.stack([_pool(d, s) / wc.tau, refs.energy, agree], 1),
+                              np.broadcast_to(face, (k, *face.shape))], 1)
+    glob = np.stack([o_en, _pool(restored.mean(-1), s) / 255, lvl, xs, ys])
+    return d.astype(np.float32), per_ref.astype(np.float32), glob.astype(np.float32)
+
+
+def learned_detail(restored: np.ndarray, ld: float, refs: PreparedReferences) -> np.ndarray:
+    """(H, W, 3) detail the learned weighting adds to ``restored`` (float32), before the gain."""
+    import torch
+
+    assert refs.weighting is not None
+    d, per_ref, glob = weighting_features(restored, ld, refs)
+    t = torch.from_numpy
+    with torch.inference_mode():
+        delta = refs.weighting(t(d)[None], t(refs.detail).permute(0, 3, 1, 2)[None], t(per_ref)[None], t(glob)[None])
+    return delta[0].permute(1, 2, 0).numpy()
 
 
 def match_weights(restored: np.ndarray, refs: PreparedReferences) -> np.ndarray:
@@ -76,11 +157,15 @@ def match_weights(restored: np.ndarray, refs: PreparedReferences) -> np.ndarray:
     return w / (w.sum(0, keepdims=True) + cfg.null)
 
 
-def transfer_gain(degraded: np.ndarray, cfg: TransferConfig) -> float:
-    """The gain for a face whose degraded crop (H, W, 3) uint8 is ``degraded``: alpha for a face
-    that arrived without detail, 0 for one that arrived sharp, log-linear between."""
-    ld = float(log_detail(degraded[None])[0])
+def gate_gain(ld: float, cfg: TransferConfig) -> float:
+    """alpha for a face whose degraded crop had ln Laplacian variance ``ld`` at or below
+    detail_full (it arrived without detail), 0 at or above detail_none (it arrived sharp), linear between."""
     return cfg.alpha * float(np.clip((cfg.detail_none - ld) / (cfg.detail_none - cfg.detail_full), 0.0, 1.0))
+
+
+def transfer_gain(degraded: np.ndarray, cfg: TransferConfig) -> float:
+    """The gain for a face whose degraded crop (H, W, 3) uint8 is ``degraded`` (``gate_gain``)."""
+    return gate_gain(float(log_detail(degraded[None])[0]), cfg)
 
 
 def transfer_detail(restored: np.ndarray, degraded: np.ndarray, refs: PreparedReferences) -> np.ndarray:
@@ -88,9 +173,12 @@ def transfer_detail(restored: np.ndarray, degraded: np.ndarray, refs: PreparedRe
     references' detail added at ``transfer_gain``, uint8."""
     if refs.detail.shape[1:] != restored.shape:
         raise ValueError(f"references {refs.detail.shape[1:]} and crop {restored.shape} differ in size")
-    gain = transfer_gain(degraded, refs.cfg) if refs.cfg.alpha > 0 else 0.0
+    ld = float(log_detail(degraded[None])[0])
+    gain = gate_gain(ld, refs.cfg)
     if gain == 0:
         return restored
-    w = match_weights(restored, refs)
-    added = np.einsum("khw,khwc->hwc", w, refs.detail)
+    if refs.weighting is not None:
+        added = learned_detail(restored.astype(np.float32), ld, refs)
+    else:
+        added = np.einsum("khw,khwc->hwc", match_weights(restored, refs), refs.detail)
     return np.clip(restored.astype(np.float32) + gain * added, 0, 255).round().astype(np.uint8)

@@ -39,7 +39,7 @@ from .metrics import hf_corr, hf_energy, identity_separability, landmark_distanc
 from .stats import cluster_ratio_ci, eval_intervals
 from .strength import DEFAULT_STRENGTH, blend
 from .strength import strength as strength_weights
-from .weights import default_steps, load_restorer
+from .weights import default_steps, load_restorer, load_weighting
 
 METHODS = ("bicubic", "generic", "personalized", "wrong_identity")
 DETAIL_METRICS = ("hf_energy", "hf_corr")
@@ -75,6 +75,8 @@ class EvalConfig:
     detail_transfer: float = 0.0
     # (detail_full, detail_none) of the transfer's gate (TransferConfig); None: its defaults
     transfer_gate: tuple[float, float] | None = None
+    # where the transferred detail goes: the packaged learned weighting, or the hand-made one
+    transfer_learned: bool = False
 
 
 def reference_set(crops: np.ndarray, mirror: bool) -> np.ndarray:
@@ -214,9 +216,10 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
         if cfg.detail_transfer > 0:
             gate = {} if cfg.transfer_gate is None else dict(zip(("detail_full", "detail_none"), cfg.transfer_gate,
                                                                   strict=True))
-            tcfg = TransferConfig(alpha=cfg.detail_transfer, **gate)
+            tcfg = TransferConfig(alpha=cfg.detail_transfer, learned=cfg.transfer_learned, **gate)
+            weighting = load_weighting()[0] if cfg.transfer_learned else None
             for m, donor in (("personalized", n), ("wrong_identity", (n + 1) % len(people))):
-                prepared = prepare_references(np.stack(people[donor][1]), tcfg)
+                prepared = prepare_references(np.stack(people[donor][1]), tcfg, weighting)
                 outs[m] = np.stack([transfer_detail(o, d, prepared) for o, d in zip(outs[m], lq, strict=True)])
         gt_desc = [_descriptor(g) for g in gt]
         dist = {}

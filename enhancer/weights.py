@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict
 from importlib.resources import files
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import ModelError
 from .models.config import ModelConfig
+from .models.reference_weighting import ReferenceWeighting, WeightingConfig
 from .models.restorer import Restorer
 
 WEIGHTS_DIR = Path(str(files("enhancer") / "weights"))
@@ -97,3 +99,38 @@ def compute_identity(model: Restorer, crops: np.ndarray) -> np.ndarray:
     if not np.isfinite(ident).all():
         raise ModelError("the encoder produced non-finite values; the weights are broken")
     return np.ascontiguousarray(ident, dtype=np.float32)
+
+
+WEIGHTING_FILE = "reference_weighting.safetensors"
+
+
+def export_weighting(model: ReferenceWeighting, path: Path, extra: dict | None = None) -> str:
+    """Write the reference weighting's fp16 weights; returns its id (hash of the stored tensors)."""
+    sd = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in model.state_dict().items()}
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        h.update(k.encode())
+        h.update(sd[k].numpy().tobytes())
+    model_id = f"weighting-{h.hexdigest()[:12]}"
+    meta = {"config": json.dumps(asdict(model.cfg)), "kind": "reference_weighting", "model_id": model_id,
+            "extra": json.dumps(extra or {})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(path), metadata=meta)
+    return model_id
+
+
+def load_weighting(path: Path | None = None) -> tuple[ReferenceWeighting, dict]:
+    """The reference weighting (default: the packaged one), fp32, eval mode."""
+    path = Path(path) if path else WEIGHTS_DIR / WEIGHTING_FILE
+    if not path.is_file():
+        raise ModelError(f"{path}: reference weighting weights not found")
+    meta = read_metadata(path)
+    if meta.get("kind") != "reference_weighting" or "config" not in meta:
+        raise ModelError(f"{path}: not a reference weighting weight file")
+    model = ReferenceWeighting(WeightingConfig(**json.loads(meta["config"])))
+    try:
+        model.load_state_dict({k: v.float() for k, v in load_file(str(path), device="cpu").items()})
+    except Exception as e:
+        raise ModelError(f"{path}: weights do not match the reference weighting ({e})") from None
+    meta["extra"] = json.loads(meta.get("extra", "{}"))
+    return model.eval().requires_grad_(False), meta

@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--alpha", type=float, nargs="+", default=[DEFAULT_TRANSFER.alpha])
     ap.add_argument("--gate", type=float, nargs=2, metavar=("FULL", "NONE"), default=None,
                     help="the transfer's gate in ln Laplacian variance (default: DEFAULT_TRANSFER's)")
+    ap.add_argument("--weighting", choices=["learned", "hand"], default=None,
+                    help="where the detail goes (default: DEFAULT_TRANSFER's)")
     ap.add_argument("--preset", default="severe")
     ap.add_argument("--engine", default="auto")
     ap.add_argument("--limit-clips", type=int, default=None)
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     w = w[..., 0] if w.ndim == 3 else w
     tcfg = DEFAULT_TRANSFER if args.gate is None else replace(DEFAULT_TRANSFER, detail_full=args.gate[0],
                                                                     detail_none=args.gate[1])
+    if args.weighting is not None:
+        tcfg = replace(tcfg, learned=args.weighting == "learned")
     methods = [("none", None)] + [(f"alpha-{a:g}", replace(tcfg, alpha=a)) for a in args.alpha]
     acc: dict[str, dict[str, list[float]]] = {m: {"psnr": [], "temporal": []} for m, _ in methods}
     used, skipped = [], {}

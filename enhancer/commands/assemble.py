@@ -74,7 +74,11 @@ def reference_detail(crops: np.ndarray | None, size: int, transfer: TransferConf
     if crops is None or crops.shape[1] != size:
         log.info("identity %r has no reference detail at %d px; re-enroll it to add its own detail", name, size)
         return None
-    return prepare_references(crops, transfer)
+    if not transfer.learned:
+        return prepare_references(crops, transfer)
+    from ..weights import load_weighting  # torch, only when the learned weighting runs
+
+    return prepare_references(crops, transfer, load_weighting()[0])
 
 
 def encoder_matcher(weights: str | None = None) -> Matcher:

@@ -36,6 +36,9 @@ def register(sub) -> None:
     p.add_argument("--transfer-gate", metavar="FULL,NONE",
                    help="the transfer's gate: full gain at or below this ln Laplacian variance of the degraded "
                         "crop, none at or above (default: enhancer/detail_transfer.py's)")
+    p.add_argument("--transfer-weighting", choices=["learned", "hand"], default=None,
+                   help="where the transferred detail goes: the packaged learned weighting or the hand-made "
+                        "one (default: what the product runs, enhancer/detail_transfer.py DEFAULT_TRANSFER)")
     p.add_argument("--strength", default="full", choices=["full", "adaptive"],
                    help="full: the generator's output as is (default); adaptive: blended as the pipeline "
                         "does (enhancer/strength.py)")
@@ -45,6 +48,7 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
+    from ..detail_transfer import DEFAULT_TRANSFER
     from ..errors import InputError
     from ..evaluate import EvalConfig, evaluate, summary_table, write_json
     from ..plots import check_plot_path, write_perception_distortion_plot
@@ -70,7 +74,9 @@ def _run(args) -> int:
                      model=args.model, weights=str(args.weights) if args.weights else None,
                      limit_identities=args.limit_identities, identities=args.identities, max_tests=args.max_tests,
                      strength=args.strength, ref_pool=args.ref_pool, ordered=args.ordered, ref_mirror=args.ref_mirror,
-                     detail_transfer=args.detail_transfer, transfer_gate=gate)
+                     detail_transfer=args.detail_transfer, transfer_gate=gate,
+                     transfer_learned=(DEFAULT_TRANSFER.learned if args.transfer_weighting is None
+                                       else args.transfer_weighting == "learned"))
     r = evaluate(cfg, args.grid)
     write_json(args.json, r)
     print(summary_table(r))

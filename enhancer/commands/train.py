@@ -124,6 +124,17 @@ def register(sub) -> None:
     g.add_argument("--no-bf16", action="store_true")
     g.set_defaults(func=_gan)
 
+    w = ts.add_parser("weighting", help="train the learned weighting of the references' detail (the transfer "
+                                        "after the generator) on the student's outputs for trained-on people")
+    w.add_argument("--data", type=Path, required=True, help="CelebA-style folder (photos + identity labels)")
+    w.add_argument("--run-dir", type=Path, default=Path("runs/weighting"), help="samples, checkpoints, log (resumes)")
+    w.add_argument("--out", type=Path, required=True, help="the weights to write (.safetensors)")
+    w.add_argument("--student", type=Path, help="default: the packaged student")
+    w.add_argument("--identities", type=int, default=400, help="trained-on people to build samples from")
+    w.add_argument("--steps", type=int, default=3000)
+    w.add_argument("--seed", type=int, default=0)
+    w.set_defaults(func=_weighting)
+
     b = ts.add_parser("blend", help="interpolate two students' weights (a detail dial between a PSNR-trained and "
                                     "a GAN-trained model, as ESRGAN)")
     b.add_argument("--smooth", type=Path, required=True, help="the PSNR-oriented student (alpha 0)")
@@ -250,6 +261,22 @@ def _gan(args) -> int:
                     lr_ref=args.lr_ref)
     cfg = _common_overrides(cfg, args)
     print(json.dumps(train_gan(cfg), indent=2, default=str))
+    return 0
+
+
+def _weighting(args) -> int:
+    from ..training.weighting import WeightingTrainConfig, train_weighting
+
+    if not args.data.is_dir():
+        raise InputError(f"{args.data}: data folder not found")
+    if args.student is not None and not args.student.is_file():
+        raise InputError(f"{args.student}: weights not found")
+    if args.steps < 1 or args.identities < 2:
+        raise InputError("--steps must be >= 1 and --identities >= 2")
+    cfg = WeightingTrainConfig(data=str(args.data), run_dir=str(args.run_dir), out=str(args.out),
+                               student=str(args.student) if args.student else None, identities=args.identities,
+                               steps=args.steps, seed=args.seed)
+    print(json.dumps(train_weighting(cfg), indent=2, default=str))
     return 0
 
 

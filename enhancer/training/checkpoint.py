@@ -23,11 +23,12 @@ def _flat_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor]
     return tensors, {"param_groups": sd["param_groups"]}
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
+def save_checkpoint(path: Path, model: torch.nn.Module, ema: torch.nn.Module | None, opt: torch.optim.Optimizer,
                     meta: dict) -> None:
     """Atomic write: a crash mid-save never corrupts the last good checkpoint."""
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tensors |= {f"ema.{k}": v.detach().contiguous().cpu() for k, v in ema.state_dict().items()}
+    if ema is not None:  # a run without an EMA (the reference weighting) has none to keep
+        tensors |= {f"ema.{k}": v.detach().contiguous().cpu() for k, v in ema.state_dict().items()}
     ot, ometa = _flat_optimizer(opt)
     tensors |= {k: v.contiguous().cpu() for k, v in ot.items()}
     tensors["rng.torch"] = torch.get_rng_state()
@@ -39,7 +40,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, ema: torch.nn.Module, op
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
+def load_checkpoint(path: Path, model: torch.nn.Module, ema: torch.nn.Module | None, opt: torch.optim.Optimizer,
                     device: torch.device) -> dict:
     from safetensors import safe_open
 
@@ -47,7 +48,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, ema: torch.nn.Module, op
         md = f.metadata()
     t = load_file(str(path), device="cpu")
     model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
-    ema.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema.")})
+    if ema is not None:
+        ema.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema.")})
     ometa = json.loads(md["optimizer"])
     state: dict = {}
     for k, v in t.items():

@@ -1,0 +1,70 @@
+"""Learned weighting of the references' detail (the network half of ``enhancer.detail_transfer``).
+
+Why: the hand-made transfer decides where each reference's detail goes from one number (its
+low-pass mismatch with the restored face over a 9x9 window) and applies one global gain. Whether a
+reference's detail belongs at a place also depends on things that number does not see: how much
+detail the reference has there, whether it agrees with the detail the generator already put
+there, how degraded the face arrived, and where on the face it is (an eye moves between photos, a
+cheek does not). Two tiny CNNs at 1/4 resolution learn those corrections; their outputs start at
+zero, so an untrained network is exactly the hand-made transfer (tested).
+
+The features are computed with NumPy/OpenCV (``enhancer.detail_transfer.weighting_features``),
+the same code for training and for a call; this module is the part with weights, and ``combine``
+is the one place the weights and the gain meet the detail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+REF_FEATURES = 7  # mismatch, detail energy, agreement, restored energy, degradation, x, y
+GLOBAL_FEATURES = 5  # restored energy, brightness, degradation, x, y
+
+
+@dataclass(frozen=True)
+class WeightingConfig:
+    width: int = 16
+    scale: int = 4  # the heads run at (size / scale) squared
+    tau: float = 1000.0  # temperature of the hand-made mismatch term, as TransferConfig.tau
+
+
+def _head(cin: int, cout: int, width: int) -> nn.Sequential:
+    """Three 3x3 convolutions, dilated 1/2/4 (a 15-pixel field at 1/4 resolution), zero output."""
+    last = nn.Conv2d(width, cout, 3, padding=1)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return nn.Sequential(nn.Conv2d(cin, width, 3, padding=1), nn.GELU(),
+                         nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.GELU(),
+                         nn.Conv2d(width, width, 3, padding=4, dilation=4), nn.GELU(), last)
+
+
+class ReferenceWeighting(nn.Module):
+    def __init__(self, cfg: WeightingConfig = WeightingConfig()) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.per_ref = _head(REF_FEATURES, 1, cfg.width)  # a correction to each reference's logit
+        self.glob = _head(GLOBAL_FEATURES, 2, cfg.width)  # the null's logit and the log-gain
+
+    def forward(self, d: torch.Tensor, detail: torch.Tensor, ref_feats: torch.Tensor,
+                glob_feats: torch.Tensor) -> torch.Tensor:
+        """d (B, K, H, W) mismatch, detail (B, K, 3, H, W), ref_feats (B, K, 7, h, w), glob_feats
+        (B, 5, h, w) -> the detail to add (B, 3, H, W), before the gain of the transfer."""
+        b, k = d.shape[:2]
+        corr = self.per_ref(ref_feats.flatten(0, 1)).view(b, k, *ref_feats.shape[-2:])
+        return combine(d, detail, corr, self.glob(glob_feats), self.cfg.tau)
+
+
+def combine(d: torch.Tensor, detail: torch.Tensor, corr: torch.Tensor, glob: torch.Tensor,
+            tau: float) -> torch.Tensor:
+    """Softmax over (null, references) of the hand-made logits -d / tau plus the upsampled
+    corrections, times each reference's detail, times exp(log-gain)."""
+    size = d.shape[-2:]
+    up = lambda x: F.interpolate(x, size=size, mode="bilinear", align_corners=False)  # noqa: E731
+    g = up(glob)
+    logits = torch.cat([g[:, :1], -d / tau + up(corr)], 1)
+    w = torch.softmax(logits, 1)[:, 1:]
+    return (w[:, :, None] * detail).sum(1) * torch.exp(g[:, 1:2])
