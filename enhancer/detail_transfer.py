@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from .strength import log_detail
-
-if TYPE_CHECKING:  # torch is imported only where the learned weighting runs: the pipeline starts without it
-    from .models.reference_weighting import ReferenceWeighting
+from .weighting_runtime import WeightingRuntime
 
 
 @dataclass(frozen=True)
@@ -68,12 +65,12 @@ class PreparedReferences:
     detail: np.ndarray  # (K, H, W, 3) high-pass
     low: np.ndarray  # (K, H, W, 3) low-pass used for matching
     cfg: TransferConfig
-    weighting: ReferenceWeighting | None = None  # set when cfg.learned
+    weighting: WeightingRuntime | None = None  # set when cfg.learned
     energy: np.ndarray | None = None  # (K, h, w) pooled detail energy, a feature of the learned weighting
 
 
 def prepare_references(crops: np.ndarray, cfg: TransferConfig,
-                       weighting: ReferenceWeighting | None = None) -> PreparedReferences:
+                       weighting: WeightingRuntime | None = None) -> PreparedReferences:
     """``crops`` (K, H, W, 3) uint8 aligned references -> their detail and low-pass (and, for the
     learned weighting, the pooled detail energy it reads)."""
     refs = np.asarray(crops, dtype=np.float32)
@@ -138,14 +135,9 @@ def weighting_features(restored: np.ndarray, ld: float,
 
 def learned_detail(restored: np.ndarray, ld: float, refs: PreparedReferences) -> np.ndarray:
     """(H, W, 3) detail the learned weighting adds to ``restored`` (float32), before the gain."""
-    import torch
-
     assert refs.weighting is not None
     d, per_ref, glob = weighting_features(restored, ld, refs)
-    t = torch.from_numpy
-    with torch.inference_mode():
-        delta = refs.weighting(t(d)[None], t(refs.detail).permute(0, 3, 1, 2)[None], t(per_ref)[None], t(glob)[None])
-    return delta[0].permute(1, 2, 0).numpy()
+    return refs.weighting.detail(d, refs.detail, per_ref, glob)
 
 
 def match_weights(restored: np.ndarray, refs: PreparedReferences) -> np.ndarray:

@@ -39,7 +39,8 @@ from .metrics import hf_corr, hf_energy, identity_separability, landmark_distanc
 from .stats import cluster_ratio_ci, eval_intervals
 from .strength import DEFAULT_STRENGTH, blend
 from .strength import strength as strength_weights
-from .weights import default_steps, load_restorer, load_weighting
+from .weighting_runtime import load_weighting_runtime
+from .weights import default_steps, load_restorer
 
 METHODS = ("bicubic", "generic", "personalized", "wrong_identity")
 DETAIL_METRICS = ("hf_energy", "hf_corr")
@@ -217,7 +218,7 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
             gate = {} if cfg.transfer_gate is None else dict(zip(("detail_full", "detail_none"), cfg.transfer_gate,
                                                                   strict=True))
             tcfg = TransferConfig(alpha=cfg.detail_transfer, learned=cfg.transfer_learned, **gate)
-            weighting = load_weighting()[0] if cfg.transfer_learned else None
+            weighting = load_weighting_runtime() if cfg.transfer_learned else None
             for m, donor in (("personalized", n), ("wrong_identity", (n + 1) % len(people))):
                 prepared = prepare_references(np.stack(people[donor][1]), tcfg, weighting)
                 outs[m] = np.stack([transfer_detail(o, d, prepared) for o, d in zip(outs[m], lq, strict=True)])

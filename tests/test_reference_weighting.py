@@ -19,6 +19,7 @@ from enhancer.detail_transfer import (
 )
 from enhancer.evaluate import EvalConfig, evaluate
 from enhancer.models.reference_weighting import ReferenceWeighting
+from enhancer.weighting_runtime import load_weighting_runtime
 from enhancer.weights import load_weighting
 
 
@@ -36,7 +37,7 @@ def test_an_untrained_weighting_is_the_hand_made_rule() -> None:
     torch.manual_seed(0)
     net = ReferenceWeighting().eval()
     truth, stranger = _face_like(1), _face_like(2)
-    refs = prepare_references(np.stack([truth, stranger]), TransferConfig(learned=True), net)
+    refs = prepare_references(np.stack([truth, stranger]), TransferConfig(learned=True), net.runtime())
     restored = cv2.GaussianBlur(truth, (0, 0), 1.5).astype(np.float32)
     d, per_ref, glob = weighting_features(restored, 2.0, refs)
     assert d.shape == (2, 128, 128) and per_ref.shape == (2, 7, 32, 32) and glob.shape == (5, 32, 32)
@@ -47,17 +48,30 @@ def test_an_untrained_weighting_is_the_hand_made_rule() -> None:
     assert float(w[0].mean()) > 3 * float(w[1].mean())  # the matching reference carries the detail
 
 
+def test_numpy_runtime_is_the_trained_torch_network() -> None:
+    """Calls run the network in NumPy; training ran it in torch: same detail on real-looking input."""
+    net, _ = load_weighting()
+    truth, other = _face_like(5), _face_like(6)
+    refs = prepare_references(np.stack([truth, other]), TransferConfig(learned=True), net.runtime())
+    restored = cv2.GaussianBlur(truth, (0, 0), 1.5).astype(np.float32)
+    d, per_ref, glob = weighting_features(restored, 2.2, refs)
+    t = torch.from_numpy
+    with torch.inference_mode():
+        ref = net(t(d)[None], t(refs.detail).permute(0, 3, 1, 2)[None], t(per_ref)[None], t(glob)[None])
+    np.testing.assert_allclose(learned_detail(restored, 2.2, refs), ref[0].permute(1, 2, 0).numpy(), atol=2e-3)
+
+
 def test_the_learned_path_needs_its_network_and_only_it() -> None:
     crop = _face_like(3)[None]
     with pytest.raises(ValueError, match="learned weighting"):
         prepare_references(crop, TransferConfig(learned=True))
     with pytest.raises(ValueError, match="learned weighting"):
-        prepare_references(crop, TransferConfig(), ReferenceWeighting())
+        prepare_references(crop, TransferConfig(), ReferenceWeighting().runtime())
 
 
 def test_the_packaged_weighting_loads_and_runs_behind_the_gate() -> None:
-    net, meta = load_weighting()
-    assert meta["model_id"].startswith("weighting-") and not net.training
+    net = load_weighting_runtime()
+    assert net.model_id.startswith("weighting-")
     truth = _face_like(4)
     refs = prepare_references(truth[None], TransferConfig(alpha=4.0, learned=True), net)
     blurred = cv2.GaussianBlur(truth, (0, 0), 1.5)

@@ -156,7 +156,7 @@ def micro_detail_transfer(cfg: BenchConfig, src: Source, crop: int) -> dict[str,
     """Reference detail transfer on one restored face with 4 references (what the generator thread
     adds per face of the enrolled person), and its one-off preparation per identity."""
     from enhancer.detail_transfer import DEFAULT_TRANSFER, prepare_references, transfer_detail
-    from enhancer.weights import load_weighting
+    from enhancer.weighting_runtime import load_weighting_runtime
 
     crops = face_crops(src, cfg.resolutions[0], crop, 5)
     refs, face = crops[:4], crops[4]
@@ -164,7 +164,7 @@ def micro_detail_transfer(cfg: BenchConfig, src: Source, crop: int) -> dict[str,
     tcfg = replace(DEFAULT_TRANSFER, alpha=max(DEFAULT_TRANSFER.alpha, 1.0))
     degraded = cv2.GaussianBlur(face, (0, 0), 3.0)
     log(f"[micro] reference detail transfer, crop {crop}")
-    weighting = load_weighting()[0] if tcfg.learned else None
+    weighting = load_weighting_runtime() if tcfg.learned else None
     prepared = prepare_references(refs, tcfg, weighting)
     prep = time_one(lambda: prepare_references(refs, tcfg, weighting), cfg)
     run = time_one(lambda: transfer_detail(face, degraded, prepared), cfg)

@@ -18,6 +18,7 @@ from ..errors import LikenessError, ModelError
 from ..identity_store import IdentityStore
 from ..pipeline import FramePipeline, Matcher
 from ..strength import DEFAULT_STRENGTH, StrengthConfig
+from ..weighting_runtime import load_weighting_runtime
 
 if TYPE_CHECKING:
     from bridge.track import FrameProcessor, ProcessorFactory
@@ -74,11 +75,7 @@ def reference_detail(crops: np.ndarray | None, size: int, transfer: TransferConf
     if crops is None or crops.shape[1] != size:
         log.info("identity %r has no reference detail at %d px; re-enroll it to add its own detail", name, size)
         return None
-    if not transfer.learned:
-        return prepare_references(crops, transfer)
-    from ..weights import load_weighting  # torch, only when the learned weighting runs
-
-    return prepare_references(crops, transfer, load_weighting()[0])
+    return prepare_references(crops, transfer, load_weighting_runtime() if transfer.learned else None)
 
 
 def encoder_matcher(weights: str | None = None) -> Matcher:

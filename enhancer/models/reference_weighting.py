@@ -9,27 +9,20 @@ cheek does not). Two tiny CNNs at 1/4 resolution learn those corrections; their 
 zero, so an untrained network is exactly the hand-made transfer (tested).
 
 The features are computed with NumPy/OpenCV (``enhancer.detail_transfer.weighting_features``),
-the same code for training and for a call; this module is the part with weights, and ``combine``
-is the one place the weights and the gain meet the detail.
+the same code for training and for a call. This module is the network as it trains; a call runs
+the same network in NumPy (``enhancer.weighting_runtime``), held to the same output by a test.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..weighting_runtime import WeightingConfig, WeightingRuntime
+
 REF_FEATURES = 7  # mismatch, detail energy, agreement, restored energy, degradation, x, y
 GLOBAL_FEATURES = 5  # restored energy, brightness, degradation, x, y
-
-
-@dataclass(frozen=True)
-class WeightingConfig:
-    width: int = 16
-    scale: int = 4  # the heads run at (size / scale) squared
-    tau: float = 1000.0  # temperature of the hand-made mismatch term, as TransferConfig.tau
 
 
 def _head(cin: int, cout: int, width: int) -> nn.Sequential:
@@ -43,9 +36,9 @@ def _head(cin: int, cout: int, width: int) -> nn.Sequential:
 
 
 class ReferenceWeighting(nn.Module):
-    def __init__(self, cfg: WeightingConfig = WeightingConfig()) -> None:
+    def __init__(self, cfg: WeightingConfig | None = None) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg = cfg = cfg or WeightingConfig()
         self.per_ref = _head(REF_FEATURES, 1, cfg.width)  # a correction to each reference's logit
         self.glob = _head(GLOBAL_FEATURES, 2, cfg.width)  # the null's logit and the log-gain
 
@@ -56,6 +49,11 @@ class ReferenceWeighting(nn.Module):
         b, k = d.shape[:2]
         corr = self.per_ref(ref_feats.flatten(0, 1)).view(b, k, *ref_feats.shape[-2:])
         return combine(d, detail, corr, self.glob(glob_feats), self.cfg.tau)
+
+    def runtime(self) -> WeightingRuntime:
+        """The same network as NumPy arrays, for calls (``enhancer.weighting_runtime``)."""
+        state = {k: v.detach().float().numpy() for k, v in self.state_dict().items()}
+        return WeightingRuntime.from_state(self.cfg, state)
 
 
 def combine(d: torch.Tensor, detail: torch.Tensor, corr: torch.Tensor, glob: torch.Tensor,

@@ -138,11 +138,12 @@ def _train(cfg: WeightingTrainConfig, run: Path) -> dict:
         step, wall = meta["step"], meta["wall_s"]
         log.info("resumed at step %d", step)
     tcfg = TransferConfig(learned=True)
+    shape = model.runtime()  # what the features need of the network: its config (not its weights)
     prepared: dict[tuple[int, bool], PreparedReferences] = {}
     for p in np.unique(samples["ri"][rows]):
         refs = samples["refs"][p]
-        prepared[(int(p), False)] = prepare_references(refs, tcfg, model)
-        prepared[(int(p), True)] = prepare_references(np.ascontiguousarray(refs[:, :, ::-1]), tcfg, model)
+        prepared[(int(p), False)] = prepare_references(refs, tcfg, shape)
+        prepared[(int(p), True)] = prepare_references(np.ascontiguousarray(refs[:, :, ::-1]), tcfg, shape)
     t0, losses = time.perf_counter(), []
     bar = tqdm(total=cfg.steps, initial=step, desc="weighting", unit="step")
     while step < cfg.steps:
