@@ -53,8 +53,9 @@ class TransferConfig:
             raise ValueError(f"invalid detail transfer settings: {self}")
 
 
-# what the product runs (docs/visible-restoration.md, run 5: gated, alpha 2)
-DEFAULT_TRANSFER = TransferConfig(alpha=2.0)
+# what the product runs (docs/visible-restoration.md, run 6: the learned weighting, gated, dial 5;
+# run 5's hand-made weighting at alpha 2 is TransferConfig(alpha=2.0))
+DEFAULT_TRANSFER = TransferConfig(alpha=5.0, learned=True)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class PreparedReferences:
     cfg: TransferConfig
     weighting: WeightingRuntime | None = None  # set when cfg.learned
     energy: np.ndarray | None = None  # (K, h, w) pooled detail energy, a feature of the learned weighting
+    grid: np.ndarray | None = None  # (2, h, w) x and y in -1..1 at the learned weighting's resolution
 
 
 def prepare_references(crops: np.ndarray, cfg: TransferConfig,
@@ -84,8 +86,11 @@ def prepare_references(crops: np.ndarray, cfg: TransferConfig,
         return PreparedReferences(detail, low, cfg)
     detail = np.stack([r - _blur3(r, cfg.sigma_detail) for r in refs])
     low = np.stack([_blur3(r, cfg.sigma_match) for r in refs])
-    energy = np.sqrt(_pool(_channel_mean_of_product(detail, detail), weighting.cfg.scale)) / 16
-    return PreparedReferences(detail, low, cfg, weighting, energy.astype(np.float32))
+    s = weighting.cfg.scale
+    energy = np.sqrt(_pool(_channel_mean_of_product(detail, detail), s)) / 16
+    ys, xs = np.meshgrid(np.linspace(-1, 1, refs.shape[1] // s), np.linspace(-1, 1, refs.shape[2] // s), indexing="ij")
+    grid = np.stack([xs, ys]).astype(np.float32)
+    return PreparedReferences(detail, low, cfg, weighting, energy.astype(np.float32), grid)
 
 
 def _blur3(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -120,11 +125,12 @@ def weighting_features(restored: np.ndarray, ld: float,
     k, h, w = refs.detail.shape[:3]
     s = wc.scale
     diff = refs.low - _blur3(restored, refs.cfg.sigma_match)
-    d = np.stack([cv2.blur(m, (refs.cfg.window, refs.cfg.window)) for m in _channel_mean_of_product(diff, diff)])
+    sq = np.ascontiguousarray(_channel_mean_of_product(diff, diff).transpose(1, 2, 0))  # (H, W, K): one box filter
+    d = np.ascontiguousarray(cv2.blur(sq, (refs.cfg.window, refs.cfg.window)).reshape(h, w, k).transpose(2, 0, 1))
     o_hp = restored - _blur3(restored, refs.cfg.sigma_detail)
     o_en = np.sqrt(_pool(_channel_mean_of_product(o_hp, o_hp), s)) / 16
     agree = _pool(np.einsum("khwc,hwc->khw", refs.detail, o_hp) / 3, s) / 256
-    ys, xs = np.meshgrid(np.linspace(-1, 1, h // s), np.linspace(-1, 1, w // s), indexing="ij")
+    xs, ys = refs.grid
     lvl = np.full_like(o_en, ld - 3.0)
     face = np.stack([o_en, lvl, xs, ys]).astype(np.float32)
     per_ref = np.concatenate([np.stack([_pool(d, s) / wc.tau, refs.energy, agree], 1),

@@ -41,14 +41,27 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     7.1.26 (error < 1.5e-7): NumPy has no erf, and the heads were trained with the exact GELU."""
     a = np.abs(x)
     z = a * np.float32(0.7071067811865476)
-    t = 1.0 / (1.0 + np.float32(0.3275911) * z)
-    poly = (((np.float32(1.061405429) * t - np.float32(1.453152027)) * t + np.float32(1.421413741)) * t
-            - np.float32(0.284496736)) * t + np.float32(0.254829592)
+    t = z * np.float32(0.3275911)
+    t += 1.0
+    np.reciprocal(t, out=t)
+    poly = np.float32(1.061405429) * t  # in place from here: the same operations, fewer temporaries
+    poly -= np.float32(1.453152027)
+    poly *= t
+    poly += np.float32(1.421413741)
+    poly *= t
+    poly -= np.float32(0.284496736)
+    poly *= t
+    poly += np.float32(0.254829592)
+    poly *= t
     np.multiply(z, z, out=z)
     np.negative(z, out=z)
     np.exp(z, out=z)
-    erf = 1.0 - poly * t * z
-    return 0.5 * (x + a * erf)
+    poly *= z
+    np.subtract(1.0, poly, out=poly)  # erf(|x| / sqrt 2)
+    poly *= a
+    poly += x
+    poly *= 0.5
+    return poly
 
 
 def _conv(x: np.ndarray, layer: Layer) -> np.ndarray:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from enhancer.detail_transfer import (
+    DEFAULT_TRANSFER,
     TransferConfig,
     learned_detail,
     prepare_references,
@@ -85,13 +86,15 @@ def evals(shared_data: Path) -> dict[str, dict]:
     base = dict(data=str(shared_data / "celeba"), model="student", preset="severe", refs=4, limit_identities=12,
                 max_tests=2, seed=0, strength="adaptive")
     return {"none": evaluate(EvalConfig(**base)),
-            "learned": evaluate(EvalConfig(**base, detail_transfer=4.0, transfer_learned=True))}
+            "learned": evaluate(EvalConfig(**base, detail_transfer=DEFAULT_TRANSFER.alpha,
+                                              transfer_learned=DEFAULT_TRANSFER.learned))}
 
 
 def test_learned_transfer_adds_the_persons_detail_on_held_out_people(evals: dict[str, dict]) -> None:
     """12 validation people, severe: detail energy well up, more of it the truth's, PSNR kept,
     and another person's references give less of the truth's detail. Margins sit well below what
-    the full evaluation measures (docs/visible-restoration.md, run 6)."""
+    the full evaluation measures (docs/visible-restoration.md, run 6). The product's setting."""
+    assert DEFAULT_TRANSFER.learned
     none, learned = evals["none"]["methods"], evals["learned"]["methods"]
     assert learned["personalized"]["hf_energy"] > 1.8 * none["personalized"]["hf_energy"]
     assert learned["personalized"]["hf_corr"] > none["personalized"]["hf_corr"] + 0.01
