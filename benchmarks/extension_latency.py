@@ -28,24 +28,29 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiohttp import web
 
 from benchmarks.harness.clips import load_clip, videos_dir, write_y4m
+from benchmarks.harness.extension import (
+    chromium_path,
+    chromium_with_extension,
+    extension_sessions,
+    free_port,
+    pair_in_popup,
+    popup_row,
+    serve_page,
+    start_serve,
+    wait_popup,
+)
 from benchmarks.harness.tracks import stamp
 
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"
-EXTENSION = Path(__file__).resolve().parent.parent / "bridge" / "extension"
-CHROMIUM = Path(os.environ.get("LIKENESS_CHROMIUM", "/usr/bin/chromium"))
 CODE = "BNCH-MARK-2345"
 OUT = Path(__file__).parent / "results" / "2026-12-06" / "extension-latency.json"
 
@@ -89,32 +94,9 @@ function watch(track, out) {
 </script></body></html>"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_serve(port: int, home: Path, engine: str) -> subprocess.Popen[str]:
-    """`likeness serve` as a person runs it, on a fixed port (so a restart is the same bridge URL)."""
-    env = dict(os.environ, LIKENESS_HOME=str(home), LIKENESS_TOKEN="")
-    proc = subprocess.Popen([sys.executable, "-m", "enhancer.cli", "serve", "--port", str(port), "--engine", engine,
-                             "--codec", "vp8", "--pairing-code", CODE],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    for _ in range(2):
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        if not line:
-            raise SystemExit(f"extension_latency: likeness serve did not start (exit {proc.wait()})")
-    return proc
-
-
 def bridge_track(port: int) -> dict[str, Any]:
     """What the bridge says of the extension's session: it did enhance these frames."""
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/stats?room=extension", timeout=5) as r:
-        pub = json.loads(r.read())["rooms"]["extension"][0]
-    t = pub["track"]
+    t = extension_sessions(port)[0]["track"]
     return {k: t[k] for k in ("fps_in", "fps_out", "enhanced_share", "faces", "passthrough_late", "stage_ms")}
 
 
@@ -141,21 +123,6 @@ def summary(ext: list[list[float]], raw: list[list[float]], seconds: float) -> d
             if lat else None, "max_gap_ms": round(float(gaps.max()), 1)}
 
 
-async def popup_text(popup: Any, row: str) -> str:
-    if not await popup.locator(f".call-{row}").count():
-        return ""
-    return (await popup.text_content(f".call-{row} td:last-child")) or ""
-
-
-async def wait_state(popup: Any, prefix: str, timeout_s: float) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        if (await popup_text(popup, "state")).startswith(prefix):
-            return round(time.monotonic() - t0, 2)
-        await asyncio.sleep(0.1)
-    raise SystemExit(f"extension_latency: popup never said {prefix!r}: {await popup.text_content('#calls')!r}")
-
-
 async def measure(page: Any, seconds: float) -> dict[str, Any]:
     await page.evaluate("bench.ext.length = 0; bench.raw.length = 0")
     await asyncio.sleep(seconds)
@@ -169,64 +136,47 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     frames, fps = load_clip(CLIP, 150, (640, 480))
     y4m = write_y4m([stamp(f, i) for i, f in enumerate(frames)], tmp / "camera.y4m", fps)
     port = free_port()
-    proc = start_serve(port, tmp / "home", args.engine)
-    site_app = web.Application()
 
-    async def page_handler(_: web.Request) -> web.Response:
-        return web.Response(text=PAGE, content_type="text/html")
+    def serve() -> subprocess.Popen[str]:
+        return start_serve(port, tmp / "home", args.engine, CODE)[0]
 
-    site_app.router.add_get("/", page_handler)
-    runner = web.AppRunner(site_app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/"  # type: ignore[union-attr]
+    async def wait_state(popup: Any, prefix: str, timeout_s: float) -> float:
+        return round(await wait_popup(popup, prefix, timeout_s, poll_s=0.1), 2)
+
+    proc = serve()
     result: dict[str, Any] = {}
     try:
-        async with async_playwright() as pw:
-            ctx = await pw.chromium.launch_persistent_context(
-                str(tmp / "profile"), executable_path=str(CHROMIUM), headless=True, args=[
-                    f"--disable-extensions-except={EXTENSION}", f"--load-extension={EXTENSION}",
-                    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                    f"--use-file-for-fake-video-capture={y4m}", "--no-first-run", "--no-sandbox"])
-            try:
-                sw = ctx.service_workers[0] if ctx.service_workers else await ctx.wait_for_event("serviceworker")
-                popup = await ctx.new_page()
-                await popup.goto(f"chrome-extension://{sw.url.split('/')[2]}/popup.html")
-                await popup.fill("#bridge", f"http://127.0.0.1:{port}")
-                await popup.fill("#code", CODE)
-                await popup.click("#pair")
-                page = await ctx.new_page()
-                await page.goto(url)
-                await page.wait_for_function("bench.ready || bench.error", timeout=20_000)
-                result["time_to_enhanced_s"] = await wait_state(popup, "connected", 60)
-                await asyncio.sleep(3.0)  # first keyframes, bitrate ramp
-                result["enhanced"] = await measure(page, args.seconds)
-                result["enhanced"]["popup_estimate"] = await popup_text(popup, "added")
-                result["enhanced"]["bridge"] = await asyncio.to_thread(bridge_track, port)
-                await popup.uncheck("#enabled")  # the person's switch: raw camera through the extension
-                result["switch_off_s"] = await wait_state(popup, "raw", 10)
-                await asyncio.sleep(1.0)
-                result["switched_off"] = await measure(page, args.seconds / 2)
-                await popup.check("#enabled")
-                await wait_state(popup, "connected", 30)
-                await asyncio.sleep(2.0)
-                await page.evaluate("bench.ext.length = 0; bench.raw.length = 0")
-                t_kill = await page.evaluate("performance.now()")
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                await asyncio.sleep(3.0)
-                data = await page.evaluate("bench.ext.map((e) => e[1])")
-                after = [t for t in data if t >= t_kill]
-                gaps = np.diff([t_kill, *after])
-                result["fallback"] = {"max_gap_after_kill_ms": round(float(gaps.max()), 1),
-                                      "frames_in_3s_after_kill": len(after)}
-                proc = start_serve(port, tmp / "home", args.engine)
-                result["fallback"]["back_to_enhanced_after_restart_s"] = await wait_state(popup, "connected", 60)
-            finally:
-                await ctx.close()
+        async with serve_page(PAGE) as url, async_playwright() as pw, \
+                chromium_with_extension(pw, tmp, y4m) as (ctx, ext_id):
+            popup = await pair_in_popup(ctx, ext_id, f"http://127.0.0.1:{port}", CODE, None)
+            page = await ctx.new_page()
+            await page.goto(url)
+            await page.wait_for_function("bench.ready || bench.error", timeout=20_000)
+            result["time_to_enhanced_s"] = await wait_state(popup, "connected", 60)
+            await asyncio.sleep(3.0)  # first keyframes, bitrate ramp
+            result["enhanced"] = await measure(page, args.seconds)
+            result["enhanced"]["popup_estimate"] = await popup_row(popup, "added")
+            result["enhanced"]["bridge"] = await asyncio.to_thread(bridge_track, port)
+            await popup.uncheck("#enabled")  # the person's switch: raw camera through the extension
+            result["switch_off_s"] = await wait_state(popup, "raw", 10)
+            await asyncio.sleep(1.0)
+            result["switched_off"] = await measure(page, args.seconds / 2)
+            await popup.check("#enabled")
+            await wait_state(popup, "connected", 30)
+            await asyncio.sleep(2.0)
+            await page.evaluate("bench.ext.length = 0; bench.raw.length = 0")
+            t_kill = await page.evaluate("performance.now()")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            await asyncio.sleep(3.0)
+            data = await page.evaluate("bench.ext.map((e) => e[1])")
+            after = [t for t in data if t >= t_kill]
+            gaps = np.diff([t_kill, *after])
+            result["fallback"] = {"max_gap_after_kill_ms": round(float(gaps.max()), 1),
+                                  "frames_in_3s_after_kill": len(after)}
+            proc = serve()
+            result["fallback"]["back_to_enhanced_after_restart_s"] = await wait_state(popup, "connected", 60)
     finally:
-        await runner.cleanup()
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=20)
@@ -243,15 +193,19 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not CLIP.is_file():
         raise SystemExit(f"extension_latency: clip {CLIP} not found (set LIKENESS_DATA)")
-    if not CHROMIUM.exists():
-        raise SystemExit(f"extension_latency: {CHROMIUM} missing (apt-get install -y chromium)")
+    chromium = chromium_path()
+    if chromium is None:
+        raise SystemExit("extension_latency: chromium missing (apt-get install -y chromium)")
     load_before = os.getloadavg()
     runs = []
     for engine in args.engine or ["bicubic"]:
         with tempfile.TemporaryDirectory() as tmp:
-            runs.append({"engine": engine, **asyncio.run(run(argparse.Namespace(**{**vars(args), "engine": engine}),
-                                                             Path(tmp)))})
-    version = subprocess.run([str(CHROMIUM), "--version"], capture_output=True, text=True).stdout.strip()
+            try:
+                measured = asyncio.run(run(argparse.Namespace(**{**vars(args), "engine": engine}), Path(tmp)))
+            except (TimeoutError, RuntimeError) as e:
+                raise SystemExit(f"extension_latency: {e}") from None
+            runs.append({"engine": engine, **measured})
+    version = subprocess.run([chromium, "--version"], capture_output=True, text=True).stdout.strip()
     from benchmarks.bench.machine import cpu_facts
 
     out = {

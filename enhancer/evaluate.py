@@ -39,7 +39,7 @@ from .metrics import hf_corr, hf_energy, identity_separability, landmark_distanc
 from .stats import cluster_ratio_ci, eval_intervals
 from .strength import DEFAULT_STRENGTH, blend
 from .strength import strength as strength_weights
-from .weighting_runtime import load_weighting_runtime
+from .weighting_runtime import WeightingRuntime, load_weighting_runtime
 from .weights import default_steps, load_restorer
 
 METHODS = ("bicubic", "generic", "personalized", "wrong_identity")
@@ -198,6 +198,7 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
     per_identity = []
     grid_rows = []
     detail_sums: dict[tuple[str, str], list[tuple[float, int]]] = defaultdict(list)
+    transfer = _transfer(cfg)
     for n, (ident, _, tests) in enumerate(tqdm(people, desc=f"eval {cfg.preset}", unit="id")):
         gt = np.stack(tests)
         lq = degraded_tests(cfg, ident, tests)
@@ -214,11 +215,8 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
         if cfg.strength == "adaptive":
             w = strength_weights(lq, DEFAULT_STRENGTH)
             outs.update({m: blend(lq, outs[m], w) for m in METHODS if m != "bicubic"})
-        if cfg.detail_transfer > 0:
-            gate = {} if cfg.transfer_gate is None else dict(zip(("detail_full", "detail_none"), cfg.transfer_gate,
-                                                                  strict=True))
-            tcfg = TransferConfig(alpha=cfg.detail_transfer, learned=cfg.transfer_learned, **gate)
-            weighting = load_weighting_runtime() if cfg.transfer_learned else None
+        if transfer is not None:
+            tcfg, weighting = transfer
             for m, donor in (("personalized", n), ("wrong_identity", (n + 1) % len(people))):
                 prepared = prepare_references(np.stack(people[donor][1]), tcfg, weighting)
                 outs[m] = np.stack([transfer_detail(o, d, prepared) for o, d in zip(outs[m], lq, strict=True)])
@@ -264,6 +262,16 @@ def evaluate(cfg: EvalConfig, grid_path: Path | None = None) -> dict:
     if grid_path is not None and grid_rows:
         _write_grid(grid_path, grid_rows)
     return result
+
+
+def _transfer(cfg: EvalConfig) -> tuple[TransferConfig, WeightingRuntime | None] | None:
+    """The reference detail transfer the run applies (its settings and, if learned, its network), or None."""
+    if cfg.detail_transfer <= 0:
+        return None
+    gate = {} if cfg.transfer_gate is None else dict(zip(("detail_full", "detail_none"), cfg.transfer_gate,
+                                                          strict=True))
+    tcfg = TransferConfig(alpha=cfg.detail_transfer, learned=cfg.transfer_learned, **gate)
+    return tcfg, load_weighting_runtime() if cfg.transfer_learned else None
 
 
 def _detail_intervals(sums: dict[tuple[str, str], list[tuple[float, int]]]) -> dict[str, list[float]]:

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import ModelError
 from .models.config import ModelConfig
-from .models.reference_weighting import ReferenceWeighting, WeightingConfig
+from .models.reference_weighting import ReferenceWeighting
 from .models.restorer import Restorer
 
 WEIGHTS_DIR = Path(str(files("enhancer") / "weights"))
@@ -27,18 +27,24 @@ TEACHER_STEPS = 4  # the teacher's sampler length unless its weights say otherwi
 DEFAULT_STUDENT_STEPS = 1
 
 
-def export_weights(model: Restorer, path: Path, kind: str, extra: dict | None = None) -> str:
-    """Write fp16 weights; returns the model id (hash of the stored tensors)."""
+def _save_fp16(model: torch.nn.Module, path: Path, id_prefix: str, meta: dict[str, str]) -> str:
+    """Write ``model``'s weights as fp16 with ``meta`` and a model id (``id_prefix``-hash of the
+    stored tensors); returns the id."""
     sd = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in model.state_dict().items()}
     h = hashlib.sha256()
     for k in sorted(sd):
         h.update(k.encode())
         h.update(sd[k].numpy().tobytes())
-    model_id = f"{kind}-{h.hexdigest()[:12]}"
-    meta = {"config": model.cfg.to_json(), "kind": kind, "model_id": model_id, "extra": json.dumps(extra or {})}
+    model_id = f"{id_prefix}-{h.hexdigest()[:12]}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(sd, str(path), metadata=meta)
+    save_file(sd, str(path), metadata={**meta, "model_id": model_id})
     return model_id
+
+
+def export_weights(model: Restorer, path: Path, kind: str, extra: dict | None = None) -> str:
+    """Write fp16 weights; returns the model id (hash of the stored tensors)."""
+    return _save_fp16(model, path, kind, {"config": model.cfg.to_json(), "kind": kind,
+                                          "extra": json.dumps(extra or {})})
 
 
 def encoder_id(model: Restorer) -> str:
@@ -101,36 +107,8 @@ def compute_identity(model: Restorer, crops: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(ident, dtype=np.float32)
 
 
-WEIGHTING_FILE = "reference_weighting.safetensors"
-
-
 def export_weighting(model: ReferenceWeighting, path: Path, extra: dict | None = None) -> str:
-    """Write the reference weighting's fp16 weights; returns its id (hash of the stored tensors)."""
-    sd = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in model.state_dict().items()}
-    h = hashlib.sha256()
-    for k in sorted(sd):
-        h.update(k.encode())
-        h.update(sd[k].numpy().tobytes())
-    model_id = f"weighting-{h.hexdigest()[:12]}"
-    meta = {"config": json.dumps(asdict(model.cfg)), "kind": "reference_weighting", "model_id": model_id,
-            "extra": json.dumps(extra or {})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(sd, str(path), metadata=meta)
-    return model_id
-
-
-def load_weighting(path: Path | None = None) -> tuple[ReferenceWeighting, dict]:
-    """The reference weighting (default: the packaged one), fp32, eval mode."""
-    path = Path(path) if path else WEIGHTS_DIR / WEIGHTING_FILE
-    if not path.is_file():
-        raise ModelError(f"{path}: reference weighting weights not found")
-    meta = read_metadata(path)
-    if meta.get("kind") != "reference_weighting" or "config" not in meta:
-        raise ModelError(f"{path}: not a reference weighting weight file")
-    model = ReferenceWeighting(WeightingConfig(**json.loads(meta["config"])))
-    try:
-        model.load_state_dict({k: v.float() for k, v in load_file(str(path), device="cpu").items()})
-    except Exception as e:
-        raise ModelError(f"{path}: weights do not match the reference weighting ({e})") from None
-    meta["extra"] = json.loads(meta.get("extra", "{}"))
-    return model.eval().requires_grad_(False), meta
+    """Write the reference weighting's fp16 weights (read back by
+    ``enhancer.weighting_runtime.load_weighting_runtime``); returns its id."""
+    return _save_fp16(model, path, "weighting", {"config": json.dumps(asdict(model.cfg)), "kind": "reference_weighting",
+                                                 "extra": json.dumps(extra or {})})

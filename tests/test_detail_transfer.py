@@ -5,27 +5,20 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from support.synthetic import face_like
 
 from enhancer.detail_transfer import TransferConfig, match_weights, prepare_references, transfer_detail, transfer_gain
 from enhancer.metrics import hf_corr, psnr
 
 
-def _face_like(seed: int) -> np.ndarray:
-    """A 128x128 crop with structure at every scale: smooth shading plus fine texture."""
-    rng = np.random.default_rng(seed)
-    coarse = cv2.resize(rng.uniform(60, 200, (8, 8, 3)).astype(np.float32), (128, 128), interpolation=cv2.INTER_CUBIC)
-    fine = cv2.GaussianBlur(rng.normal(0, 25, (128, 128, 3)).astype(np.float32), (0, 0), 0.7)
-    return np.clip(coarse + fine, 0, 255).astype(np.uint8)
-
-
 def test_zero_gain_returns_the_crop_untouched() -> None:
-    crop = _face_like(0)
+    crop = face_like(0)
     cfg = TransferConfig(alpha=0.0)
     assert transfer_detail(crop, crop, prepare_references(crop[None], cfg)) is crop
 
 
 def test_a_matching_reference_brings_back_the_truths_detail() -> None:
-    truth = _face_like(1)
+    truth = face_like(1)
     blurred = cv2.GaussianBlur(truth, (0, 0), 1.5)  # what a restorer that averages returns
     cfg = TransferConfig()
     degraded = cv2.GaussianBlur(truth, (0, 0), 3.0)  # what arrived: no detail left, full gain
@@ -37,18 +30,18 @@ def test_a_matching_reference_brings_back_the_truths_detail() -> None:
 def test_the_gain_follows_how_much_detail_the_face_arrived_with() -> None:
     """Full gain for a face that arrived smeared, none for one that arrived sharp: adding the
     references' detail to a face that has its own makes it worse (mild crops lost 0.7 dB)."""
-    truth = _face_like(6)
+    truth = face_like(6)
     cfg = TransferConfig(alpha=2.0)
     assert transfer_gain(cv2.GaussianBlur(truth, (0, 0), 3.0), cfg) == pytest.approx(2.0)
     assert transfer_gain(truth, cfg) == 0.0
     middle = [transfer_gain(cv2.GaussianBlur(truth, (0, 0), s), cfg) for s in (0.8, 1.0, 1.2, 1.5, 2.0)]
     assert any(0 < g < 2 for g in middle) and middle == sorted(middle)
-    refs = prepare_references(_face_like(7)[None], cfg)
+    refs = prepare_references(face_like(7)[None], cfg)
     assert transfer_detail(truth, truth, refs) is truth  # arrived sharp: untouched
 
 
 def test_a_reference_that_does_not_match_is_not_used() -> None:
-    truth, stranger = _face_like(2), _face_like(3)
+    truth, stranger = face_like(2), face_like(3)
     cfg = TransferConfig()
     refs = prepare_references(np.stack([truth, stranger]), cfg)
     w = match_weights(cv2.GaussianBlur(truth, (0, 0), 1.5), refs)
@@ -62,7 +55,7 @@ def test_a_reference_that_does_not_match_is_not_used() -> None:
 def test_references_of_another_size_are_refused() -> None:
     cfg = TransferConfig()
     with pytest.raises(ValueError, match="differ in size"):
-        transfer_detail(_face_like(4), _face_like(4), prepare_references(_face_like(5)[None, :64, :64], cfg))
+        transfer_detail(face_like(4), face_like(4), prepare_references(face_like(5)[None, :64, :64], cfg))
     with pytest.raises(ValueError):
         TransferConfig(alpha=-1.0)
 

@@ -11,41 +11,43 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
 import zipfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
 import pytest
-from aiohttp import web
 
 from benchmarks.harness.calls import serve_bridge
 from benchmarks.harness.clips import load_clip, videos_dir, write_y4m
+from benchmarks.harness.extension import (
+    CHROMIUM,
+    chromium_path,
+    chromium_with_extension,
+    extension_sessions,
+    free_port,
+    pair_in_popup,
+    serve_page,
+    start_serve,
+    wait_popup,
+)
 from bridge.config import BridgeConfig
 from bridge.factory import default_processor_factory
 from bridge.pairing import PAIRING_HEADER
 from enhancer.cli import main as cli_main
 from enhancer.identity_store import IDENTITY_SHAPE, IdentityStore
 
-CHROMIUM = Path(os.environ.get("LIKENESS_CHROMIUM", "/usr/bin/chromium"))
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d6.mp4"
-EXTENSION = Path(__file__).resolve().parent.parent / "bridge" / "extension"
 CODE = "TEST-PAIR-2345"
 IDENTITY = "ext_alice"
+BROWSER_ARGS = ("--allow-loopback-in-peer-connection", "--disable-background-networking")
 
 BROWSER_MARKS = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists() and not shutil.which("chromium"),
+    pytest.mark.skipif(chromium_path() is None,
                        reason=f"{CHROMIUM} missing: apt-get install -y chromium"),
     pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available"),
 ]
@@ -99,12 +101,6 @@ RELAY_ASK = """([type, body]) => new Promise((resolve) => {
 })"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def enroll_fake_identity(home: Path) -> None:
     """A stored identity (a fixed vector): the bicubic bridge loads it like an enrolled one."""
     store = IdentityStore(home)
@@ -112,74 +108,11 @@ def enroll_fake_identity(home: Path) -> None:
                model_id="model-test", n_refs=1)
 
 
-@asynccontextmanager
-async def meeting_site() -> AsyncIterator[str]:
-    """The meeting page on its own origin (another port: a web origin, not the bridge's)."""
-    app = web.Application()
-    async def meeting(_: web.Request) -> web.Response:
-        return web.Response(text=MEETING, content_type="text/html")
-
-    app.router.add_get("/", meeting)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/"  # type: ignore[union-attr]
-    finally:
-        await runner.cleanup()
-
-
-@asynccontextmanager
-async def chromium_with_extension(pw: Any, tmp: Path, y4m: Path) -> AsyncIterator[tuple[Any, str]]:
-    """A persistent context with the unpacked extension loaded; yields (context, extension id)."""
-    exe = str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium"))
-    ctx = await pw.chromium.launch_persistent_context(
-        str(tmp / "profile"), executable_path=exe, headless=True, args=[
-            f"--disable-extensions-except={EXTENSION}", f"--load-extension={EXTENSION}",
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={y4m}", "--allow-loopback-in-peer-connection",
-            "--disable-background-networking", "--no-first-run", "--no-sandbox"])
-    try:
-        workers = ctx.service_workers
-        sw = workers[0] if workers else await ctx.wait_for_event("serviceworker", timeout=15_000)
-        yield ctx, sw.url.split("/")[2]
-    finally:
-        await ctx.close()
-
-
-async def pair_in_popup(ctx: Any, ext_id: str, bridge: str, code: str, identity: str | None) -> Any:
-    """Open the popup as a tab, pair with ``code`` and pick ``identity``; returns the popup page."""
-    popup = await ctx.new_page()
-    await popup.goto(f"chrome-extension://{ext_id}/popup.html")
-    await popup.fill("#bridge", bridge)
-    await popup.fill("#code", code)
-    await popup.click("#pair")
-    # the popup's CSP forbids the string eval wait_for_function uses: poll from here instead
-    for _ in range(50):
-        if (await popup.text_content("#pair-status") or "").startswith("paired"):
-            break
-        await asyncio.sleep(0.2)
-    else:
-        raise AssertionError(f"pairing failed: {await popup.text_content('#pair-status')!r}")
-    if identity:
-        await popup.select_option("#identity", identity, timeout=5_000)
-    return popup
-
-
-async def popup_state(popup: Any) -> str:
-    return (await popup.text_content(".call-state td:last-child") or "") if await popup.locator(".call-state").count() \
-        else ""
-
-
-async def wait_popup(popup: Any, prefix: str, timeout_s: float) -> float:
-    """Wait until the popup's call state starts with ``prefix``; returns the seconds it took."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        if (await popup_state(popup)).startswith(prefix):
-            return time.monotonic() - t0
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"popup never said {prefix!r} in {timeout_s} s: {await popup.text_content('#calls')!r}")
+def start_bicubic_serve(port: int, home: Path) -> subprocess.Popen[str]:
+    """`likeness serve` as a person runs it (bicubic engine: no model needed), on a fixed port."""
+    proc, lines = start_serve(port, home, "bicubic", CODE, env={"OMP_NUM_THREADS": "1"})
+    assert CODE in lines[1], lines
+    return proc
 
 
 def camera_y4m(tmp: Path, n: int = 90) -> Path:
@@ -269,8 +202,9 @@ def test_extension_gives_a_meeting_page_the_enhanced_camera(tmp_path: Path, monk
 
     async def scenario() -> dict[str, Any]:
         config = BridgeConfig(port=0, codec="vp8", pairing_code=CODE, media_idle_s=3.0)
-        async with serve_bridge(config, default_processor_factory) as (base, bridge), meeting_site() as url, \
-                playwright_api.async_playwright() as pw, chromium_with_extension(pw, tmp_path, y4m) as (ctx, ext_id):
+        async with serve_bridge(config, default_processor_factory) as (base, bridge), serve_page(MEETING) as url, \
+                playwright_api.async_playwright() as pw, \
+                chromium_with_extension(pw, tmp_path, y4m, BROWSER_ARGS) as (ctx, ext_id):
             popup = await pair_in_popup(ctx, ext_id, base, CODE, IDENTITY)
             page = await ctx.new_page()
             await page.goto(url)
@@ -314,25 +248,6 @@ def test_extension_gives_a_meeting_page_the_enhanced_camera(tmp_path: Path, monk
     assert r["off"]["sessions"] == 0 and r["off"]["far"]["n"] > 15, r["off"]  # switched off: raw, session closed
 
 
-def start_serve(port: int, home: Path) -> subprocess.Popen[str]:
-    """`likeness serve` as a person runs it (bicubic engine: no model needed), on a fixed port."""
-    env = dict(os.environ, LIKENESS_HOME=str(home), LIKENESS_TOKEN="", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "enhancer.cli", "serve", "--port", str(port), "--engine", "bicubic",
-         "--codec", "vp8", "--pairing-code", CODE],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines = [proc.stdout.readline(), proc.stdout.readline()]  # type: ignore[union-attr]
-    assert CODE in lines[1], lines
-    return proc
-
-
-def bridge_stats(port: int) -> list[dict[str, Any]]:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/stats?room=extension", timeout=5) as r:
-        return json.loads(r.read())["rooms"].get("extension", [])
-
-
 @browser_test
 @pytest.mark.timeout(120)
 def test_extension_falls_back_to_the_raw_camera_and_recovers(tmp_path: Path) -> None:
@@ -343,13 +258,13 @@ def test_extension_falls_back_to_the_raw_camera_and_recovers(tmp_path: Path) -> 
     y4m = camera_y4m(tmp_path)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = start_serve(port, home)
+    proc = start_bicubic_serve(port, home)
     procs = [proc]
 
     async def scenario() -> dict[str, Any]:
         nonlocal proc
-        async with meeting_site() as url, playwright_api.async_playwright() as pw, \
-                chromium_with_extension(pw, tmp_path, y4m) as (ctx, ext_id):
+        async with serve_page(MEETING) as url, playwright_api.async_playwright() as pw, \
+                chromium_with_extension(pw, tmp_path, y4m, BROWSER_ARGS) as (ctx, ext_id):
             popup = await pair_in_popup(ctx, ext_id, base, CODE, IDENTITY)
             page = await ctx.new_page()
             await page.goto(url)
@@ -362,12 +277,12 @@ def test_extension_falls_back_to_the_raw_camera_and_recovers(tmp_path: Path) -> 
             to_raw = await wait_popup(popup, "raw fallback", 10)
             await asyncio.sleep(3.0)  # the extension retries meanwhile (connection refused)
             during = await page.evaluate(FAR_FRAMES, t_kill - 1000)
-            proc = start_serve(port, home)
+            proc = start_bicubic_serve(port, home)
             procs.append(proc)
             to_back = await wait_popup(popup, "connected", 40)
             await asyncio.sleep(2.0)
             overall = await page.evaluate(FAR_FRAMES, t_kill - 1000)
-            pubs = await asyncio.to_thread(bridge_stats, port)
+            pubs = await asyncio.to_thread(extension_sessions, port)
         return {"during": during, "overall": overall, "to_raw": to_raw, "to_back": to_back, "pubs": pubs}
 
     try:

@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
+from support.synthetic import face_like
 
 from enhancer.detail_transfer import (
     DEFAULT_TRANSFER,
@@ -20,15 +22,7 @@ from enhancer.detail_transfer import (
 )
 from enhancer.evaluate import EvalConfig, evaluate
 from enhancer.models.reference_weighting import ReferenceWeighting
-from enhancer.weighting_runtime import load_weighting_runtime
-from enhancer.weights import load_weighting
-
-
-def _face_like(seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    coarse = cv2.resize(rng.uniform(60, 200, (8, 8, 3)).astype(np.float32), (128, 128), interpolation=cv2.INTER_CUBIC)
-    fine = cv2.GaussianBlur(rng.normal(0, 25, (128, 128, 3)).astype(np.float32), (0, 0), 0.7)
-    return np.clip(coarse + fine, 0, 255).astype(np.uint8)
+from enhancer.weighting_runtime import PACKAGED, load_weighting_runtime
 
 
 def test_an_untrained_weighting_is_the_hand_made_rule() -> None:
@@ -37,7 +31,7 @@ def test_an_untrained_weighting_is_the_hand_made_rule() -> None:
     the rule it refines."""
     torch.manual_seed(0)
     net = ReferenceWeighting().eval()
-    truth, stranger = _face_like(1), _face_like(2)
+    truth, stranger = face_like(1), face_like(2)
     refs = prepare_references(np.stack([truth, stranger]), TransferConfig(learned=True), net.runtime())
     restored = cv2.GaussianBlur(truth, (0, 0), 1.5).astype(np.float32)
     d, per_ref, glob = weighting_features(restored, 2.0, refs)
@@ -51,8 +45,9 @@ def test_an_untrained_weighting_is_the_hand_made_rule() -> None:
 
 def test_numpy_runtime_is_the_trained_torch_network() -> None:
     """Calls run the network in NumPy; training ran it in torch: same detail on real-looking input."""
-    net, _ = load_weighting()
-    truth, other = _face_like(5), _face_like(6)
+    net = ReferenceWeighting()
+    net.load_state_dict({k: v.float() for k, v in load_file(str(PACKAGED)).items()})
+    truth, other = face_like(5), face_like(6)
     refs = prepare_references(np.stack([truth, other]), TransferConfig(learned=True), net.runtime())
     restored = cv2.GaussianBlur(truth, (0, 0), 1.5).astype(np.float32)
     d, per_ref, glob = weighting_features(restored, 2.2, refs)
@@ -63,7 +58,7 @@ def test_numpy_runtime_is_the_trained_torch_network() -> None:
 
 
 def test_the_learned_path_needs_its_network_and_only_it() -> None:
-    crop = _face_like(3)[None]
+    crop = face_like(3)[None]
     with pytest.raises(ValueError, match="learned weighting"):
         prepare_references(crop, TransferConfig(learned=True))
     with pytest.raises(ValueError, match="learned weighting"):
@@ -73,7 +68,7 @@ def test_the_learned_path_needs_its_network_and_only_it() -> None:
 def test_the_packaged_weighting_loads_and_runs_behind_the_gate() -> None:
     net = load_weighting_runtime()
     assert net.model_id.startswith("weighting-")
-    truth = _face_like(4)
+    truth = face_like(4)
     refs = prepare_references(truth[None], TransferConfig(alpha=4.0, learned=True), net)
     blurred = cv2.GaussianBlur(truth, (0, 0), 1.5)
     assert transfer_detail(truth, truth, refs) is truth  # arrived sharp: the gate gives no gain
@@ -105,7 +100,6 @@ def test_learned_transfer_adds_the_persons_detail_on_held_out_people(evals: dict
 
 def test_training_resumes_exactly(shared_data: Path, tmp_path: Path) -> None:
     from enhancer.training.weighting import WeightingTrainConfig, train_weighting
-    from enhancer.weights import load_weighting as load
 
     base = dict(data=str(shared_data / "celeba"), identities=3, steps=4, ckpt_every=2)
     whole = train_weighting(WeightingTrainConfig(run_dir=str(tmp_path / "whole"), out=str(tmp_path / "w.safetensors"),
@@ -117,6 +111,6 @@ def test_training_resumes_exactly(shared_data: Path, tmp_path: Path) -> None:
     resumed = train_weighting(WeightingTrainConfig(run_dir=str(tmp_path / "half"), out=str(tmp_path / "r.safetensors"),
                                                    **base))
     assert whole["model_id"] == resumed["model_id"]
-    a, b = load(tmp_path / "w.safetensors")[0].state_dict(), load(tmp_path / "r.safetensors")[0].state_dict()
+    a, b = load_file(str(tmp_path / "w.safetensors")), load_file(str(tmp_path / "r.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(float(v.abs().sum()) > 0 for k, v in a.items() if k.endswith("6.weight"))  # it learnt something

@@ -1,1 +1,2 @@
-"""Helpers that only tests use: waiting, leak checks, CPU contention, RTP loss, enhancement checks."""
+"""Helpers that only tests use: waiting, leak checks, CPU contention, RTP loss, enhancement checks,
+constructed crops."""
