@@ -1,11 +1,13 @@
-"""The learned reference weighting at call time, in NumPy.
+"""The learned reference weighting at call time: its two heads in ONNX Runtime, the rest in NumPy.
 
-Why NumPy and not the torch module it was trained as: the network is tiny (two heads of three
-16-wide convolutions at 32x32), so torch's per-call overhead and its thread pool, which competes
-with the generator's for the same two cores, cost more than the arithmetic (torch: 2.0 ms median
-and 70 ms at p95 under load; this: well under 1 ms), and the frame pipeline keeps starting
-without torch. ``tests/test_reference_weighting.py`` holds the two implementations to the same
-output.
+Why not the torch module it was trained as: torch's per-call overhead and its thread pool, which
+competes with the generator's for the same two cores, cost more than the arithmetic (2.0 ms median
+and 70 ms at p95 under load), and the frame pipeline keeps starting without torch. Why ONNX Runtime
+for the heads: they are 23 MFLOP of 16-wide 3x3 convolutions at 32x32, which NumPy can only do as
+nine small matrix products per layer (2.1 ms here); ORT's convolution kernels on one thread do it in
+0.7 ms without a thread pool of their own. The graph is built from the same fp16 safetensors file
+when it is loaded, so there is one weight file and no export step. ``tests/test_reference_weighting.py``
+holds this to the trained torch network.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, checker, helper, numpy_helper
 from safetensors import safe_open
 
 from .errors import ModelError
@@ -31,96 +35,88 @@ class WeightingConfig:
     tau: float = 1000.0  # temperature of the hand-made mismatch term, as TransferConfig.tau
 
 
-# (weight (out, in, 3, 3), bias (out,), dilation) per convolution; a GELU between them
-Layer = tuple[np.ndarray, np.ndarray, int]
 DILATIONS = (1, 2, 4, 1)  # the heads' convolutions (enhancer.models.reference_weighting._head)
+HEADS = (("per_ref", "corr"), ("glob", "g"))  # (input, output) of each head, as the torch module names them
+OPSET = 17
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
-    """Exact GELU, x * Phi(x) = (x + |x| erf(|x| / sqrt 2)) / 2, with erf by Abramowitz & Stegun
-    7.1.26 (error < 1.5e-7): NumPy has no erf, and the heads were trained with the exact GELU."""
-    a = np.abs(x)
-    z = a * np.float32(0.7071067811865476)
-    t = z * np.float32(0.3275911)
-    t += 1.0
-    np.reciprocal(t, out=t)
-    poly = np.float32(1.061405429) * t  # in place from here: the same operations, fewer temporaries
-    poly -= np.float32(1.453152027)
-    poly *= t
-    poly += np.float32(1.421413741)
-    poly *= t
-    poly -= np.float32(0.284496736)
-    poly *= t
-    poly += np.float32(0.254829592)
-    poly *= t
-    np.multiply(z, z, out=z)
-    np.negative(z, out=z)
-    np.exp(z, out=z)
-    poly *= z
-    np.subtract(1.0, poly, out=poly)  # erf(|x| / sqrt 2)
-    poly *= a
-    poly += x
-    poly *= 0.5
-    return poly
+def _head_nodes(prefix: str, out: str, state: dict[str, np.ndarray],
+                inits: list[TensorProto]) -> tuple[list[helper.NodeProto], int, int]:
+    """One head: 3x3 convolutions with 'same' zero padding, an exact GELU (x * (1 + erf(x / sqrt 2)) / 2)
+    between them, read from the state dict's ``{prefix}.{i}.weight/bias``; with its input and
+    output channel counts."""
+    idx = sorted({int(k.split(".")[1]) for k in state if k.startswith(prefix + ".")})
+    if len(idx) != len(DILATIONS):
+        raise ModelError(f"reference weighting: {prefix} has {len(idx)} layers, not {len(DILATIONS)}")
+
+    def const(name: str, value: np.ndarray | float) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value, np.float32), f"{prefix}.{name}"))
+        return f"{prefix}.{name}"
+
+    nodes, x = [], prefix
+    for n, (i, dil) in enumerate(zip(idx, DILATIONS, strict=True)):
+        y = out if n == len(idx) - 1 else f"{prefix}.{i}.out"
+        nodes.append(helper.make_node("Conv", [x, const(f"{i}.weight", state[f"{prefix}.{i}.weight"]),
+                                               const(f"{i}.bias", state[f"{prefix}.{i}.bias"])], [y],
+                                      kernel_shape=[3, 3], dilations=[dil, dil], pads=[dil] * 4))
+        if y != out:
+            nodes += [helper.make_node("Div", [y, const(f"{i}.sqrt2", np.sqrt(2.0))], [f"{y}.s"]),
+                      helper.make_node("Erf", [f"{y}.s"], [f"{y}.e"]),
+                      helper.make_node("Add", [f"{y}.e", const(f"{i}.one", 1.0)], [f"{y}.a"]),
+                      helper.make_node("Mul", [y, f"{y}.a"], [f"{y}.m"]),
+                      helper.make_node("Mul", [f"{y}.m", const(f"{i}.half", 0.5)], [f"{y}.gelu"])]
+            y = f"{y}.gelu"
+        x = y
+    return nodes, state[f"{prefix}.{idx[0]}.weight"].shape[1], state[f"{prefix}.{idx[-1]}.weight"].shape[0]
 
 
-def _conv(x: np.ndarray, layer: Layer) -> np.ndarray:
-    """3x3 convolution with zero padding equal to the dilation ('same'), on x laid out (C, B, H, W).
-
-    The padded batch is one flat row per channel, so each of the nine taps is a matrix product
-    with a shifted view of it (no im2col copy); outputs are read back at the valid positions."""
-    w, b, dil = layer
-    c, n, h, wd = x.shape
-    hp, wp = h + 2 * dil, wd + 2 * dil
-    size = n * hp * wp
-    flat = np.zeros((c, size + 2 * dil * (wp + 1)), np.float32)
-    flat[:, :size].reshape(c, n, hp, wp)[:, :, dil:dil + h, dil:dil + wd] = x
-    out = np.zeros((w.shape[0], size), np.float32)
-    for i in range(3):
-        for j in range(3):
-            off = (i * wp + j) * dil
-            out += w[:, :, i, j] @ flat[:, off:off + size]
-    return out.reshape(-1, n, hp, wp)[:, :, :h, :wd] + b[:, None, None, None]
+def heads_model(state: dict[str, np.ndarray]) -> bytes:
+    """The two heads as one ONNX model: per_ref (K, 7, h, w) -> corr (K, 1, h, w) and
+    glob (1, 5, h, w) -> g (1, 2, h, w)."""
+    inits: list[TensorProto] = []
+    nodes, inputs, outputs = [], [], []
+    for (prefix, out), batch in zip(HEADS, ("K", 1), strict=True):
+        head, cin, cout = _head_nodes(prefix, out, state, inits)
+        nodes += head
+        inputs.append(helper.make_tensor_value_info(prefix, TensorProto.FLOAT, [batch, cin, "h", "w"]))
+        outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, cout, "h", "w"]))
+    graph = helper.make_graph(nodes, "reference_weighting", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    checker.check_model(model)
+    return model.SerializeToString()
 
 
-def _head(x: np.ndarray, layers: tuple[Layer, ...]) -> np.ndarray:
-    """x (B, C, H, W) -> (B, C_out, H, W)."""
-    x = np.ascontiguousarray(x.transpose(1, 0, 2, 3))
-    for i, layer in enumerate(layers):
-        x = _conv(x, layer)
-        if i < len(layers) - 1:
-            x = _gelu(x)
-    return x.transpose(1, 0, 2, 3)
+def _session(model: bytes) -> ort.InferenceSession:
+    """One thread and no spinning: the heads run between the generator's calls, on the same cores."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
 @dataclass(frozen=True)
 class WeightingRuntime:
     cfg: WeightingConfig
-    per_ref: tuple[Layer, ...]
-    glob: tuple[Layer, ...]
+    session: ort.InferenceSession
     model_id: str = ""
 
     @classmethod
     def from_state(cls, cfg: WeightingConfig, state: dict[str, np.ndarray], model_id: str = "") -> WeightingRuntime:
-        """From the torch module's state dict (names ``per_ref.0.weight`` ...), as float32 arrays."""
-        def layers(prefix: str) -> tuple[Layer, ...]:
-            idx = sorted({int(k.split(".")[1]) for k in state if k.startswith(prefix + ".")})
-            if len(idx) != len(DILATIONS):
-                raise ModelError(f"reference weighting: {prefix} has {len(idx)} layers, not {len(DILATIONS)}")
-            return tuple((state[f"{prefix}.{i}.weight"].astype(np.float32),
-                          state[f"{prefix}.{i}.bias"].astype(np.float32), d)
-                         for i, d in zip(idx, DILATIONS, strict=True))
-        return cls(cfg, layers("per_ref"), layers("glob"), model_id)
+        """From the torch module's state dict (names ``per_ref.0.weight`` ...)."""
+        state = {k: np.asarray(v, np.float32) for k, v in state.items()}
+        return cls(cfg, _session(heads_model(state)), model_id)
 
     def detail(self, d: np.ndarray, detail: np.ndarray, per_ref: np.ndarray, glob: np.ndarray) -> np.ndarray:
         """d (K, H, W), detail (K, H, W, 3), per_ref (K, 7, h, w), glob (5, h, w) -> the detail to
         add (H, W, 3), before the transfer's gain: softmax over (null, references) of the hand-made
         logits -d / tau plus the upsampled corrections, times exp(log-gain)."""
         k, hgt, wid = d.shape
+        corr, g = self.session.run(None, {"per_ref": per_ref, "glob": glob[None]})
         up = lambda m: cv2.resize(np.ascontiguousarray(m.transpose(1, 2, 0)), (wid, hgt),  # noqa: E731
                                   interpolation=cv2.INTER_LINEAR).reshape(hgt, wid, -1).transpose(2, 0, 1)
-        corr = up(_head(per_ref, self.per_ref)[:, 0])
-        g = up(_head(glob[None], self.glob)[0])
+        corr, g = up(corr[:, 0]), up(g[0])
         logits = np.concatenate([g[:1], -d / self.cfg.tau + corr])
         logits -= logits.max(0, keepdims=True)
         e = np.exp(logits)
