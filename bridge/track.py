@@ -391,7 +391,8 @@ class EnhancingTrack(MediaStreamTrack):
                 self._waiting.done.set()
 
     async def aclose(self, timeout: float = 5.0) -> None:
-        """Stop and wait until the pump task and worker thread are gone (no leaks)."""
+        """Stop and wait until the pump task, the worker thread and the processor's own generator thread
+        are gone (no leaks, no native call left running at interpreter exit)."""
         self.stop()
         try:
             await self._pump_task
@@ -400,6 +401,9 @@ class EnhancingTrack(MediaStreamTrack):
         end = time.monotonic() + timeout
         while self.worker_alive and time.monotonic() < end:
             await asyncio.sleep(0.01)
+        join = getattr(self._processor, "join", None)  # the pipeline's generator thread (FramePipeline.join)
+        if join is not None:
+            await asyncio.to_thread(join, max(0.0, end - time.monotonic()))
 
     @property
     def worker_alive(self) -> bool:

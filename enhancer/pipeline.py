@@ -276,9 +276,16 @@ class FramePipeline:
         return result
 
     def close(self) -> None:
-        """Stop the background generator thread, if one was started (idempotent)."""
+        """Stop the background generator thread, if one was started (idempotent, non-blocking)."""
         if self._generator is not None:
             self._generator.close()
+
+    def join(self, timeout: float) -> bool:
+        """After ``close``: wait up to ``timeout`` s for a generator call in flight to end; True when no
+        generator thread is left. Why: Python 3.11 ends a daemon thread that is still inside native code
+        at interpreter exit with pthread_exit, and a C++ frame (torch, ONNX Runtime) on its stack turns
+        that into std::terminate: the process aborts on its way out (seen with `likeness view`)."""
+        return self._generator is None or self._generator.join(timeout)
 
 
 PASTE_RESERVE_S = 0.002  # kept back from a frame's budget for paste-back (measured ~0.8 ms at 480p) ...
@@ -357,6 +364,10 @@ class _Generator:
         with self._cv:
             self._closed = True
             self._cv.notify()
+
+    def join(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     @property
     def alive(self) -> bool:

@@ -360,3 +360,27 @@ def test_generator_nice_lowers_only_the_generator_thread() -> None:
         assert nice_of(gen._thread.native_id) == nice_of(threading.get_native_id()) + 5
     finally:
         gen.close()
+
+
+@needs_clip
+def test_join_waits_for_the_generator_call_in_flight() -> None:
+    """A closed pipeline's generator may still be inside the engine; join waits for that call (a daemon
+    thread left in native code at interpreter exit aborts the process on Python 3.11)."""
+    frames, fps = load_clip(CLIP, 10)
+    warm_detectors()
+    engine = SlowEngine(0.3)
+    pipe = FramePipeline(engine, reuse=ReuseConfig())
+    for i, f in enumerate(frames):  # until a 300 ms call has started; the frames do not wait for it
+        pipe.process(f, i / fps, budget_s=0.001)
+        end = time.monotonic() + 0.1
+        while engine.calls == 0 and time.monotonic() < end:
+            time.sleep(0.005)
+        if engine.calls:
+            break
+    gen = pipe._generator
+    assert engine.calls == 1 and gen is not None and gen.alive
+    pipe.close()
+    assert not pipe.join(0.01) and gen.alive  # still inside the engine call: close alone does not wait
+    t0 = time.monotonic()
+    assert pipe.join(5.0)
+    assert not gen.alive and time.monotonic() - t0 < 1.0
