@@ -7,9 +7,11 @@ measured; the first ``--frames`` frames are degraded whole with ``--preset`` (on
 and restored by the product pipeline with that identity, once without transfer and once per
 ``--alpha``. Metrics per method, in the aligned 128 crop (feather-weighted, as
 ``detail_reuse``): PSNR against the clean frame and the temporal error (change between frames the
-truth does not have, grey levels).
+truth does not have, grey levels); with ``--identity`` also the dlib distance of the restored crop
+to the clean one (dlib only judges). ``--start`` measures later frames (a split not tuned on),
+never those of the enrolment half.
 
-    python -m benchmarks.studies.transfer_flicker [--frames 60] [--alpha 1 2] [--out FILE]
+    python -m benchmarks.studies.transfer_flicker [--start 0] [--frames 60] [--alpha 1 2] [--identity] [--out FILE]
 """
 
 from __future__ import annotations
@@ -28,17 +30,21 @@ from tqdm import tqdm
 
 from benchmarks.harness.clips import load_clip, videos_dir
 from benchmarks.studies.detail_reuse import FACE_METRICS, RESULTS, measure, one_per_person, write_result
-from enhancer.align import alignment_matrix, feather_mask
+from enhancer.align import alignment_matrix, feather_mask, warp_crops
 from enhancer.commands.assemble import build_pipeline
 from enhancer.degrade import degrade
 from enhancer.detail_transfer import DEFAULT_TRANSFER
 from enhancer.enroll import EnrollConfig, EnrollmentError, enroll_from_images
+from enhancer.metrics import identity_distance
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--videos", type=Path, default=None)
-    ap.add_argument("--frames", type=int, default=60, help="frames per clip measured, from its start")
+    ap.add_argument("--frames", type=int, default=60, help="frames per clip measured, from --start")
+    ap.add_argument("--start", type=int, default=0,
+                    help="first frame measured (never one of the clip's second half, where it is enrolled from)")
+    ap.add_argument("--identity", action="store_true", help="also the dlib distance to the clean face per frame")
     ap.add_argument("--alpha", type=float, nargs="+", default=[DEFAULT_TRANSFER.alpha])
     ap.add_argument("--gate", type=float, nargs=2, metavar=("FULL", "NONE"), default=None,
                     help="the transfer's gate in ln Laplacian variance (default: DEFAULT_TRANSFER's)")
@@ -59,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.weighting is not None:
         tcfg = replace(tcfg, learned=args.weighting == "learned")
     methods = [("none", None)] + [(f"alpha-{a:g}", replace(tcfg, alpha=a)) for a in args.alpha]
-    acc: dict[str, dict[str, list[float]]] = {m: {"psnr": [], "temporal": []} for m, _ in methods}
+    acc: dict[str, dict[str, list[float]]] = {m: {"psnr": [], "temporal": [], "id_distance": []} for m, _ in methods}
     used, skipped = [], {}
     with tempfile.TemporaryDirectory() as home:
         for ci, path in enumerate(tqdm(clips, desc="clips", unit="clip")):
@@ -74,7 +80,10 @@ def main(argv: list[str] | None = None) -> None:
             except EnrollmentError as e:
                 skipped[path.name] = str(e).splitlines()[0]
                 continue
-            clean = frames[: args.frames]
+            clean = frames[args.start: min(args.start + args.frames, len(frames) // 2)]
+            if len(clean) < 2:
+                skipped[path.name] = f"{len(frames)} frames: none before the enrolment half from {args.start}"
+                continue
             lq = [degrade(f, args.preset, seed=ci) for f in clean]
             mats = None
             for method, transfer in methods:
@@ -86,9 +95,14 @@ def main(argv: list[str] | None = None) -> None:
                 m = measure(clean, [r.frame for r in res], mats, [0] * len(lq), w)
                 acc[method]["psnr"].extend(m["per_frame"].values())
                 acc[method]["temporal"].extend(m["temporal"])
+                if args.identity:
+                    acc[method]["id_distance"].extend(
+                        identity_distance(warp_crops(r.frame, k[None], size)[0], warp_crops(c, k[None], size)[0])
+                        for r, c, k in zip(res, clean, mats, strict=True) if k is not None)
             used.append(path.name)
     summary = {m: {"psnr": round(float(np.mean(a["psnr"])), 3),
-                   "temporal_error": round(float(np.mean(a["temporal"])), 3), "frames": len(a["psnr"])}
+                   "temporal_error": round(float(np.mean(a["temporal"])), 3), "frames": len(a["psnr"]),
+                   **({"id_distance": round(float(np.mean(a["id_distance"])), 4)} if args.identity else {})}
                for m, a in acc.items()}
     base = summary["none"]["temporal_error"]
     for s in summary.values():
@@ -97,10 +111,12 @@ def main(argv: list[str] | None = None) -> None:
         "benchmark": "transfer-flicker",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
-        "config": {"frames_per_clip": args.frames, "alphas": args.alpha, "preset": args.preset, "engine": args.engine,
+        "config": {"start": args.start,
+                   "frames_per_clip": args.frames, "alphas": args.alpha, "preset": args.preset, "engine": args.engine,
                    "clips": used, "skipped": skipped, "transfer": dataclasses.asdict(tcfg)},
         "methods": summary,
         "definition": {**FACE_METRICS,
+                       "id_distance": "dlib descriptor distance of the restored aligned crop to the clean one",
                        "temporal_vs_none": "relative change of the temporal error against no transfer"},
         "wall_s": round(time.perf_counter() - t0, 1),
     }
@@ -108,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     write_result(result, out)
     for m, s in summary.items():
         change = 100 * s["temporal_vs_none"]
-        print(f"{m:10s} psnr {s['psnr']:6.2f}  temporal {s['temporal_error']:5.2f} ({change:+.1f} %)")
+        ident = f"  id {s['id_distance']:.4f}" if args.identity else ""
+        print(f"{m:10s} psnr {s['psnr']:6.2f}  temporal {s['temporal_error']:5.2f} ({change:+.1f} %){ident}")
     print(f"wrote {out}")
 
 
