@@ -16,6 +16,9 @@ HTTP_TIMEOUT_S = 20.0
 # not a query parameter: other WHIP servers ignore an unknown header, while an added query
 # parameter could break a signed or strictly parsed endpoint URL.
 ENHANCED_HEADER = "X-Likeness-Enhanced"
+# The relation of the ``Link`` header on a WHEP answer whose participant shares its identity
+# (``identity_share``): the viewer GETs it with the same token it watches with.
+IDENTITY_REL = "likeness-identity"
 
 
 class WhipError(LikenessError):
@@ -79,3 +82,46 @@ async def delete(http: aiohttp.ClientSession, resource: Resource, token: str | N
             return resp.status
     except (aiohttp.ClientError, TimeoutError):
         return 0
+
+
+def identity_url(resource: Resource) -> str | None:
+    """Where a WHEP answer says its participant's shared identity is (its ``Link`` of relation
+    ``IDENTITY_REL``), as an absolute URL; None when it advertises none."""
+    for link in resource.headers.get("Link", "").split(","):
+        target, _, params = link.partition(";")
+        rels = {p.strip().removeprefix("rel=").strip('"') for p in params.split(";") if p.strip().startswith("rel=")}
+        if IDENTITY_REL in rels and target.strip().startswith("<") and target.strip().endswith(">"):
+            return urljoin(resource.url, target.strip()[1:-1])
+    return None
+
+
+async def fetch_identity(http: aiohttp.ClientSession, url: str, token: str | None, limit: int) -> bytes | None:
+    """The identity bytes shared at ``url`` (None on 404: not shared, or its publisher left), read
+    into memory only and at most ``limit`` bytes; anything else is a ``WhipError``."""
+    try:
+        async with http.get(url, headers=_auth(token), timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)) as resp:
+            if resp.status == 404:
+                return None
+            if resp.status != 200:
+                raise WhipError(f"{url}: HTTP {resp.status} {(await resp.text()).strip()[:200]}")
+            body = b""  # read(n) gives what has arrived so far, not the whole body: read to the end
+            while len(body) <= limit and (chunk := await resp.content.read(limit + 1 - len(body))):
+                body += chunk
+    except (aiohttp.ClientError, TimeoutError) as e:
+        raise WhipError(f"{url}: {type(e).__name__} {e}".strip()) from None
+    if len(body) > limit:
+        raise WhipError(f"{url}: shared identity larger than {limit} bytes")
+    return body
+
+
+async def put_identity(http: aiohttp.ClientSession, resource: Resource, data: bytes, token: str | None) -> None:
+    """Share an identity (the store's file bytes) with the viewers of a WHIP session's room."""
+    url = resource.url.rstrip("/") + "/identity"
+    headers = {"Content-Type": "application/octet-stream", **_auth(token)}
+    try:
+        async with http.put(url, data=data, headers=headers,
+                            timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)) as resp:
+            if resp.status != 204:
+                raise WhipError(f"{url} refused the identity: HTTP {resp.status} {(await resp.text()).strip()[:200]}")
+    except (aiohttp.ClientError, TimeoutError) as e:
+        raise WhipError(f"{url}: {type(e).__name__} {e}".strip()) from None

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .client import ENHANCED_HEADER
+from .client import ENHANCED_HEADER, IDENTITY_REL
 from .errors import HttpError, text_response
 from .ice import ice_server
 from .identities import list_identities, valid_name
@@ -28,26 +28,33 @@ def _valid_room(room: str) -> bool:
     return bool(room) and len(room) <= 64 and set(room) <= ROOM_RE_CHARS
 
 
-def _room(request: web.Request) -> str:
+def room_param(request: web.Request) -> str:
+    """The path's ``{room}``, checked."""
     room = request.match_info["room"]
     if not _valid_room(room):
         raise HttpError(400, "room name must be 1-64 characters of letters, digits, '_', '-', '.'")
     return room
 
 
-async def _read_sdp(request: web.Request) -> str:
-    if request.content_type != "application/sdp":
-        raise HttpError(415, "Content-Type must be application/sdp")
-    if request.content_length is not None and request.content_length > MAX_SDP_BYTES:
-        raise HttpError(413, f"SDP larger than {MAX_SDP_BYTES} bytes")
+async def read_body(request: web.Request, content_type: str, limit: int, what: str) -> bytes:
+    """The whole body of a ``content_type`` request, refused (415, 413) otherwise or over ``limit`` bytes."""
+    if request.content_type != content_type:
+        raise HttpError(415, f"Content-Type must be {content_type}")
+    if request.content_length is not None and request.content_length > limit:
+        raise HttpError(413, f"{what} larger than {limit} bytes")
     # read(n) returns what has arrived, up to n bytes, not the whole body: one call took the
     # first TCP segments of a browser's 25 KB WHEP offer now and then, and the truncated offer
     # failed as "malformed SDP", "no DTLS fingerprint" or an answer with m-lines missing
     body = bytearray()
-    while chunk := await request.content.read(MAX_SDP_BYTES + 1 - len(body)):
+    while chunk := await request.content.read(limit + 1 - len(body)):
         body += chunk
-        if len(body) > MAX_SDP_BYTES:
-            raise HttpError(413, f"SDP larger than {MAX_SDP_BYTES} bytes")
+        if len(body) > limit:
+            raise HttpError(413, f"{what} larger than {limit} bytes")
+    return bytes(body)
+
+
+async def _read_sdp(request: web.Request) -> str:
+    body = await read_body(request, "application/sdp", MAX_SDP_BYTES, "SDP")
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:
@@ -62,30 +69,42 @@ def identity_param(request: web.Request) -> str | None:
     return ident
 
 
-def _enhanced_flag(request: web.Request) -> bool:
-    """Whether a WHIP publisher says it enhanced its video already: the ``X-Likeness-Enhanced``
-    header (what ``likeness call`` sends) or the ``enhanced`` query parameter, "1"/"true"/"yes"."""
-    values = [v for v in (request.headers.get(ENHANCED_HEADER), request.query.get("enhanced")) if v is not None]
+def _flag(request: web.Request, param: str, header: str | None = None) -> bool:
+    """A yes/no of a request: the ``header`` or the ``param`` query parameter, "1"/"true"/"yes"."""
+    values = [v for v in (request.headers.get(header) if header else None, request.query.get(param))
+              if v is not None]
     flags = set()
     for v in values:
         v = v.strip().lower()
         if v not in ("1", "true", "yes", "0", "false", "no", ""):
-            raise HttpError(400, f"{ENHANCED_HEADER} (or ?enhanced=) must be 1 or 0, got {v!r}")
+            name = f"{header} (or ?{param}=)" if header else f"?{param}="
+            raise HttpError(400, f"{name} must be 1 or 0, got {v!r}")
         flags.add(v in ("1", "true", "yes"))
     return True in flags
 
 
-def _created(session: Session) -> web.Response:
-    return web.Response(
-        status=201,
-        text=session.pc.localDescription.sdp,
-        content_type="application/sdp",
-        headers={
-            "Location": session.location,
-            "X-Likeness-Session": session.id,
-            "X-Likeness-Publishers": ",".join(session.publishers),
-        },
-    )
+def _enhanced_flag(request: web.Request) -> bool:
+    """Whether a WHIP publisher says it enhanced its video already: the ``X-Likeness-Enhanced``
+    header (what ``likeness call`` sends) or the ``enhanced`` query parameter."""
+    return _flag(request, "enhanced", ENHANCED_HEADER)
+
+
+def _share_flag(request: web.Request) -> bool:
+    """Whether a publisher consents to share the identity the bridge enhances it with (``identity_share``)."""
+    return _flag(request, "share_identity")
+
+
+def _created(session: Session, link: str | None = None) -> web.Response:
+    assert session.pc is not None  # a session answered over HTTP has a peer connection
+    headers = {
+        "Location": session.location,
+        "X-Likeness-Session": session.id,
+        "X-Likeness-Publishers": ",".join(session.publishers),
+    }
+    if link:
+        headers["Link"] = link
+    return web.Response(status=201, text=session.pc.localDescription.sdp, content_type="application/sdp",
+                        headers=headers)
 
 
 # ----------------------------------------------------------------------------- WHIP / WHEP
@@ -94,25 +113,27 @@ def _created(session: Session) -> web.Response:
 async def whip_post(request: web.Request) -> web.Response:
     """WHIP ingest: a publisher's SDP offer in, ``201`` with the answer and its ``Location`` out."""
     bridge = request.app[BRIDGE_KEY]
-    room = _room(request)
+    room = room_param(request)
     session = await bridge.publish(room, await _read_sdp(request), identity_param(request), echo=False,
-                                   enhanced=_enhanced_flag(request))
+                                   enhanced=_enhanced_flag(request), share_identity=_share_flag(request))
     return _created(session)
 
 
 async def whep_post(request: web.Request) -> web.Response:
     """WHEP playback: the offer's video m-lines get the room's publishers in join order."""
     bridge = request.app[BRIDGE_KEY]
-    room = _room(request)
+    room = room_param(request)
     sdp = await _read_sdp(request)
     session = await bridge.view(room, sdp, exclude=request.query.get("exclude"))
-    return _created(session)
+    # advertise the identity the viewer's (first) participant shares, if any (``identity_share``)
+    shares = bridge.shared_identity(session) is not None
+    return _created(session, f'<{session.location}/identity>; rel="{IDENTITY_REL}"' if shares else None)
 
 
 async def session_delete(request: web.Request) -> web.Response:
     """Leave: DELETE on the session's ``Location``."""
     bridge = request.app[BRIDGE_KEY]
-    room, sid = _room(request), request.match_info["session"]
+    room, sid = room_param(request), request.match_info["session"]
     role = "publisher" if request.path.startswith("/whip/") else "viewer"
     s = bridge.sessions.get(sid)
     if s is None or s.room != room or s.role != role:
@@ -150,7 +171,7 @@ async def api_offer(request: web.Request) -> web.Response:
     room = request.query.get("room", "main")
     if not _valid_room(room):
         raise HttpError(400, "invalid room name")
-    session = await bridge.publish(room, sdp, identity_param(request), echo=True)
+    session = await bridge.publish(room, sdp, identity_param(request), echo=True, share_identity=_share_flag(request))
     return web.json_response(
         {
             "sdp": session.pc.localDescription.sdp,

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from enhancer.errors import InputError, ModelError
-from enhancer.identity_store import SUFFIX, IdentityStore, validate_name
+from enhancer.identity_store import SUFFIX, IdentityStore, shared_bytes, validate_name
 
 
 class EnrollUnavailable(RuntimeError):
@@ -66,6 +66,12 @@ def load_identity(name: str | None) -> np.ndarray | None:
     if not name:
         return None
     return IdentityStore().read(_usable(name)).identity
+
+
+def shared_identity_bytes(name: str) -> bytes:
+    """The stored identity ``name`` as its publisher shares it with its room's viewers: the store's
+    file format without the kept photos (``identity_store.shared_bytes``)."""
+    return shared_bytes(IdentityStore().read(_usable(name)))
 
 
 def enroll_function() -> Callable[[str, list[np.ndarray]], Any]:

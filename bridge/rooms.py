@@ -33,11 +33,12 @@ from .config import BridgeConfig
 from .errors import HttpError
 from .fanout import PacketTrack, SharedEncoder, shareable
 from .ice import keep_loopback_candidates, rtc_configuration
+from .identities import shared_identity_bytes
 from .jitter import release_frames_on_marker
 from .rate_control import control_sender_rate
 from .sdp import OfferInfo, check_offer
 from .session import Session
-from .track import EnhancingTrack, ProcessorFactory
+from .track import EnhancingTrack, FrameProcessor, ProcessorFactory
 from .watchdog import watch
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class Bridge:
     def _register(self, session: Session) -> None:
         """Count an answered session in: the codec its answer chose, its room, and its watchdog, which
         closes it if its peer never connects or goes silent (``watchdog.watch``)."""
+        assert session.pc is not None  # local publishers are registered by ``publish_track``
         session.codec = negotiated_codec(session.pc.localDescription.sdp)
         self.sessions[session.id] = session
         session.watchdog = watch(session, self.config.media_idle_s, lambda: session.id in self.sessions,
@@ -139,15 +141,31 @@ class Bridge:
     # ---------------------------------------------------------------- sessions
 
     async def publish(self, room: str, sdp: str, identity: str | None, echo: bool,
-                      enhanced: bool = False) -> Session:
+                      enhanced: bool = False, share_identity: bool = False) -> Session:
         """Accept a sender's offer; with ``echo`` the enhanced video also goes back on the same m-line.
-        ``enhanced``: the sender enhanced its video itself; it is relayed untouched (no identity)."""
+        ``enhanced``: the sender enhanced its video itself; it is relayed untouched (no identity).
+        ``share_identity``: the sender consents to its room's viewers fetching the identity the bridge
+        enhances it with (a sender that enhanced itself uploads its own: ``identity_share``)."""
         info = check_offer(sdp)
         with self._slot():
-            return await self._publish(room, sdp, info, identity, echo, enhanced)
+            return await self._publish(room, sdp, info, identity, echo, enhanced, share_identity)
+
+    async def publish_track(self, room: str, track: MediaStreamTrack, processor: FrameProcessor | None,
+                            identity: str | None = None) -> Session:
+        """Publish a track of this process to ``room`` (``likeness view``'s received stream), enhanced by
+        ``processor`` under the same rules as a remote publisher's (None: relayed as it comes). No peer
+        connection, so no watchdog: its owner ends it with ``close_session``."""
+        with self._slot():
+            sid = secrets.token_urlsafe(9)
+            session = Session(sid, room, "publisher", None, identity=identity)
+            session.track = EnhancingTrack(track, processor, deadline_frames=self.config.deadline_frames,
+                                           name=f"{room}/{sid}", lock=self.detector_lock)
+            self.sessions[sid] = session
+        log.info("local publisher %s joined room %s (identity %s)", sid, room, identity)
+        return session
 
     async def _publish(self, room: str, sdp: str, info: OfferInfo, identity: str | None, echo: bool,
-                       enhanced: bool) -> Session:
+                       enhanced: bool, share_identity: bool) -> Session:
         processor: Any = None  # None: a relay (EnhancingTrack passes every frame through untouched)
         if enhanced:
             if identity:
@@ -159,10 +177,16 @@ class Bridge:
                 processor = await asyncio.to_thread(self.locked, self.factory, identity)
             except LikenessError as e:
                 raise HttpError(400, str(e)) from None
+        shared = None
+        if share_identity and identity:
+            try:
+                shared = await asyncio.to_thread(shared_identity_bytes, identity)
+            except LikenessError as e:
+                raise HttpError(400, str(e)) from None
         sid = secrets.token_urlsafe(9)
         pc = self._new_pc(sid)
         session = Session(sid, room, "publisher", pc, identity=identity,
-                          enhanced_by="publisher" if enhanced else "bridge")
+                          enhanced_by="publisher" if enhanced else "bridge", shared_identity=shared)
         first_video = self._make_transceivers(pc, info, echo)
 
         @pc.on("track")
@@ -262,6 +286,16 @@ class Bridge:
         log.info("viewer %s joined room %s (%d streams)", sid, room, len(session.publishers))
         return session
 
+    def shared_identity(self, viewer: Session, publisher: str | None = None) -> Session | None:
+        """The publisher of ``viewer``'s room that shares its identity with it: ``publisher`` (an id),
+        else the one on the viewer's first video m-line; None when it is not in that room, is gone or
+        shares nothing. The room is the boundary: a viewer never reaches another room's participant."""
+        pid = publisher or (viewer.publishers[0] if viewer.publishers else None)
+        pub = self.sessions.get(pid) if pid else None
+        if pub is None or pub.role != "publisher" or pub.room != viewer.room or pub.shared_identity is None:
+            return None
+        return pub
+
     def _bind_shared(self, track: PacketTrack, pub: Session, transceiver: Any, mime: str | None) -> None:
         """Feed ``track`` from ``pub``'s shared encoder for ``mime``, the codec the answer chose for it."""
         if shareable(mime):
@@ -285,8 +319,11 @@ class Bridge:
             session.watchdog.cancel()
         for sub in session.subscriptions:
             sub.stop()
+        session.shared_identity = None  # consent ends with the session
         if session.track is not None:
             await session.track.aclose()
+        if session.pc is None:
+            return
         try:
             await session.pc.close()
         except Exception as e:  # aiortc can fail closing a half-negotiated pc; the session is gone regardless

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import errno
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
@@ -41,6 +42,7 @@ from .http_api import (
     whip_post,
 )
 from .ice import loopback_candidates
+from .identity_share import add_identity_share_routes
 from .middleware import auth_middleware
 from .pairing import new_pairing_code, pairing_middleware
 from .rooms import BRIDGE_KEY, Bridge
@@ -82,6 +84,7 @@ def create_app(config: BridgeConfig, factory: ProcessorFactory) -> web.Applicati
     r.add_get("/api/stats", api_stats)
     r.add_get("/api/config", api_config)
     r.add_post("/api/enroll", api_enroll)
+    add_identity_share_routes(r)
     add_extension_routes(r)
     return app
 
@@ -93,7 +96,10 @@ async def run_server(config: BridgeConfig, factory: ProcessorFactory, stop: asyn
         await _serve(config, factory, stop)
 
 
-async def _serve(config: BridgeConfig, factory: ProcessorFactory, stop: asyncio.Event | None) -> None:
+@contextlib.asynccontextmanager
+async def serving(config: BridgeConfig, factory: ProcessorFactory) -> AsyncIterator[Bridge]:
+    """The app listening on ``config.host:config.port`` for the block (``run_server``'s, and
+    ``likeness view``'s local re-serve); a port in use is a one-line ``LikenessError``."""
     app = create_app(config, factory)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
@@ -104,6 +110,23 @@ async def _serve(config: BridgeConfig, factory: ProcessorFactory, stop: asyncio.
         except OSError as e:
             why = "address already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
             raise LikenessError(f"cannot listen on {config.host}:{config.port}: {why}") from None
+        yield app[BRIDGE_KEY]
+    finally:
+        await runner.cleanup()
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event SIGINT/SIGTERM set, so a server ends cleanly (sessions closed, DELETE-equivalent)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _serve(config: BridgeConfig, factory: ProcessorFactory, stop: asyncio.Event | None) -> None:
+    async with serving(config, factory) as bridge:
         host = f"[{config.host}]" if ":" in config.host else config.host
         print(
             f"likeness bridge on http://{host}:{config.port}/ (WHIP /whip/ROOM, WHEP /whep/ROOM"
@@ -111,16 +134,10 @@ async def _serve(config: BridgeConfig, factory: ProcessorFactory, stop: asyncio.
             flush=True,
         )
         # the person types this into the browser extension's popup once (bridge/extension/)
-        used = app[BRIDGE_KEY].config
+        used = bridge.config
         note = f" ({used.pairing_note})" if used.pairing_note else ""
         print(f"browser extension pairing code: {used.pairing_code}{note}", flush=True)
-        if stop is None:  # SIGINT/SIGTERM end the server cleanly (sessions closed, DELETE-equivalent)
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(sig, stop.set)
+        if stop is None:
+            stop = stop_on_signals()
         await stop.wait()
         print("likeness bridge: stopping", flush=True)
-    finally:
-        await runner.cleanup()

@@ -24,7 +24,7 @@ class Session:
     id: str
     room: str
     role: str
-    pc: RTCPeerConnection
+    pc: RTCPeerConnection | None  # None: a local publisher, a track of this process (``Bridge.publish_track``)
     identity: str | None = None
     track: EnhancingTrack | None = None
     subscriptions: list[MediaStreamTrack] = field(default_factory=list)
@@ -33,6 +33,9 @@ class Session:
     enhanced_by: str = "bridge"  # publishers: "publisher" when it sent enhanced video (relayed as is)
     created: float = field(default_factory=time.monotonic)
     watchdog: asyncio.Task[None] | None = None
+    # publishers: the identity file it consented to share with its room's viewers (``identity_share``);
+    # held in memory only, dropped with the session
+    shared_identity: bytes | None = None
 
     @property
     def location(self) -> str:
@@ -45,13 +48,14 @@ class Session:
             "id": self.id,
             "role": self.role,
             "identity": self.identity,
-            "connection": self.pc.connectionState,
+            "connection": self.pc.connectionState if self.pc is not None else "local",
             "codec": self.codec,
             "age_s": round(time.monotonic() - self.created, 1),
         }
         if self.role == "publisher":
             d["enhanced_by"] = self.enhanced_by
             d["processing"] = "relay" if self.enhanced_by == "publisher" else "enhance"
+            d["identity_shared"] = self.shared_identity is not None
         if self.track is not None:
             d["track"] = self.track.stats()
         if self.role == "viewer":

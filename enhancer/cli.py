@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "enhancer.commands.serve",
     "enhancer.commands.extension",
     "enhancer.commands.call",
+    "enhancer.commands.view",
     "enhancer.commands.enroll",
     "enhancer.commands.identities",
     "enhancer.commands.engines",

@@ -20,7 +20,11 @@ File layout (format version 1):
 
 An identity is only meaningful to the encoder that made it, so ``load`` refuses a file whose
 ``encoder_id`` differs from the running model's (the teacher and its distilled student share
-an encoder, hence an ``encoder_id``). Everything read back is validated (size, header, tensor
+an encoder, hence an ``encoder_id``).
+
+Sharing, by consent (``likeness call --share-identity``): ``shared_bytes`` is the same file format
+without the kept photos, and ``parse_identity`` validates such bytes in memory, so a receiver
+never has to write someone else's identity to disk to check it. Everything read back is validated (size, header, tensor
 names, shapes, dtypes, finiteness) because the file may have been truncated or tampered with.
 """
 
@@ -96,7 +100,7 @@ class StoredIdentity:
     """A validated identity file: the tensor, its metadata and (if kept) the reference crops."""
 
     name: str
-    path: Path
+    path: Path | None  # None: validated from bytes in memory (a shared identity), never on disk here
     identity: np.ndarray
     metadata: dict[str, str]
     refs: np.ndarray | None
@@ -162,6 +166,45 @@ def _validate(path: Path, data: bytes) -> tuple[dict[str, str], dict[str, np.nda
     if detail is not None and not _valid_crops(detail):
         raise ModelError(f"{path}: corrupt identity file (reference detail is {detail.dtype} {tuple(detail.shape)})")
     return meta, tensors
+
+
+class IdentityMismatch(ModelError):
+    """The identity was made by another encoder than the running model's: it means nothing to it."""
+
+    def __init__(self, message: str, made_by: str, expected: str) -> None:
+        super().__init__(message)
+        self.made_by = made_by
+        self.expected = expected
+
+
+def check_encoder(stored: StoredIdentity, expected_encoder_id: str) -> np.ndarray:
+    """``stored``'s identity tensor, or ``IdentityMismatch`` unless ``expected_encoder_id`` made it."""
+    made_by = stored.metadata["encoder_id"]
+    if made_by != expected_encoder_id:
+        raise IdentityMismatch(
+            f"identity {stored.name!r} was made by model {made_by} but this model's encoder is "
+            f"{expected_encoder_id}; re-enroll with `likeness enroll {stored.name} --force ...`",
+            made_by, expected_encoder_id)
+    return stored.identity
+
+
+def parse_identity(data: bytes, label: str) -> StoredIdentity:
+    """Validate identity bytes in memory (a shared identity): the same checks as a stored file,
+    errors naming ``label`` (no path separators: it is shown as the file's name)."""
+    if len(data) > MAX_FILE_BYTES:
+        raise ModelError(f"{label}: identity is too large ({len(data)} bytes > {MAX_FILE_BYTES})")
+    meta, tensors = _validate(Path(label), data)
+    name = meta["name"] if NAME_RE.fullmatch(meta["name"]) else "shared"
+    return StoredIdentity(name, None, tensors["identity"], meta, tensors.get("refs"), tensors.get("detail"))
+
+
+def shared_bytes(stored: StoredIdentity) -> bytes:
+    """``stored`` in the store's file format for sharing: the identity and its reference detail, never
+    the kept photos (``--keep-photos`` crops exist for re-enrolment; a receiver has no use for them)."""
+    tensors = {"identity": np.ascontiguousarray(stored.identity)}
+    if stored.detail is not None:
+        tensors["detail"] = np.ascontiguousarray(stored.detail)
+    return st_save(tensors, metadata={**stored.metadata, "photos_kept": "no"})
 
 
 def _valid_crops(x: np.ndarray) -> bool:
@@ -275,19 +318,15 @@ class IdentityStore:
 
     def load(self, name: str, expected_encoder_id: str) -> np.ndarray:
         """The float32 identity, refused unless ``expected_encoder_id`` made it (which fixes its shape)."""
-        stored = self.read(name)
-        made_by = stored.metadata["encoder_id"]
-        if made_by != expected_encoder_id:
-            raise ModelError(f"identity {name!r} was made by model {made_by} but this model's encoder is "
-                             f"{expected_encoder_id}; re-enroll with `likeness enroll {name} --force ...`")
-        return stored.identity
+        return check_encoder(self.read(name), expected_encoder_id)
 
     def show(self, name: str) -> dict[str, str]:
         """Metadata of a validated identity (no tensors), plus its path and file size."""
         stored = self.read(name)
+        path = self.path(name)
         info = {k: v for k, v in stored.metadata.items() if k not in ("format",)}
-        info["path"] = str(stored.path)
-        info["file_bytes"] = str(stored.path.stat().st_size)
+        info["path"] = str(path)
+        info["file_bytes"] = str(path.stat().st_size)
         return info
 
     def list(self) -> list[dict[str, str]]:

@@ -77,15 +77,16 @@ class Peer:
 
 async def publish(
     http: aiohttp.ClientSession, url: str, track: MediaStreamTrack, token: str | None = None,
-    codec: str | None = None, bitrate: int | None = None,
+    codec: str | None = None, bitrate: int | None = None, headers: dict[str, str] | None = None,
 ) -> Peer:
-    """Send ``track`` to a WHIP endpoint."""
+    """Send ``track`` to a WHIP endpoint; ``headers`` go on the POST (e.g. ``{ENHANCED_HEADER: "1"}``,
+    a publisher that enhanced its video itself, as `likeness call` says)."""
     pc = RTCPeerConnection(rtc_configuration())
     t = pc.addTransceiver(track, direction="sendonly")
     prefer_codec(t, codec)
     control_sender_rate(t.sender, bitrate)
     try:
-        return Peer(pc, await negotiate(http, url, pc, token))
+        return Peer(pc, await negotiate(http, url, pc, token, headers))
     except BaseException:
         await pc.close()
         raise

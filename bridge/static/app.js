@@ -156,6 +156,8 @@ async function start() {
     const identity = $("identity").value;
     const q = new URLSearchParams({ room });
     if (identity) q.set("identity", identity);
+    // consent to let this room's viewers fetch the identity (in the bridge's memory until you leave)
+    if (identity && $("share").checked) q.set("share_identity", "1");
     const ans = await apiJson("/api/offer?" + q, {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer" }),
@@ -470,6 +472,7 @@ async function init() {
   $("stop").onclick = stop;
   $("after").onchange = showView;
   $("identity").onchange = () => { if (state.pc) republish(); else showView(); };
+  $("share").onchange = () => { if (state.pc) republish(); };  // consent given or withdrawn now, not next call
   $("watch").onclick = () => watch().catch((e) => { $("room-info").textContent = e.message; });
   $("unwatch").onclick = unwatch;
   $("enroll").onclick = enroll;

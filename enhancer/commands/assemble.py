@@ -15,7 +15,7 @@ import numpy as np
 from ..detail import ReuseConfig
 from ..detail_transfer import DEFAULT_TRANSFER, PreparedReferences, TransferConfig, prepare_references
 from ..errors import LikenessError, ModelError
-from ..identity_store import IdentityStore
+from ..identity_store import IdentityStore, StoredIdentity, check_encoder
 from ..pipeline import FramePipeline, Matcher
 from ..strength import DEFAULT_STRENGTH, StrengthConfig
 from ..weighting_runtime import load_weighting_runtime
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def build_pipeline(
-    identity: str | None = None,
+    identity: str | StoredIdentity | None = None,
     engine: str = "auto",
     steps: int | None = None,
     weights: str | None = None,
@@ -40,7 +40,9 @@ def build_pipeline(
     transfer: TransferConfig | None = DEFAULT_TRANSFER,
 ) -> FramePipeline:
     """The product pipeline: best available engine for the packaged student, the named
-    enrolled identity (checked against the engine's encoder), an identity matcher, and the
+    enrolled identity or one already read (a shared identity, validated in memory by
+    ``identity_store.parse_identity``), checked against the engine's encoder
+    (``IdentityMismatch`` otherwise), an identity matcher, and the
     adaptive strength (``enhancer.strength``; None keeps the generator's full output), and the
     enrolled person's reference detail (``enhancer.detail_transfer``; None: off, and off for an
     identity enrolled before it was stored).
@@ -52,17 +54,16 @@ def build_pipeline(
     from engines import create_engine
 
     eng = create_engine(engine, weights=weights, steps=steps)
+    stored = (IdentityStore(home).read(identity) if identity else None) if isinstance(identity, str) else identity
     if getattr(eng, "info", None) is None:
-        ident = IdentityStore(home).read(identity).identity if identity else None
-        return FramePipeline(eng, ident, seed=seed, max_faces=max_faces)
+        return FramePipeline(eng, stored.identity if stored else None, seed=seed, max_faces=max_faces)
     ident = None
     matcher = None
     detail = None
-    if identity:
-        store = IdentityStore(home)
-        ident = store.load(identity, eng.info.encoder_id)
+    if stored is not None:
+        ident = check_encoder(stored, eng.info.encoder_id)
         matcher = encoder_matcher(weights)
-        detail = reference_detail(store.read(identity).detail, eng.size, transfer, identity)
+        detail = reference_detail(stored.detail, eng.size, transfer, stored.name)
     return FramePipeline(eng, ident, seed=seed, max_faces=max_faces, matcher=matcher, strength=strength,
                          reuse=reuse, reference_detail=detail)
 
@@ -99,15 +100,24 @@ def make_factory(engine: str = "bicubic", strength: StrengthConfig | None = DEFA
     """The bridge's factory for any engine name ``create_engine`` knows ('auto', 'bicubic', ...),
     with the adaptive strength (or ``strength``; None keeps the generator's full output) and
     detail reuse for frames the generator is late for (None: those frames go out raw)."""
-    from bridge.factory import warm_detectors
 
     def build(identity: str | None) -> FrameProcessor:
-        warm_detectors()
-        try:
-            return build_pipeline(identity=identity, engine=engine, strength=strength, reuse=reuse)
-        except LikenessError:
-            raise
-        except (ImportError, ValueError) as e:
-            raise ModelError(f"engine {engine!r} is not available in this build ({e})") from None
+        return build_processor(identity, engine, strength, reuse)
 
     return build
+
+
+def build_processor(identity: str | StoredIdentity | None, engine: str = "bicubic",
+                    strength: StrengthConfig | None = DEFAULT_STRENGTH,
+                    reuse: ReuseConfig | None = DEFAULT_REUSE) -> FrameProcessor:
+    """One stream's processor (``make_factory``'s, or ``likeness view``'s for a shared identity held in
+    memory): the face detectors loaded now, and an engine this build lacks as a ``ModelError``."""
+    from bridge.factory import warm_detectors
+
+    warm_detectors()
+    try:
+        return build_pipeline(identity=identity, engine=engine, strength=strength, reuse=reuse)
+    except LikenessError:
+        raise
+    except (ImportError, ValueError) as e:
+        raise ModelError(f"engine {engine!r} is not available in this build ({e})") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
+import sys
 import time
 from urllib.parse import urlsplit
 
@@ -23,6 +23,10 @@ def register(sub) -> None:
     p.add_argument(
         "--source", default="camera", help="'camera' (first /dev/video*), a /dev/videoN path or a video file"
     )
+    p.add_argument("--share-identity", action="store_true",
+                   help="let viewers of the same room fetch your identity and its aligned reference face crops "
+                        "(in memory, until you leave) so "
+                        "they can restore your face on their side (`likeness view`); needs --identity")
     p.add_argument("--duration", type=float, default=None, help="seconds to publish (default: until Ctrl-C)")
     p.add_argument("--stats-every", type=float, default=5.0, help="print a stats line every S seconds (0: never)")
     add_rtc_args(p)
@@ -35,6 +39,8 @@ def _call(args) -> int:
         raise LikenessError(f"--whip must be an http(s) URL, got {args.whip!r}")
     if args.duration is not None and args.duration <= 0:
         raise LikenessError("--duration must be positive")
+    if args.share_identity and not args.identity:
+        raise LikenessError("--share-identity needs --identity NAME: there is no identity to share")
     setup_logging(args.log_level)
     return asyncio.run(publish(args))
 
@@ -43,13 +49,15 @@ async def publish(args) -> int:
     import aiohttp
     from aiortc import RTCPeerConnection
 
-    from bridge.client import ENHANCED_HEADER, delete, negotiate
+    from bridge.client import ENHANCED_HEADER, WhipError, delete, negotiate, put_identity
     from bridge.codecs import prefer_codec
     from bridge.ice import enable_loopback_candidates, is_loopback_host, rtc_configuration
     from bridge.rate_control import control_sender_rate
+    from bridge.server import stop_on_signals
     from bridge.sources import open_source
     from bridge.track import EnhancingTrack
 
+    from ..identity_store import IdentityStore, shared_bytes
     from .assemble import make_factory
 
     host = urlsplit(args.whip).hostname or ""
@@ -62,6 +70,8 @@ async def publish(args) -> int:
     bitrate = parse_bitrate(args.bitrate) if args.bitrate else None
     factory = make_factory(args.engine, args.strength, late_frames_config(args.late_frames))
     processor = await asyncio.to_thread(factory, args.identity)
+    # what the person consented to share: read now, so a bad identity fails before the call starts
+    shared = shared_bytes(IdentityStore().read(args.identity)) if args.share_identity else None
     source, _ = open_source(args.source)
     track = EnhancingTrack(source, processor, name="call")
     pc = RTCPeerConnection(config)
@@ -90,8 +100,15 @@ async def publish(args) -> int:
                     ) from None
                 if pc.connectionState != "connected":
                     raise LikenessError(f"media connection to {args.whip} {pc.connectionState}")
+                if shared is not None:
+                    try:  # a WHIP server that is not a Likeness bridge has nowhere to keep it: call on, unshared
+                        await put_identity(http, resource, shared, args.token)
+                        print(f"sharing identity {args.identity!r} with the viewers of this room until you leave",
+                              flush=True)
+                    except WhipError as e:
+                        print(f"likeness call: identity not shared ({e})", file=sys.stderr, flush=True)
                 print(f"publishing to {resource.url} (Ctrl-C to stop)", flush=True)
-                await _run(pc, track, args, _stop_on_signals())
+                await _run(pc, track, args, stop_on_signals())
             finally:
                 await delete(http, resource, args.token)
     finally:
@@ -101,16 +118,6 @@ async def publish(args) -> int:
     s = track.stats()
     print(json.dumps({k: s[k] for k in ("frames_out", "enhanced", "enhanced_share_total", "dropped", "errors")}))
     return 0
-
-
-def _stop_on_signals() -> asyncio.Event:
-    """SIGINT/SIGTERM end the call cleanly (DELETE sent) instead of killing it mid-session."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
-    return stop
 
 
 async def _run(pc, track, args, stop: asyncio.Event) -> None:
