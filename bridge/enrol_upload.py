@@ -1,4 +1,5 @@
-"""The page's enrolment: ``POST /api/enroll?name=NAME`` with multipart JPEGs.
+"""The page's enrolment: ``POST /api/enroll?name=NAME[&source=camera]`` with multipart JPEGs
+(``source=camera``: the page's webcam capture, stored as such with the identity).
 
 Why here and not in the enrolment code: an upload is untrusted bytes over HTTP, so the
 bridge bounds it (count and body size), decodes each file itself, and answers one verdict
@@ -9,6 +10,7 @@ per uploaded file: its own decode check, then the enrolment's verdict for that i
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import cv2
@@ -16,10 +18,13 @@ import numpy as np
 from aiohttp import web
 
 from enhancer.errors import InputError, LikenessError, ModelError
+from enhancer.identity_store import CAMERA_SOURCE
 
 from .errors import HttpError
 from .identities import EnrollUnavailable, enroll_function, merge_verdicts, report_to_json, valid_name
 from .rooms import BRIDGE_KEY
+
+ENROL_SOURCES = {"images": "images", "camera": CAMERA_SOURCE}  # ?source= -> the identity's stored source
 
 
 def _decode(files: list[web.FileField]) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
@@ -45,6 +50,9 @@ async def api_enroll(request: web.Request) -> web.Response:
     name = request.query.get("name", "")
     if not valid_name(name):
         raise HttpError(400, "query parameter name must be 1-64 letters, digits, '_', '-', '.'")
+    source = ENROL_SOURCES.get(request.query.get("source", "images"))
+    if source is None:
+        raise HttpError(400, f"query parameter source must be one of {', '.join(ENROL_SOURCES)}")
     try:
         fn = enroll_function()
     except EnrollUnavailable as e:
@@ -62,7 +70,8 @@ async def api_enroll(request: web.Request) -> web.Response:
         return web.json_response({"name": name, "images": decoded, "error": "no decodable images"}, status=400)
     try:
         # enrolment detects faces too; streams pass frames through un-enhanced meanwhile
-        report = report_to_json(await asyncio.to_thread(bridge.locked, fn, name, images))
+        report = report_to_json(await asyncio.to_thread(bridge.locked, functools.partial(fn, source=source),
+                                                        name, images))
     except LikenessError as e:
         # EnrollmentError carries the per-image verdicts: show them even though nothing was stored
         partial = report_to_json(getattr(e, "report", None))

@@ -46,16 +46,21 @@ class TransferConfig:
     detail_none: float = 3.2
     # where the detail goes: the learned weighting (needs its network) or the hand-made one
     learned: bool = False
+    # alpha for an identity enrolled from video (a clip, a webcam capture): its references come from
+    # the same camera and light as the call and match it closely, so more of their detail is taken
+    # (None: alpha for every identity)
+    video_alpha: float | None = None
 
     def __post_init__(self) -> None:
         if (self.alpha < 0 or self.tau <= 0 or self.null < 0 or self.window < 1
-                or not self.detail_full < self.detail_none):
+                or not self.detail_full < self.detail_none or (self.video_alpha is not None and self.video_alpha < 0)):
             raise ValueError(f"invalid detail transfer settings: {self}")
 
 
 # what the product runs (docs/visible-restoration.md, run 6: the learned weighting, gated, dial 5;
-# run 5's hand-made weighting at alpha 2 is TransferConfig(alpha=2.0))
-DEFAULT_TRANSFER = TransferConfig(alpha=5.0, learned=True)
+# run 7: dial 2 for identities enrolled from video; run 5's hand-made weighting at alpha 2 is
+# TransferConfig(alpha=2.0))
+DEFAULT_TRANSFER = TransferConfig(alpha=5.0, learned=True, video_alpha=2.0)
 
 
 @dataclass(frozen=True)

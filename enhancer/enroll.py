@@ -43,7 +43,7 @@ import numpy as np
 from .align import alignment_matrix, transform_points, warp_crops
 from .detect import detect_faces
 from .errors import InputError
-from .identity_store import KEEP_SIZE, IdentityStore, validate_name
+from .identity_store import CAMERA_SOURCE, KEEP_SIZE, VIDEO_SOURCE, IdentityStore, validate_name
 from .imageio import read_image, to_bgr
 
 CHECK_SIZE = 128  # aligned crop side on which sharpness is measured (thresholds assume it)
@@ -310,8 +310,9 @@ def _finish(s: _Session, cands: list[Candidate], source: str) -> dict[str, Any]:
 
 
 def enroll_from_images(name: str, images_bgr: list[np.ndarray], *, labels: list[str] | None = None,
-                       **opts: Unpack[EnrollOptions]) -> dict[str, Any]:
-    """Enroll ``name`` from decoded BGR images (the web bridge's entry point).
+                       source: str = "images", **opts: Unpack[EnrollOptions]) -> dict[str, Any]:
+    """Enroll ``name`` from decoded BGR images (the web bridge's entry point; ``source`` is stored with
+    the identity: ``CAMERA_SOURCE`` for the page's webcam capture, which sets the detail transfer's dial).
 
     Returns the report: per-image verdicts with reasons (``images``), the stored ``path``
     and ``n_refs``. Raises ``EnrollmentError`` (too few usable images; nothing stored, the
@@ -323,7 +324,7 @@ def enroll_from_images(name: str, images_bgr: list[np.ndarray], *, labels: list[
         raise InputError(f"{len(labels)} labels for {len(images_bgr)} images")
     s = _start(name, opts)
     cands = s.examine((lab, img, "") for lab, img in zip(labels, images_bgr, strict=True))
-    return _finish(s, cands, "images")
+    return _finish(s, cands, source)
 
 
 def _read_paths(paths: list[Path]) -> Iterator[tuple[str, np.ndarray | None, str]]:
@@ -351,7 +352,7 @@ def enroll_from_video(name: str, video: Path | str, *, progress: bool = True,
 
     frames = sample_video_frames(video, s.cfg.video_samples, progress)
     cands = s.examine((f"frame {i}", img, "") for i, img in frames)
-    return _finish(s, cands, "frames")
+    return _finish(s, cands, VIDEO_SOURCE)
 
 
 def enroll_from_camera(name: str, index: int = 0, *, on_open: Callable[[], None] | None = None,
@@ -362,4 +363,4 @@ def enroll_from_camera(name: str, index: int = 0, *, on_open: Callable[[], None]
 
     frames = capture_camera(index, s.cfg.camera_seconds, s.cfg.video_samples, on_open)
     cands = s.examine((f"camera frame {i}", img, "") for i, img in frames)
-    return _finish(s, cands, "camera frames")
+    return _finish(s, cands, CAMERA_SOURCE)

@@ -16,7 +16,8 @@ File layout (format version 1):
 - tensor ``refs`` (only with ``--keep-photos``): (K, 256, 256, 3) uint8 aligned BGR crops, so
   the person can be re-enrolled for a future encoder without new photos;
 - metadata: ``format``, ``version``, ``name``, ``encoder_id``, ``model_id``, ``created``
-  (ISO 8601 UTC), ``n_refs``, ``source``.
+  (ISO 8601 UTC), ``n_refs``, ``source`` (what it was enrolled from: ``images``, ``photos``, or
+  video: ``VIDEO_SOURCE``, ``CAMERA_SOURCE``).
 
 An identity is only meaningful to the encoder that made it, so ``load`` refuses a file whose
 ``encoder_id`` differs from the running model's (the teacher and its distilled student share
@@ -59,6 +60,9 @@ MAX_KEPT_REFS = 8
 # map and reference keys/values); 2 MB is not ours
 MAX_FILE_BYTES = 2_000_000
 MAX_FILE_BYTES_WITH_REFS = MAX_FILE_BYTES + MAX_KEPT_REFS * KEEP_SIZE * KEEP_SIZE * 3
+VIDEO_SOURCE = "frames"  # enrolled from a video file
+CAMERA_SOURCE = "camera frames"  # from a webcam: `likeness enroll --camera`, the page's capture
+FROM_VIDEO = frozenset({VIDEO_SOURCE, CAMERA_SOURCE})
 NAME_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}$")
 REQUIRED_META = ("format", "version", "name", "encoder_id", "model_id", "created", "n_refs")
 

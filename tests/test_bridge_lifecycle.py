@@ -25,6 +25,7 @@ from bridge.config import BridgeConfig, check_config
 from bridge.factory import default_processor_factory
 from enhancer.cli import main as cli_main
 from enhancer.errors import LikenessError
+from enhancer.identity_store import CAMERA_SOURCE, IdentityStore
 
 VIDEOS = videos_dir()
 CLIP = VIDEOS / "LivePortrait__assets__examples__driving__d7.mp4"  # 480x480, 30 fps
@@ -155,6 +156,8 @@ def test_bad_requests_are_4xx_never_500(tmp_path: Path, monkeypatch: pytest.Monk
                 assert r.status == 413
             async with http.post(f"{base}/api/enroll?name=../x", data=b"") as r:
                 assert r.status == 400
+            async with http.post(f"{base}/api/enroll?name=alice&source=scanner", data=b"") as r:
+                assert r.status == 400 and "source" in (await r.json())["error"]
             ok, jpg = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))
             form = aiohttp.FormData()
             form.add_field("image", jpg.tobytes(), filename="a.jpg", content_type="image/jpeg")
@@ -359,10 +362,12 @@ def test_two_publishers_fan_out_and_enrol_meanwhile(tmp_path: Path, monkeypatch:
             for i in range(4):
                 ok, jpg = cv2.imencode(".jpg", f1[i * 10])
                 form.add_field("image", jpg.tobytes(), filename=f"{i}.jpg", content_type="image/jpeg")
-            async with http.post(f"{base}/api/enroll?name=two_test", data=form) as r:
+            async with http.post(f"{base}/api/enroll?name=two_test&source=camera", data=form) as r:
                 body = await r.json()
             # four frontal, sharp frames of one face: all accepted and stored under $LIKENESS_HOME
             assert r.status == 200, body
+            # the page's webcam capture is stored as such (it sets the detail transfer's dial)
+            assert IdentityStore(tmp_path).read("two_test").metadata["source"] == CAMERA_SOURCE
             assert body["report"]["accepted"] == 4 and body["report"]["n_refs"] == 4, body["report"]
             assert [(i["file"], i["accepted"]) for i in body["images"]] == [(f"{i}.jpg", True) for i in range(4)]
             assert (tmp_path / "identities" / "two_test.safetensors").is_file()

@@ -93,3 +93,19 @@ def test_pipeline_adds_the_enrolled_persons_detail_to_their_face_only(shared_dat
     assert (ys.max() - ys.min()) < 0.9 * h and (xs.max() - xs.min()) < 0.9 * w  # only around the face
     no_identity, _ = run(None, prepared)
     assert np.array_equal(no_identity, run(None, None)[0])
+
+
+def test_an_identity_enrolled_from_video_takes_the_video_dial() -> None:
+    """``video_alpha`` applies to identities whose stored source is a clip or a webcam, and only to them."""
+    from enhancer.commands.assemble import reference_detail
+    from enhancer.identity_store import CAMERA_SOURCE, VIDEO_SOURCE
+
+    crops = np.stack([face_like(s) for s in range(2)])
+    cfg = TransferConfig(alpha=5.0, video_alpha=2.0)
+    alphas = {src: reference_detail(crops, 128, cfg, "p", src).cfg.alpha
+              for src in ("images", "photos", VIDEO_SOURCE, CAMERA_SOURCE, "")}
+    assert alphas == {"images": 5.0, "photos": 5.0, VIDEO_SOURCE: 2.0, CAMERA_SOURCE: 2.0, "": 5.0}
+    assert reference_detail(crops, 128, TransferConfig(alpha=5.0), "p", VIDEO_SOURCE).cfg.alpha == 5.0
+    assert reference_detail(crops, 128, TransferConfig(alpha=5.0, video_alpha=0.0), "p", CAMERA_SOURCE) is None
+    with pytest.raises(ValueError):
+        TransferConfig(video_alpha=-1.0)

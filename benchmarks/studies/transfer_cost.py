@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from benchmarks.bench.machine import machine_info
 from enhancer.detail_transfer import TransferConfig, prepare_references, transfer_detail
 from enhancer.evaluate import EvalConfig, degraded_tests, prepare
 from enhancer.weighting_runtime import load_weighting_runtime
@@ -28,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", default="../shared/data/celeba")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--per-round", type=int, default=30)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/2026-12-06/transfer-cost.json"))
+    ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/DATE/transfer-cost.json")
     args = ap.parse_args(argv)
     cfg = EvalConfig(data=args.data, refs=4, preset="severe", seed=0, model="student", limit_identities=3)
     ident, refs, tests = prepare(cfg).people[0]
@@ -48,12 +47,12 @@ def main(argv: list[str] | None = None) -> None:
                for k, v in times.items()}
     summary["learned_minus_hand_ms"] = round(summary["learned"]["median_ms"] - summary["hand"]["median_ms"], 3)
     result = {"study": "transfer-cost", "date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                          "python": platform.python_version()},
+              "machine": machine_info(),
               "config": {"rounds": args.rounds, "per_round": args.per_round, "references": len(refs), "crop": 128},
               "result": summary}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    out = args.out or Path(f"benchmarks/results/{datetime.now(UTC).date()}/transfer-cost.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
     print(json.dumps(summary))
 
 

@@ -421,7 +421,7 @@ async function enroll() {
     }
     guide.hidden = true;
     status.textContent = "enrolling…";
-    const res = await api("/api/enroll?name=" + encodeURIComponent(name), { method: "POST", body: form });
+    const res = await api("/api/enroll?source=camera&name=" + encodeURIComponent(name), { method: "POST", body: form });
     let body = null;
     try { body = await res.json(); } catch (e) { body = null; }
     if (!res.ok) {

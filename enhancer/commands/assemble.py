@@ -8,6 +8,7 @@ Commands, benchmarks and tests that want "the product pipeline" build it here.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from ..detail import ReuseConfig
 from ..detail_transfer import DEFAULT_TRANSFER, PreparedReferences, TransferConfig, prepare_references
 from ..errors import LikenessError, ModelError
-from ..identity_store import IdentityStore, StoredIdentity, check_encoder
+from ..identity_store import FROM_VIDEO, IdentityStore, StoredIdentity, check_encoder
 from ..pipeline import FramePipeline, Matcher
 from ..strength import DEFAULT_STRENGTH, StrengthConfig
 from ..weighting_runtime import load_weighting_runtime
@@ -63,14 +64,17 @@ def build_pipeline(
     if stored is not None:
         ident = check_encoder(stored, eng.info.encoder_id)
         matcher = encoder_matcher(weights)
-        detail = reference_detail(stored.detail, eng.size, transfer, stored.name)
+        detail = reference_detail(stored.detail, eng.size, transfer, stored.name, stored.metadata.get("source", ""))
     return FramePipeline(eng, ident, seed=seed, max_faces=max_faces, matcher=matcher, strength=strength,
                          reuse=reuse, reference_detail=detail)
 
 
 def reference_detail(crops: np.ndarray | None, size: int, transfer: TransferConfig | None,
-                     name: str) -> PreparedReferences | None:
-    """The identity's reference detail prepared for the pipeline, or None (off, or not stored)."""
+                     name: str, source: str = "") -> PreparedReferences | None:
+    """The identity's reference detail prepared for the pipeline, or None (off, or not stored); an
+    identity enrolled from video (``source``) at the transfer's ``video_alpha`` when it has one."""
+    if transfer is not None and transfer.video_alpha is not None and source in FROM_VIDEO:
+        transfer = replace(transfer, alpha=transfer.video_alpha)
     if transfer is None or transfer.alpha == 0:
         return None
     if crops is None or crops.shape[1] != size:
