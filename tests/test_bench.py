@@ -55,6 +55,9 @@ def test_report_schema(report: tuple[dict, Path]) -> None:
     student = next(r for r in rep["pipeline"] if r["label"] == "student torch 128")
     assert set(student["stage_ms"]) == {"track", "align", "engine", "paste"}
     assert student["enhanced_share"] > 0.5  # the source has a face the tracker keeps
+    # the product path of a call with an enrolled person: identity from the source's frames, detail transfer
+    enrolled = next(r for r in rep["pipeline"] if r["label"] == "student torch 128 enrolled")
+    assert enrolled["engine"] == "torch" and enrolled["enhanced_share"] > 0.5
 
     assert rep["webrtc"]["skipped"] and {"added_latency_ms_p50", "added_latency_ms_p95", "fps"} <= rep["webrtc"].keys()
     hw = rep["hardware"]

@@ -27,22 +27,30 @@ class PipelineSpec:
     steps: int
     crop: int | None
     spec: EngineSpec | None = None
+    enrolled: bool = False  # an identity enrolled from the source: the product path with the detail transfer
 
 
 def pipeline_plan(cfg: BenchConfig, specs: list[EngineSpec], wide: EngineSpec,
                   steps_of: dict[str, int]) -> list[PipelineSpec]:
-    """Baselines, the student at 128 on every engine, then crop 256 and the teacher on ``wide``."""
+    """Baselines, the student at 128 on every engine (generic, and on the first engine with an enrolled
+    identity, as a call runs it), then crop 256 and the teacher on ``wide``."""
     s = steps_of["student"]
     plan = [PipelineSpec("passthrough", "passthrough", None, 0, None),
             PipelineSpec("bicubic", "bicubic", None, 0, 128)]
     plan += [PipelineSpec(f"student {e.label} 128", e.label, "student", s, 128, e) for e in specs]
+    if specs:
+        plan.append(PipelineSpec(f"student {specs[0].label} 128 enrolled", specs[0].label, "student", s, 128,
+                                 specs[0], enrolled=True))
     if 256 in cfg.crops:
         plan.append(PipelineSpec(f"student {wide.label} 256", wide.label, "student", s, 256, wide))
     plan.append(PipelineSpec(f"teacher {wide.label} 128", wide.label, "teacher", steps_of["teacher"], 128, wide))
     return plan
 
 
-def make_processor(p: PipelineSpec) -> Any:
+ENROL_FRAMES = range(0, 120, 15)  # source frames the enrolled row's identity is made from (enrolment picks 4)
+
+
+def make_processor(p: PipelineSpec, src: Source | None = None) -> Any:
     from benchmarks.bench_bridge import Passthrough
     from engines.bicubic import BicubicEngine
     from enhancer.pipeline import FramePipeline
@@ -53,8 +61,26 @@ def make_processor(p: PipelineSpec) -> Any:
     if p.engine == "bicubic":
         return FramePipeline(BicubicEngine(p.crop or 128))
     assert p.spec is not None and p.model is not None and p.crop is not None
+    engine = make_engine(p.spec, p.model, p.steps, p.crop)
+    if p.enrolled and src is not None:
+        return _enrolled_pipeline(engine, src)
     # the product path: adaptive strength included (it is timed inside the engine stage)
-    return FramePipeline(make_engine(p.spec, p.model, p.steps, p.crop), strength=DEFAULT_STRENGTH)
+    return FramePipeline(engine, strength=DEFAULT_STRENGTH)
+
+
+def _enrolled_pipeline(engine: Any, src: Source) -> Any:
+    """``build_pipeline`` with an identity enrolled from the source's own frames in a scratch home:
+    identity, matcher and the reference detail transfer, as a call with an enrolled person runs."""
+    import tempfile
+
+    from enhancer.commands.assemble import build_pipeline
+    from enhancer.enroll import enroll_from_images
+    from enhancer.identity_store import IdentityStore
+
+    with tempfile.TemporaryDirectory() as home:
+        enroll_from_images("bench", [src.frame("480p", i) for i in ENROL_FRAMES], home=home)
+        stored = IdentityStore(home).read("bench")
+    return build_pipeline(identity=stored, engine=engine)
 
 
 def run_pipeline(cfg: BenchConfig, processor: Any, src: Source, res: str) -> tuple[dict[str, Any], list[float]]:
@@ -109,7 +135,7 @@ def pipeline_section(cfg: BenchConfig, plan: list[PipelineSpec], src: Source,
             base = {"resolution": res, "width": w, "height": h, "label": p.label, "engine": p.engine,
                     "model": p.model, "steps": p.steps, "crop": p.crop}
             try:
-                processor = make_processor(p)
+                processor = make_processor(p, src)
             except (LikenessError, RuntimeError, ValueError) as e:
                 rows.append({**base, "error": str(e)})
                 continue

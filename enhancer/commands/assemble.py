@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def build_pipeline(
     identity: str | StoredIdentity | None = None,
-    engine: str = "auto",
+    engine: str | Any = "auto",
     steps: int | None = None,
     weights: str | None = None,
     seed: int = 0,
@@ -48,13 +48,14 @@ def build_pipeline(
     enrolled person's reference detail (``enhancer.detail_transfer``; None: off, and off for an
     identity enrolled before it was stored).
 
-    An engine without a model (``info``), the bicubic baseline, gets the identity as stored
+    ``engine``: a name for ``create_engine``, or an engine already built (``likeness bench`` times
+    its own builds). An engine without a model (``info``), the bicubic baseline, gets the identity as stored
     (no encoder to check it against) and keeps its output as is: strength and detail reuse
     temper a generator, and a baseline is shown and timed unaltered.
     """
     from engines import create_engine
 
-    eng = create_engine(engine, weights=weights, steps=steps)
+    eng = create_engine(engine, weights=weights, steps=steps) if isinstance(engine, str) else engine
     stored = (IdentityStore(home).read(identity) if identity else None) if isinstance(identity, str) else identity
     if getattr(eng, "info", None) is None:
         return FramePipeline(eng, stored.identity if stored else None, seed=seed, max_faces=max_faces)
