@@ -150,6 +150,12 @@ class Bridge:
         with self._slot():
             return await self._publish(room, sdp, info, identity, echo, enhanced, share_identity)
 
+    def _enhancing_track(self, track: MediaStreamTrack, processor: FrameProcessor | None, room: str,
+                         sid: str) -> EnhancingTrack:
+        """A publisher's track under this bridge's rules: its deadline, the shared detector lock."""
+        return EnhancingTrack(track, processor, deadline_frames=self.config.deadline_frames,
+                              name=f"{room}/{sid}", lock=self.detector_lock)
+
     async def publish_track(self, room: str, track: MediaStreamTrack, processor: FrameProcessor | None,
                             identity: str | None = None) -> Session:
         """Publish a track of this process to ``room`` (``likeness view``'s received stream), enhanced by
@@ -158,8 +164,7 @@ class Bridge:
         with self._slot():
             sid = secrets.token_urlsafe(9)
             session = Session(sid, room, "publisher", None, identity=identity)
-            session.track = EnhancingTrack(track, processor, deadline_frames=self.config.deadline_frames,
-                                           name=f"{room}/{sid}", lock=self.detector_lock)
+            session.track = self._enhancing_track(track, processor, room, sid)
             self.sessions[sid] = session
         log.info("local publisher %s joined room %s (identity %s)", sid, room, identity)
         return session
@@ -192,13 +197,7 @@ class Bridge:
         @pc.on("track")
         def _on_track(track: MediaStreamTrack) -> None:
             if track.kind == "video" and session.track is None:
-                session.track = EnhancingTrack(
-                    track,
-                    processor,
-                    deadline_frames=self.config.deadline_frames,
-                    name=f"{room}/{sid}",
-                    lock=self.detector_lock,
-                )
+                session.track = self._enhancing_track(track, processor, room, sid)
 
         try:
             await self._set_offer(pc, sdp)

@@ -56,7 +56,10 @@ def build_pipeline(
     from engines import create_engine
 
     eng = create_engine(engine, weights=weights, steps=steps) if isinstance(engine, str) else engine
-    stored = (IdentityStore(home).read(identity) if identity else None) if isinstance(identity, str) else identity
+    if isinstance(identity, str):
+        stored = IdentityStore(home).read(identity) if identity else None
+    else:
+        stored = identity
     if getattr(eng, "info", None) is None:
         return FramePipeline(eng, stored.identity if stored else None, seed=seed, max_faces=max_faces)
     ident = None
