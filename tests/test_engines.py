@@ -19,6 +19,7 @@ import torch
 import engines
 from engines import EngineError, available_engines, create_engine, engine_status
 from engines.base import crops_to_float, float_to_crops
+from engines.identity_sessions import IdentitySessions, SpecialiseConfig, specialised_model
 from engines.onnx_export import DEFAULT_EXPORTER, OPSET, cached_onnx, info_from_onnx, op_summary, read_metadata
 from engines.onnxruntime_engine import OnnxRuntimeEngine
 from engines.torch_engine import TorchEngine, load_model
@@ -230,6 +231,76 @@ def test_steps_default_from_weights(tmp_path: Path, home: Path) -> None:
     assert TorchEngine.from_weights(t).steps == TEACHER_STEPS
     assert TorchEngine.from_weights(s).steps == 2
     assert TorchEngine.from_weights(s, steps=3).steps == 3
+
+
+# --- identity-specialised sessions -----------------------------------------------------------
+
+
+def test_specialised_graph_folds_the_identity_and_matches(onnx_path: Path, weights: Path, crops: np.ndarray,
+                                                          tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    ident = _identity(weights, crops[:1])
+    spec = specialised_model(onnx.load(str(onnx_path)), ident[0])
+    assert [i.name for i in spec.graph.input] == ["lq", "noise"]
+    assert all(v.type.tensor_type.shape.dim[0].dim_value == 1 for v in (*spec.graph.input, *spec.graph.output))
+    nodes = {}
+    for name, model in (("general", onnx.load(str(onnx_path))), ("specialised", spec)):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        so.optimized_model_filepath = str(tmp_path / f"{name}.onnx")
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        nodes[name] = len(onnx.load(so.optimized_model_filepath).graph.node)
+    print(f"\nnodes after ORT's optimisation: {nodes}")
+    assert nodes["specialised"] < 0.8 * nodes["general"], "the identity-only part must fold away"
+    general = OnnxRuntimeEngine(onnx_path, device="cpu", specialise=None)
+    lq, noise = crops_to_float(crops[:1]), _noise(1, seed=5)
+    sess = ort.InferenceSession(spec.SerializeToString(), providers=["CPUExecutionProvider"])
+    out = sess.run(["restored"], {"lq": lq, "noise": noise})[0]
+    assert float(np.abs(out - general.run(lq, ident, noise)).max()) <= 1e-5
+
+
+def test_identity_sessions_build_on_repeat_and_keep_the_recent() -> None:
+    model = onnx.helper.make_model(onnx.helper.make_graph(
+        [], "g", [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, ["batch", 2])
+                  for n in ("lq", "identity")], []))
+    built: list[bytes] = []
+
+    def build(blob: bytes) -> object:
+        built.append(blob)
+        return object()
+
+    sessions = IdentitySessions(model, build, SpecialiseConfig(after=3, capacity=2, candidates=2))
+    a, b, c, d = (np.full((2, 2), v, np.float32) for v in range(4))
+    assert sessions.sessions_for(np.stack([a, a, a])) == [None] * 3  # one call counts once
+    assert sessions.sessions_for(a[None]) == [None] and not built
+    first = sessions.sessions_for(np.stack([a, b]))
+    assert first[0] is not None and first[1] is None and len(built) == 1
+    assert sessions.sessions_for(a[None])[0] is first[0] and len(built) == 1  # kept, not rebuilt
+    for _ in range(3):
+        sessions.sessions_for(b[None])
+    assert len(sessions) == 2 and len(built) == 2
+    for _ in range(3):
+        sessions.sessions_for(c[None])  # a is the least recently used: dropped
+    assert len(sessions) == 2 and sessions.sessions_for(a[None]) == [None]
+    for x in (d, np.full((2, 2), 4, np.float32)):  # a third candidate forgets the oldest count (a's one)
+        sessions.sessions_for(x[None])
+    assert sessions.sessions_for(a[None]) == [None] and sessions.sessions_for(a[None]) == [None]
+    assert sessions.sessions_for(a[None])[0] is not None
+
+
+def test_engine_specialises_a_repeated_identity(onnx_path: Path, weights: Path, crops: np.ndarray) -> None:
+    eng = OnnxRuntimeEngine(onnx_path, device="cpu")
+    general = OnnxRuntimeEngine(onnx_path, device="cpu", specialise=None)
+    ident = _identity(weights, crops[:2])
+    lq, noise = crops_to_float(crops[:2]), _noise(2, seed=6)
+    for _ in range(3):
+        out = eng.run(lq[:1], ident[:1], noise[:1])
+    assert eng.describe()["identity_specialised"] == 1
+    assert float(np.abs(out - general.run(lq[:1], ident[:1], noise[:1])).max()) <= 1e-5
+    mixed = eng.run(lq, ident, noise)  # one face on its own graph, the other on the general one
+    assert float(np.abs(mixed - general.run(lq, ident, noise)).max()) <= 1e-5
+    assert OnnxRuntimeEngine(onnx_path, device="cpu", specialise=None).describe()["identity_specialised"] is None
 
 
 # --- selection and errors -----------------------------------------------------------------
