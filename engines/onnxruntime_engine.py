@@ -39,9 +39,11 @@ def session_options(threads: int | None = None, spinning: bool = False) -> ort.S
     so.enable_cpu_mem_arena = True
     so.intra_op_num_threads = int(threads or default_threads())
     so.inter_op_num_threads = 1
-    # spinning keeps workers hot between calls, but steals the cores a call also needs for video
-    # decode/encode, and collapses under contention; off is the default
+    # spinning: workers spin between the operators of one run and sleep when it ends. The generator
+    # alone is 2.2 ms faster so, but in a call on two cores the spinning takes the cycles that video
+    # decode/encode need during the run: fewer frames restored in time (docs/performance.md); off
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    so.add_session_config_entry("session.force_spinning_stop", "1" if spinning else "0")
     so.log_severity_level = 3  # warnings about unused initialisers etc. are not for users
     return so
 
