@@ -50,10 +50,15 @@ class TransferConfig:
     # the same camera and light as the call and match it closely, so more of their detail is taken
     # (None: alpha for every identity)
     video_alpha: float | None = None
+    # the learned weighting also moves this much of each reference's mid band (its Gaussian at
+    # sigma_detail minus its Gaussian at sigma_match: the shape of brows, lids and lips, coarser
+    # than the fine band), with the same weights (0: the fine band only)
+    mid: float = 0.0
 
     def __post_init__(self) -> None:
-        if (self.alpha < 0 or self.tau <= 0 or self.null < 0 or self.window < 1
-                or not self.detail_full < self.detail_none or (self.video_alpha is not None and self.video_alpha < 0)):
+        if (self.alpha < 0 or self.tau <= 0 or self.null < 0 or self.window < 1 or self.mid < 0
+                or not self.detail_full < self.detail_none or (self.video_alpha is not None and self.video_alpha < 0)
+                or (self.mid > 0 and not self.learned)):
             raise ValueError(f"invalid detail transfer settings: {self}")
 
 
@@ -74,6 +79,7 @@ class PreparedReferences:
     weighting: WeightingRuntime | None = None  # set when cfg.learned
     energy: np.ndarray | None = None  # (K, h, w) pooled detail energy, a feature of the learned weighting
     grid: np.ndarray | None = None  # (2, h, w) x and y in -1..1 at the learned weighting's resolution
+    moved: np.ndarray | None = None  # (K, H, W, 3) what the learned weighting moves: detail + cfg.mid x mid band
 
 
 def prepare_references(crops: np.ndarray, cfg: TransferConfig,
@@ -89,13 +95,15 @@ def prepare_references(crops: np.ndarray, cfg: TransferConfig,
         detail = np.stack([r - cv2.GaussianBlur(r, (0, 0), cfg.sigma_detail) for r in refs])
         low = np.stack([cv2.GaussianBlur(r, (0, 0), cfg.sigma_match) for r in refs])
         return PreparedReferences(detail, low, cfg)
-    detail = np.stack([r - _blur3(r, cfg.sigma_detail) for r in refs])
+    fine_low = np.stack([_blur3(r, cfg.sigma_detail) for r in refs])
+    detail = refs - fine_low
     low = np.stack([_blur3(r, cfg.sigma_match) for r in refs])
+    moved = detail + np.float32(cfg.mid) * (fine_low - low) if cfg.mid > 0 else detail
     s = weighting.cfg.scale
     energy = np.sqrt(_pool(_channel_mean_of_product(detail, detail), s)) / 16
     ys, xs = np.meshgrid(np.linspace(-1, 1, refs.shape[1] // s), np.linspace(-1, 1, refs.shape[2] // s), indexing="ij")
     grid = np.stack([xs, ys]).astype(np.float32)
-    return PreparedReferences(detail, low, cfg, weighting, energy.astype(np.float32), grid)
+    return PreparedReferences(detail, low, cfg, weighting, energy.astype(np.float32), grid, moved)
 
 
 def _blur3(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -157,7 +165,7 @@ def learned_detail(restored: np.ndarray, ld: float, refs: PreparedReferences) ->
     """(H, W, 3) detail the learned weighting adds to ``restored`` (float32), before the gain."""
     assert refs.weighting is not None
     d, per_ref, glob = weighting_features(restored, ld, refs)
-    return refs.weighting.detail(d, refs.detail, per_ref, glob)
+    return refs.weighting.detail(d, refs.detail if refs.moved is None else refs.moved, per_ref, glob)
 
 
 def match_weights(restored: np.ndarray, refs: PreparedReferences) -> np.ndarray:

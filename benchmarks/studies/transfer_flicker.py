@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="first frame measured (never one of the clip's second half, where it is enrolled from)")
     ap.add_argument("--identity", action="store_true", help="also the dlib distance to the clean face per frame")
     ap.add_argument("--alpha", type=float, nargs="+", default=[DEFAULT_TRANSFER.alpha])
+    ap.add_argument("--mids", type=float, nargs="+", default=[0.0],
+                    help="for each alpha, the learned transfer moving these shares of the mid band "
+                         "(TransferConfig.mid)")
     ap.add_argument("--gate", type=float, nargs=2, metavar=("FULL", "NONE"), default=None,
                     help="the transfer's gate in ln Laplacian variance (default: DEFAULT_TRANSFER's)")
     ap.add_argument("--weighting", choices=["learned", "hand"], default=None,
@@ -64,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
                                                                     detail_none=args.gate[1])
     if args.weighting is not None:
         tcfg = replace(tcfg, learned=args.weighting == "learned")
-    methods = [("none", None)] + [(f"alpha-{a:g}", replace(tcfg, alpha=a)) for a in args.alpha]
+    methods = [("none", None)] + [(f"alpha-{a:g}" + (f"-mid{b:g}" if b else ""), replace(tcfg, alpha=a, mid=b))
+                                  for a in args.alpha for b in args.mids]
     acc: dict[str, dict[str, list[float]]] = {m: {"psnr": [], "temporal": [], "id_distance": []} for m, _ in methods}
     used, skipped = [], {}
     with tempfile.TemporaryDirectory() as home:
@@ -112,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
         "config": {"start": args.start,
-                   "frames_per_clip": args.frames, "alphas": args.alpha, "preset": args.preset, "engine": args.engine,
+                   "frames_per_clip": args.frames, "alphas": args.alpha, "mids": args.mids,
+                   "preset": args.preset, "engine": args.engine,
                    "clips": used, "skipped": skipped, "transfer": dataclasses.asdict(tcfg)},
         "methods": summary,
         "definition": {**FACE_METRICS,

@@ -8,7 +8,11 @@ product and each dial. The judged run (seeds 10-12) computed the learned weighti
 with the torch code it was trained with; this file uses the shipped NumPy path, whose outputs
 differ from it by at most one grey level on 0.05 % of pixels.
 
-    python -m benchmarks.studies.weighting_judge --seed 10 --preset severe [--dials 4 5]
+    python -m benchmarks.studies.weighting_judge --seed 10 --preset severe [--dials 4 5] [--mids 0.5]
+
+``--mids``: for each dial, also the learned transfer that moves that share of the references' mid
+band (run 8, ``TransferConfig.mid``); ``bicubic`` (the degraded crop itself) is reported for the
+PSNR floor.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--preset", default="severe")
     ap.add_argument("--dials", type=float, nargs="+", default=[4.0, 5.0])
+    ap.add_argument("--mids", type=float, nargs="*", default=[])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     cfg = EvalConfig(data=args.data, refs=4, preset=args.preset, seed=args.seed, model="student",
@@ -45,9 +50,12 @@ def main(argv: list[str] | None = None) -> None:
     runtime = load_weighting_runtime()
     configs = {"product": (TransferConfig(alpha=2.0), None)}
     configs |= {f"learn{d:g}": (TransferConfig(alpha=d, learned=True), runtime) for d in args.dials}
+    configs |= {f"learn{d:g}-mid{b:g}": (TransferConfig(alpha=d, learned=True, mid=b), runtime)
+                for d in args.dials for b in args.mids}
     keys = ["none", *configs]
     stats = {k: {f: [] for f in ("psnr", "hfE", "hfC", "win", "dist", "win_wrong")} for k in keys}
     gdist: list[float] = []
+    bicubic_psnr: list[float] = []
     with torch.inference_mode():
         idents = [m.encode(to_tensor(np.stack(r))[None]) for _, r, _ in people]
     for n, (ident, refs, tests) in enumerate(people):
@@ -65,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
             dg = _descriptor(g)
             gd = float(np.linalg.norm(_descriptor(gen[k]) - dg))
             gdist.append(gd)
+            bicubic_psnr.append(psnr(g, lq[k]))
             for key in keys:
                 y = per[k] if key == "none" else transfer_detail(per[k], lq[k], prepared["own"][key])
                 yw = wrong[k] if key == "none" else transfer_detail(wrong[k], lq[k], prepared["wrong"][key])
@@ -77,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
                 s["dist"].append(dd)
                 s["win_wrong"].append(dd < dw)
     res: dict = {"seed": args.seed, "preset": args.preset, "n_photos": len(gdist),
-                 "generic_dist": float(np.mean(gdist)), "weighting": runtime.model_id}
+                 "generic_dist": float(np.mean(gdist)), "bicubic_psnr": round(float(np.mean(bicubic_psnr)), 4),
+                 "weighting": runtime.model_id}
     for key, s in stats.items():
         r = {f: round(float(np.nanmean(v)), 4) for f, v in s.items()}
         r["gap"] = round(float(np.mean(gdist) - np.mean(s["dist"])), 4)
