@@ -76,6 +76,32 @@ def test_the_packaged_weighting_loads_and_runs_behind_the_gate() -> None:
     assert out.dtype == np.uint8 and np.abs(out.astype(int) - blurred.astype(int)).mean() > 0.5
 
 
+def test_the_mid_band_moves_with_the_same_weights() -> None:
+    """TransferConfig.mid: each reference's mid band (Gaussian 1 minus Gaussian 2.5) is added to what
+    the learned weighting moves, with the very same weights, so a blurred face gets back coarser
+    structure too; it needs the learned weighting and cannot be negative."""
+    net = load_weighting_runtime()
+    truth, other = face_like(7), face_like(8)
+    refs = np.stack([truth, other])
+    fine = prepare_references(refs, TransferConfig(alpha=4.0, learned=True), net)
+    both = prepare_references(refs, TransferConfig(alpha=4.0, learned=True, mid=0.5), net)
+    assert fine.moved is fine.detail
+    blur = lambda x, s: cv2.GaussianBlur(x, (7, 7) if s == 1.0 else (17, 17), s,  # noqa: E731
+                                         borderType=cv2.BORDER_REFLECT_101)
+    r = refs.astype(np.float32)
+    expected = np.stack([x - blur(x, 1.0) + 0.5 * (blur(x, 1.0) - blur(x, 2.5)) for x in r])
+    np.testing.assert_allclose(both.moved, expected, atol=1e-3)
+    restored = cv2.GaussianBlur(truth, (0, 0), 2.5).astype(np.float32)
+    added = learned_detail(restored, 2.0, both) - learned_detail(restored, 2.0, fine)
+    band = lambda x: blur(x, 1.0) - blur(x, 2.5)  # noqa: E731
+    missing = band(truth.astype(np.float32)) - band(restored)
+    corr = float(np.corrcoef(added.ravel(), missing.ravel())[0, 1])
+    assert corr > 0.5, corr  # what it adds is the structure the blurred face lacks, from the matching reference
+    for bad in ({"mid": 0.5}, {"learned": True, "mid": -0.1}):
+        with pytest.raises(ValueError, match="invalid detail transfer"):
+            TransferConfig(**bad)
+
+
 @pytest.fixture(scope="module")
 def evals(shared_data: Path) -> dict[str, dict]:
     base = dict(data=str(shared_data / "celeba"), model="student", preset="severe", refs=4, limit_identities=12,
