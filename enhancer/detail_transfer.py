@@ -54,11 +54,15 @@ class TransferConfig:
     # sigma_detail minus its Gaussian at sigma_match: the shape of brows, lids and lips, coarser
     # than the fine band), with the same weights (0: the fine band only)
     mid: float = 0.0
+    # the mid share falls from ``mid`` at detail_full to 0 at this ln Laplacian variance (None: it
+    # stays ``mid`` wherever the gate is open): coarser structure only for faces that arrive worst
+    mid_none: float | None = None
 
     def __post_init__(self) -> None:
         if (self.alpha < 0 or self.tau <= 0 or self.null < 0 or self.window < 1 or self.mid < 0
                 or not self.detail_full < self.detail_none or (self.video_alpha is not None and self.video_alpha < 0)
-                or (self.mid > 0 and not self.learned)):
+                or (self.mid > 0 and not self.learned)
+                or (self.mid_none is not None and not self.detail_full < self.mid_none)):
             raise ValueError(f"invalid detail transfer settings: {self}")
 
 
@@ -80,6 +84,7 @@ class PreparedReferences:
     energy: np.ndarray | None = None  # (K, h, w) pooled detail energy, a feature of the learned weighting
     grid: np.ndarray | None = None  # (2, h, w) x and y in -1..1 at the learned weighting's resolution
     moved: np.ndarray | None = None  # (K, H, W, 3) what the learned weighting moves: detail + cfg.mid x mid band
+    mid_band: np.ndarray | None = None  # (K, H, W, 3) the mid band, when cfg.mid > 0
 
 
 def prepare_references(crops: np.ndarray, cfg: TransferConfig,
@@ -98,12 +103,13 @@ def prepare_references(crops: np.ndarray, cfg: TransferConfig,
     fine_low = np.stack([_blur3(r, cfg.sigma_detail) for r in refs])
     detail = refs - fine_low
     low = np.stack([_blur3(r, cfg.sigma_match) for r in refs])
-    moved = detail + np.float32(cfg.mid) * (fine_low - low) if cfg.mid > 0 else detail
+    mid_band = fine_low - low if cfg.mid > 0 else None
+    moved = detail + np.float32(cfg.mid) * mid_band if mid_band is not None else detail
     s = weighting.cfg.scale
     energy = np.sqrt(_pool(_channel_mean_of_product(detail, detail), s)) / 16
     ys, xs = np.meshgrid(np.linspace(-1, 1, refs.shape[1] // s), np.linspace(-1, 1, refs.shape[2] // s), indexing="ij")
     grid = np.stack([xs, ys]).astype(np.float32)
-    return PreparedReferences(detail, low, cfg, weighting, energy.astype(np.float32), grid, moved)
+    return PreparedReferences(detail, low, cfg, weighting, energy.astype(np.float32), grid, moved, mid_band)
 
 
 def _blur3(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -165,7 +171,21 @@ def learned_detail(restored: np.ndarray, ld: float, refs: PreparedReferences) ->
     """(H, W, 3) detail the learned weighting adds to ``restored`` (float32), before the gain."""
     assert refs.weighting is not None
     d, per_ref, glob = weighting_features(restored, ld, refs)
-    return refs.weighting.detail(d, refs.detail if refs.moved is None else refs.moved, per_ref, glob)
+    share = mid_share(ld, refs.cfg)
+    if share == 0 or refs.mid_band is None:
+        moved = refs.detail
+    elif share == refs.cfg.mid:
+        moved = refs.moved
+    else:
+        moved = refs.detail + np.float32(share) * refs.mid_band
+    return refs.weighting.detail(d, moved, per_ref, glob)
+
+
+def mid_share(ld: float, cfg: TransferConfig) -> float:
+    """The share of the mid band moved for a face whose degraded crop had ln Laplacian variance ``ld``."""
+    if cfg.mid_none is None:
+        return cfg.mid
+    return cfg.mid * float(np.clip((cfg.mid_none - ld) / (cfg.mid_none - cfg.detail_full), 0.0, 1.0))
 
 
 def match_weights(restored: np.ndarray, refs: PreparedReferences) -> np.ndarray:

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mids", type=float, nargs="+", default=[0.0],
                     help="for each alpha, the learned transfer moving these shares of the mid band "
                          "(TransferConfig.mid)")
+    ap.add_argument("--mid-none", type=float, default=None, help="TransferConfig.mid_none for the --mids methods")
     ap.add_argument("--gate", type=float, nargs=2, metavar=("FULL", "NONE"), default=None,
                     help="the transfer's gate in ln Laplacian variance (default: DEFAULT_TRANSFER's)")
     ap.add_argument("--weighting", choices=["learned", "hand"], default=None,
@@ -67,8 +68,10 @@ def main(argv: list[str] | None = None) -> None:
                                                                     detail_none=args.gate[1])
     if args.weighting is not None:
         tcfg = replace(tcfg, learned=args.weighting == "learned")
-    methods = [("none", None)] + [(f"alpha-{a:g}" + (f"-mid{b:g}" if b else ""), replace(tcfg, alpha=a, mid=b))
-                                  for a in args.alpha for b in args.mids]
+    methods = [("none", None)] + [
+        (f"alpha-{a:g}" + (f"-mid{b:g}" if b else ""),
+         replace(tcfg, alpha=a, mid=b, mid_none=args.mid_none if b else None))
+        for a in args.alpha for b in args.mids]
     acc: dict[str, dict[str, list[float]]] = {m: {"psnr": [], "temporal": [], "id_distance": []} for m, _ in methods}
     used, skipped = [], {}
     with tempfile.TemporaryDirectory() as home:

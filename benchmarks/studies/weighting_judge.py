@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--preset", default="severe")
     ap.add_argument("--dials", type=float, nargs="+", default=[4.0, 5.0])
     ap.add_argument("--mids", type=float, nargs="*", default=[])
+    ap.add_argument("--mid-none", type=float, default=None, help="TransferConfig.mid_none for the --mids methods")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     cfg = EvalConfig(data=args.data, refs=4, preset=args.preset, seed=args.seed, model="student",
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     runtime = load_weighting_runtime()
     configs = {"product": (TransferConfig(alpha=2.0), None)}
     configs |= {f"learn{d:g}": (TransferConfig(alpha=d, learned=True), runtime) for d in args.dials}
-    configs |= {f"learn{d:g}-mid{b:g}": (TransferConfig(alpha=d, learned=True, mid=b), runtime)
+    configs |= {f"learn{d:g}-mid{b:g}": (TransferConfig(alpha=d, learned=True, mid=b, mid_none=args.mid_none), runtime)
                 for d in args.dials for b in args.mids}
     keys = ["none", *configs]
     stats = {k: {f: [] for f in ("psnr", "hfE", "hfC", "win", "dist", "win_wrong")} for k in keys}
