@@ -16,6 +16,7 @@ from enhancer.detail_transfer import (
     DEFAULT_TRANSFER,
     TransferConfig,
     learned_detail,
+    mid_share,
     prepare_references,
     transfer_detail,
     weighting_features,
@@ -100,6 +101,25 @@ def test_the_mid_band_moves_with_the_same_weights() -> None:
     for bad in ({"mid": 0.5}, {"learned": True, "mid": -0.1}):
         with pytest.raises(ValueError, match="invalid detail transfer"):
             TransferConfig(**bad)
+
+
+def test_the_mid_share_follows_how_degraded_the_face_arrived() -> None:
+    """TransferConfig.mid_none: the whole mid share at the gate's full point, none from mid_none on,
+    linear between; a face past it gets exactly the fine band."""
+    cfg = TransferConfig(alpha=4.0, learned=True, mid=0.25, mid_none=2.9)
+    assert [mid_share(ld, cfg) for ld in (1.0, 2.5, 2.7, 2.9, 3.1)] == pytest.approx([0.25, 0.25, 0.125, 0.0, 0.0])
+    assert mid_share(3.1, TransferConfig(learned=True, mid=0.25)) == 0.25  # no mid_none: wherever the gate is open
+    net = load_weighting_runtime()
+    refs = np.stack([face_like(9), face_like(10)])
+    restored = cv2.GaussianBlur(face_like(9), (0, 0), 2.0).astype(np.float32)
+    fine = prepare_references(refs, TransferConfig(alpha=4.0, learned=True), net)
+    ramp = prepare_references(refs, cfg, net)
+    np.testing.assert_array_equal(learned_detail(restored, 3.0, ramp), learned_detail(restored, 3.0, fine))
+    half = learned_detail(restored, 2.7, ramp) - learned_detail(restored, 2.7, fine)
+    full = learned_detail(restored, 2.5, ramp) - learned_detail(restored, 2.5, fine)
+    assert 0 < np.abs(half).mean() < np.abs(full).mean()
+    with pytest.raises(ValueError, match="invalid detail transfer"):
+        TransferConfig(learned=True, mid=0.25, mid_none=2.0)
 
 
 @pytest.fixture(scope="module")
