@@ -78,6 +78,10 @@ class EvalConfig:
     transfer_gate: tuple[float, float] | None = None
     # where the transferred detail goes: the packaged learned weighting, or the hand-made one
     transfer_learned: bool = False
+    # share of the references' mid band the learned weighting also moves, and where it reaches 0
+    # (TransferConfig.mid, mid_none)
+    transfer_mid: float = 0.0
+    transfer_mid_none: float | None = None
 
 
 def reference_set(crops: np.ndarray, mirror: bool) -> np.ndarray:
@@ -270,7 +274,9 @@ def _transfer(cfg: EvalConfig) -> tuple[TransferConfig, WeightingRuntime | None]
         return None
     gate = {} if cfg.transfer_gate is None else dict(zip(("detail_full", "detail_none"), cfg.transfer_gate,
                                                           strict=True))
-    tcfg = TransferConfig(alpha=cfg.detail_transfer, learned=cfg.transfer_learned, **gate)
+    tcfg = TransferConfig(alpha=cfg.detail_transfer, learned=cfg.transfer_learned,
+                          mid=cfg.transfer_mid if cfg.transfer_learned else 0.0,
+                          mid_none=cfg.transfer_mid_none if cfg.transfer_learned else None, **gate)
     return tcfg, load_weighting_runtime() if cfg.transfer_learned else None
 
 

@@ -70,13 +70,14 @@ def _run(args) -> int:
         gate = (lo, hi)
     if args.plot is not None:
         check_plot_path(args.plot)  # before the run, not after it
+    learned = DEFAULT_TRANSFER.learned if args.transfer_weighting is None else args.transfer_weighting == "learned"
     cfg = EvalConfig(data=str(args.data), refs=args.refs, preset=args.preset, seed=args.seed, steps=args.steps,
                      model=args.model, weights=str(args.weights) if args.weights else None,
                      limit_identities=args.limit_identities, identities=args.identities, max_tests=args.max_tests,
                      strength=args.strength, ref_pool=args.ref_pool, ordered=args.ordered, ref_mirror=args.ref_mirror,
                      detail_transfer=args.detail_transfer, transfer_gate=gate,
-                     transfer_learned=(DEFAULT_TRANSFER.learned if args.transfer_weighting is None
-                                       else args.transfer_weighting == "learned"))
+                     transfer_learned=learned, transfer_mid=DEFAULT_TRANSFER.mid if learned else 0.0,
+                     transfer_mid_none=DEFAULT_TRANSFER.mid_none if learned else None)
     r = evaluate(cfg, args.grid)
     write_json(args.json, r)
     print(summary_table(r))
