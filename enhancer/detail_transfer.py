@@ -68,8 +68,7 @@ class TransferConfig:
 
 # what the product runs (docs/visible-restoration.md, run 6: the learned weighting, gated, dial 5;
 # run 7: dial 2 for identities enrolled from video; run 10: a quarter of the mid band for the faces
-# that arrive worst;
-# run 5's hand-made weighting at alpha 2 is TransferConfig(alpha=2.0))
+# that arrive worst; run 5's hand-made weighting at alpha 2 is TransferConfig(alpha=2.0))
 DEFAULT_TRANSFER = TransferConfig(alpha=5.0, learned=True, video_alpha=2.0, mid=0.25, mid_none=2.9)
 
 
