@@ -183,9 +183,12 @@ def learned_detail(restored: np.ndarray, ld: float, refs: PreparedReferences) ->
 
 def mid_share(ld: float, cfg: TransferConfig) -> float:
     """The share of the mid band moved for a face whose degraded crop had ln Laplacian variance ``ld``."""
-    if cfg.mid_none is None:
-        return cfg.mid
-    return cfg.mid * float(np.clip((cfg.mid_none - ld) / (cfg.mid_none - cfg.detail_full), 0.0, 1.0))
+    return cfg.mid if cfg.mid_none is None else cfg.mid * _ramp(ld, cfg.detail_full, cfg.mid_none)
+
+
+def _ramp(ld: float, full: float, none: float) -> float:
+    """1 at or below ``full``, 0 at or above ``none``, linear between."""
+    return float(np.clip((none - ld) / (none - full), 0.0, 1.0))
 
 
 def match_weights(restored: np.ndarray, refs: PreparedReferences) -> np.ndarray:
@@ -200,7 +203,7 @@ def match_weights(restored: np.ndarray, refs: PreparedReferences) -> np.ndarray:
 def gate_gain(ld: float, cfg: TransferConfig) -> float:
     """alpha for a face whose degraded crop had ln Laplacian variance ``ld`` at or below
     detail_full (it arrived without detail), 0 at or above detail_none (it arrived sharp), linear between."""
-    return cfg.alpha * float(np.clip((cfg.detail_none - ld) / (cfg.detail_none - cfg.detail_full), 0.0, 1.0))
+    return cfg.alpha * _ramp(ld, cfg.detail_full, cfg.detail_none)
 
 
 def transfer_gain(degraded: np.ndarray, cfg: TransferConfig) -> float:

@@ -79,7 +79,7 @@ class EvalConfig:
     # where the transferred detail goes: the packaged learned weighting, or the hand-made one
     transfer_learned: bool = False
     # share of the references' mid band the learned weighting also moves, and where it reaches 0
-    # (TransferConfig.mid, mid_none)
+    # (TransferConfig.mid, mid_none; the hand-made weighting moves no mid band)
     transfer_mid: float = 0.0
     transfer_mid_none: float | None = None
 

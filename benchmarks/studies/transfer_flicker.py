@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="first frame measured (never one of the clip's second half, where it is enrolled from)")
     ap.add_argument("--identity", action="store_true", help="also the dlib distance to the clean face per frame")
     ap.add_argument("--alpha", type=float, nargs="+", default=[DEFAULT_TRANSFER.alpha])
-    ap.add_argument("--mids", type=float, nargs="+", default=[0.0],
+    ap.add_argument("--mids", type=float, nargs="+", default=None,
                     help="for each alpha, the learned transfer moving these shares of the mid band "
-                         "(TransferConfig.mid)")
+                         "(TransferConfig.mid; default: the product's)")
     ap.add_argument("--mid-none", type=float, default=None, help="TransferConfig.mid_none for the --mids methods")
     ap.add_argument("--gate", type=float, nargs=2, metavar=("FULL", "NONE"), default=None,
                     help="the transfer's gate in ln Laplacian variance (default: DEFAULT_TRANSFER's)")
@@ -67,11 +67,13 @@ def main(argv: list[str] | None = None) -> None:
     tcfg = DEFAULT_TRANSFER if args.gate is None else replace(DEFAULT_TRANSFER, detail_full=args.gate[0],
                                                                     detail_none=args.gate[1])
     if args.weighting is not None:
-        tcfg = replace(tcfg, learned=args.weighting == "learned")
+        learned = args.weighting == "learned"
+        tcfg = replace(tcfg, learned=learned, mid=tcfg.mid if learned else 0.0)
+    # without --mids, the product's mid band (share and ramp); with them, exactly what is asked
+    mids, mid_none = (args.mids, args.mid_none) if args.mids is not None else ([tcfg.mid], tcfg.mid_none)
     methods = [("none", None)] + [
-        (f"alpha-{a:g}" + (f"-mid{b:g}" if b else ""),
-         replace(tcfg, alpha=a, mid=b, mid_none=args.mid_none if b else None))
-        for a in args.alpha for b in args.mids]
+        (f"alpha-{a:g}" + (f"-mid{b:g}" if b else ""), replace(tcfg, alpha=a, mid=b, mid_none=mid_none))
+        for a in args.alpha for b in mids]
     acc: dict[str, dict[str, list[float]]] = {m: {"psnr": [], "temporal": [], "id_distance": []} for m, _ in methods}
     used, skipped = [], {}
     with tempfile.TemporaryDirectory() as home:
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
         "config": {"start": args.start,
-                   "frames_per_clip": args.frames, "alphas": args.alpha, "mids": args.mids,
+                   "frames_per_clip": args.frames, "alphas": args.alpha, "mids": mids,
                    "preset": args.preset, "engine": args.engine,
                    "clips": used, "skipped": skipped, "transfer": dataclasses.asdict(tcfg)},
         "methods": summary,

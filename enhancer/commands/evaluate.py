@@ -76,8 +76,8 @@ def _run(args) -> int:
                      limit_identities=args.limit_identities, identities=args.identities, max_tests=args.max_tests,
                      strength=args.strength, ref_pool=args.ref_pool, ordered=args.ordered, ref_mirror=args.ref_mirror,
                      detail_transfer=args.detail_transfer, transfer_gate=gate,
-                     transfer_learned=learned, transfer_mid=DEFAULT_TRANSFER.mid if learned else 0.0,
-                     transfer_mid_none=DEFAULT_TRANSFER.mid_none if learned else None)
+                     transfer_learned=learned, transfer_mid=DEFAULT_TRANSFER.mid,
+                     transfer_mid_none=DEFAULT_TRANSFER.mid_none)
     r = evaluate(cfg, args.grid)
     write_json(args.json, r)
     print(summary_table(r))
