@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="where the detail goes (default: DEFAULT_TRANSFER's)")
     ap.add_argument("--preset", default="severe")
     ap.add_argument("--engine", default="auto")
+    ap.add_argument("--weights", default=None, help="a student in place of the packaged one (run 11)")
     ap.add_argument("--limit-clips", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
             lq = [degrade(f, args.preset, seed=ci) for f in clean]
             mats = None
             for method, transfer in methods:
-                pipe = build_pipeline(identity=name, engine=args.engine, home=home, transfer=transfer)
+                pipe = build_pipeline(identity=name, engine=args.engine, weights=args.weights, home=home,
+                                      transfer=transfer)
                 res = [pipe.process(f, i / fps) for i, f in enumerate(lq)]
                 pipe.close()
                 if mats is None:  # one alignment for every method, from the first
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
         "config": {"start": args.start,
                    "frames_per_clip": args.frames, "alphas": args.alpha, "mids": mids,
-                   "preset": args.preset, "engine": args.engine,
+                   "preset": args.preset, "engine": args.engine, "weights": args.weights,
                    "clips": used, "skipped": skipped, "transfer": dataclasses.asdict(tcfg)},
         "methods": summary,
         "definition": {**FACE_METRICS,

@@ -10,6 +10,8 @@ differ from it by at most one grey level on 0.05 % of pixels.
 
     python -m benchmarks.studies.weighting_judge --seed 10 --preset severe [--dials 4 5] [--mids 0.5]
 
+``--weights``: another student (a run 11 candidate) in place of the packaged one, for every method.
+
 ``--mids``: for each dial, also the learned transfer that moves that share of the references' mid
 band (run 8, ``TransferConfig.mid``); ``bicubic`` (the degraded crop itself) is reported for the
 PSNR floor.
@@ -42,10 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dials", type=float, nargs="+", default=[4.0, 5.0])
     ap.add_argument("--mids", type=float, nargs="*", default=[])
     ap.add_argument("--mid-none", type=float, default=None, help="TransferConfig.mid_none for the --mids methods")
+    ap.add_argument("--weights", default=None, help="a student to judge instead of the packaged one (run 11)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     cfg = EvalConfig(data=args.data, refs=4, preset=args.preset, seed=args.seed, model="student",
-                     limit_identities=50, strength="adaptive")
+                     weights=args.weights, limit_identities=50, strength="adaptive")
     setup = prepare(cfg)
     m, people = setup.model, setup.people
     runtime = load_weighting_runtime()
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
                 s["win_wrong"].append(dd < dw)
     res: dict = {"seed": args.seed, "preset": args.preset, "n_photos": len(gdist),
                  "generic_dist": float(np.mean(gdist)), "bicubic_psnr": round(float(np.mean(bicubic_psnr)), 4),
-                 "weighting": runtime.model_id}
+                 "weighting": runtime.model_id, "student": setup.meta.get("model_id", args.weights or "packaged")}
     for key, s in stats.items():
         r = {f: round(float(np.nanmean(v)), 4) for f, v in s.items()}
         r["gap"] = round(float(np.mean(gdist) - np.mean(s["dist"])), 4)

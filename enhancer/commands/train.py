@@ -42,7 +42,7 @@ def register(sub) -> None:
         t.add_argument("--minutes", type=float, help="wall-clock budget; steps derived after a speed probe")
         t.add_argument("--device", default="auto")
         t.add_argument("--seed", type=int, default=0)
-        t.add_argument("--no-bf16", action="store_true", help="train in fp32")
+        t.add_argument("--no-bf16", action="store_true", help="train in fp32 (bf16 runs only where the hardware has it)")
         if name == "teacher":
             t.add_argument("--init", type=Path, help="start from these weights (fine-tune)")
             t.add_argument("--attn-min-level", type=int, choices=[0, 1, 2, 3],
@@ -121,7 +121,7 @@ def register(sub) -> None:
     g.add_argument("--ema", type=float)
     g.add_argument("--device", default="auto")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--no-bf16", action="store_true")
+    g.add_argument("--no-bf16", action="store_true", help="train in fp32 (bf16 runs only where the hardware has it)")
     g.set_defaults(func=_gan)
 
     w = ts.add_parser("weighting", help="train the learned weighting of the references' detail (the transfer "

@@ -21,9 +21,36 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_flags(cpuinfo: str) -> frozenset[str]:
+    """The feature flags of the first processor in a /proc/cpuinfo text (empty if none are listed)."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def native_bf16(device: torch.device, flags: frozenset[str] | None = None) -> bool:
+    """Whether bf16 autocast pays on ``device``: on GPUs, and on CPUs with bf16 instructions
+    (AVX512-BF16 or AMX). Elsewhere PyTorch emulates bf16: a GAN step took 22 s instead of 1.2 s in
+    fp32 on a 2-core AVX2 EPYC. ``flags``: the CPU's (default: read from /proc/cpuinfo)."""
+    if device.type != "cpu":
+        return True
+    if flags is None:
+        try:
+            flags = cpu_flags(Path("/proc/cpuinfo").read_text())
+        except OSError:
+            return False
+    return bool(flags & BF16_CPU_FLAGS)
+
+
 def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast: 2.2x faster training measured on this CPU (AMX), and standard on GPUs."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    """bf16 autocast where the hardware has it (``native_bf16``): 2.2x faster training measured on
+    an AMX CPU, and standard on GPUs; fp32 elsewhere."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and native_bf16(device))
 
 
 @torch.no_grad()
@@ -43,7 +70,7 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
 
 def hardware() -> dict:
     info = {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "bf16_native_cpu": native_bf16(torch.device("cpu"))}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
