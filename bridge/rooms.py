@@ -36,6 +36,7 @@ from .ice import keep_loopback_candidates, rtc_configuration
 from .identities import shared_identity_bytes
 from .jitter import release_frames_on_marker
 from .rate_control import control_sender_rate
+from .remote_view import RemoteViews, ViewProcessorBuilder
 from .sdp import OfferInfo, check_offer
 from .session import Session
 from .track import EnhancingTrack, FrameProcessor, ProcessorFactory
@@ -47,9 +48,12 @@ log = logging.getLogger(__name__)
 class Bridge:
     """Rooms, sessions and the relay; one per app."""
 
-    def __init__(self, config: BridgeConfig, factory: ProcessorFactory) -> None:
+    def __init__(self, config: BridgeConfig, factory: ProcessorFactory,
+                 view_builder: ViewProcessorBuilder | None = None) -> None:
         self.config = config
         self.factory = factory
+        # remote participants watched through this bridge, restored here (``remote_view``)
+        self.remote_views = RemoteViews(self, view_builder)
         self.relay = MediaRelay()
         self.encoders: dict[tuple[str, str], SharedEncoder] = {}  # (publisher id, codec mime)
         self.sessions: dict[str, Session] = {}
@@ -340,6 +344,7 @@ class Bridge:
     async def close(self) -> None:
         """Close every session and wait for background tasks (app shutdown)."""
         self._closed = True
+        await self.remote_views.close_all()
         for sid in list(self.sessions):
             await self.close_session(sid)
         tasks = [t for t in self._tasks if t is not asyncio.current_task()]

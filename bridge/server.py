@@ -11,7 +11,8 @@
   Bodies are capped; bad SDP is a 400.
 
 Where the rest lives: settings ``config``, rooms and sessions ``rooms``/``session``, dead peers
-``watchdog``, endpoints ``http_api`` and ``enrol_upload``, errors ``errors``.
+``watchdog``, endpoints ``http_api`` and ``enrol_upload``, errors ``errors``, rooms of other
+bridges watched (and restored) here ``remote_view``/``view_api``.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ from .ice import loopback_candidates
 from .identity_share import add_identity_share_routes
 from .middleware import auth_middleware
 from .pairing import new_pairing_code, pairing_middleware
+from .remote_view import ViewProcessorBuilder
 from .rooms import BRIDGE_KEY, Bridge
 from .track import ProcessorFactory
+from .view_api import add_view_routes
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -56,14 +59,17 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-def create_app(config: BridgeConfig, factory: ProcessorFactory) -> web.Application:
-    """The aiohttp application; ``app[BRIDGE_KEY]`` is its Bridge (for tests and stats)."""
+def create_app(config: BridgeConfig, factory: ProcessorFactory,
+               view_builder: ViewProcessorBuilder | None = None) -> web.Application:
+    """The aiohttp application; ``app[BRIDGE_KEY]`` is its Bridge (for tests and stats).
+    ``view_builder``: how streams pulled from other bridges are restored (``POST /api/view``);
+    None: not offered."""
     check_config(config)
     if config.pairing_code is None:  # an app built in code; `serve` passes the stored one (``pairing``)
         config = dataclasses.replace(config, pairing_code=new_pairing_code(), pairing_note="for this run only")
     app = web.Application(client_max_size=config.max_body_bytes,
                           middlewares=[auth_middleware(config.token), pairing_middleware(config.pairing_code)])
-    bridge = Bridge(config, factory)
+    bridge = Bridge(config, factory, view_builder)
     app[BRIDGE_KEY] = bridge
 
     async def _shutdown(_: web.Application) -> None:
@@ -86,21 +92,24 @@ def create_app(config: BridgeConfig, factory: ProcessorFactory) -> web.Applicati
     r.add_post("/api/enroll", api_enroll)
     add_identity_share_routes(r)
     add_extension_routes(r)
+    add_view_routes(r)
     return app
 
 
-async def run_server(config: BridgeConfig, factory: ProcessorFactory, stop: asyncio.Event | None = None) -> None:
+async def run_server(config: BridgeConfig, factory: ProcessorFactory, stop: asyncio.Event | None = None,
+                     view_builder: ViewProcessorBuilder | None = None) -> None:
     """Serve until ``stop`` is set (or forever); prints one line with the page's URL."""
     check_config(config)
     with loopback_candidates(config.loopback):
-        await _serve(config, factory, stop)
+        await _serve(config, factory, stop, view_builder)
 
 
 @contextlib.asynccontextmanager
-async def serving(config: BridgeConfig, factory: ProcessorFactory) -> AsyncIterator[Bridge]:
+async def serving(config: BridgeConfig, factory: ProcessorFactory,
+                  view_builder: ViewProcessorBuilder | None = None) -> AsyncIterator[Bridge]:
     """The app listening on ``config.host:config.port`` for the block (``run_server``'s, and
     ``likeness view``'s local re-serve); a port in use is a one-line ``LikenessError``."""
-    app = create_app(config, factory)
+    app = create_app(config, factory, view_builder)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     try:
@@ -125,8 +134,9 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
-async def _serve(config: BridgeConfig, factory: ProcessorFactory, stop: asyncio.Event | None) -> None:
-    async with serving(config, factory) as bridge:
+async def _serve(config: BridgeConfig, factory: ProcessorFactory, stop: asyncio.Event | None,
+                 view_builder: ViewProcessorBuilder | None) -> None:
+    async with serving(config, factory, view_builder) as bridge:
         host = f"[{config.host}]" if ":" in config.host else config.host
         print(
             f"likeness bridge on http://{host}:{config.port}/ (WHIP /whip/ROOM, WHEP /whep/ROOM"

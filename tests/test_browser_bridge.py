@@ -271,3 +271,66 @@ def test_browser_watch_only_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert r["warning"] and "nobody" in r["warning"], r
     assert r["notice_visible"] and r["view_cleared"], r  # no frozen last frame
     assert r["sessions"] == 0, r  # the page let go of its viewer session when nobody was left
+
+
+@pytest.mark.timeout(120)
+def test_browser_watches_another_bridge_restored_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watch mode's switch: the page asks its own bridge to receive a room of another bridge and
+    restore the face here towards the identity the participant shares; switched off, the same room
+    as received; Stop watching lets both bridges go."""
+    from support.shared_identity import enrolled_identity
+
+    from bridge.client import ENHANCED_HEADER, put_identity
+    from enhancer.commands.assemble import make_view_builder
+
+    monkeypatch.setenv("LIKENESS_HOME", str(tmp_path / "home"))
+    frames, fps = load_clip(CLIP, 90)
+    identity = enrolled_identity(tmp_path / "sender-home", "alice", frames[::15])
+    y4m = write_y4m(frames[:2], tmp_path / "camera.y4m", fps, size=(320, 240))  # the page must not use it
+    exe = str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium"))
+
+    async def scenario() -> dict:
+        async with serve_bridge(BridgeConfig(port=0, codec="vp8"), default_processor_factory) as (sender, far), \
+                serve_bridge(BridgeConfig(port=0, codec="vp8"), default_processor_factory,
+                             make_view_builder("torch")) as (base, bridge), \
+                http_client() as http, playwright_api.async_playwright() as pw:
+            other = await publish(http, f"{sender}/whip/r", ClipTrack(frames, fps), headers={ENHANCED_HEADER: "1"})
+            await put_identity(http, other.resource, identity, None)
+            browser = await pw.chromium.launch(executable_path=exe, headless=True, args=chromium_args(y4m))
+            try:
+                page = await browser.new_page(viewport={"width": 1200, "height": 900})
+                await page.goto(base)
+                await page.fill("#remote-whep", f"{sender}/whep/r")
+                await page.click("#watch")
+                await page.wait_for_function("document.getElementById('view').videoWidth > 0",
+                                             timeout=30_000, polling=250)
+                restored = {"badge": await page.text_content("#badge"), "info": await page.text_content("#room-info"),
+                            "processing": [s.track.stats()["processing"] for s in bridge.sessions.values()
+                                           if s.role == "publisher"]}
+                await page.screenshot(path=str(ARTIFACTS / "bridge_browser_remote_view.png"))
+                await page.uncheck("#restore-here")  # switched while watching: the same room, as received
+                await page.wait_for_function("document.getElementById('badge').textContent.includes('as received') "
+                                             "&& document.getElementById('view').videoWidth > 0",
+                                             timeout=30_000, polling=250)
+                raw = {"badge": await page.text_content("#badge"), "views": len(bridge.remote_views.views),
+                       "processing": [s.track.stats()["processing"] for s in bridge.sessions.values()
+                                      if s.role == "publisher"]}
+                await page.click("#unwatch")
+                t0 = time.monotonic()
+                while (bridge.sessions or len(far.sessions) > 1) and time.monotonic() - t0 < 10:
+                    await asyncio.sleep(0.1)
+                left = {"here": len(bridge.sessions), "views": len(bridge.remote_views.views),
+                        "sender": sorted(s.role for s in far.sessions.values())}
+            finally:
+                await browser.close()
+            await other.leave(http)
+        return {"restored": restored, "raw": raw, "left": left}
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    r = asyncio.run(scenario())
+    print(f"\nremote view page: {r}")
+    assert "restored here" in r["restored"]["badge"], r
+    assert "identity: restoring towards the shared identity 'alice'" in r["restored"]["info"], r
+    assert r["restored"]["processing"] == ["enhance"], r
+    assert r["raw"]["processing"] == ["relay"] and r["raw"]["views"] == 1, r  # the restored view was replaced
+    assert r["left"] == {"here": 0, "views": 0, "sender": ["publisher"]}, r

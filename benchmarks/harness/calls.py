@@ -24,15 +24,17 @@ from bridge.config import BridgeConfig
 from bridge.ice import disable_loopback_candidates, enable_loopback_candidates, is_loopback_host, rtc_configuration
 from bridge.jitter import release_frames_on_marker
 from bridge.rate_control import control_sender_rate
+from bridge.remote_view import ViewProcessorBuilder
 from bridge.rooms import BRIDGE_KEY, Bridge
 from bridge.server import create_app
 from bridge.track import ProcessorFactory
 
 
 @asynccontextmanager
-async def serve_bridge(config: BridgeConfig, factory: ProcessorFactory) -> AsyncIterator[tuple[str, Bridge]]:
+async def serve_bridge(config: BridgeConfig, factory: ProcessorFactory,
+                       view_builder: ViewProcessorBuilder | None = None) -> AsyncIterator[tuple[str, Bridge]]:
     """Run a bridge on ``config.host`` (free port with port 0) for the duration of the block;
-    yields (base URL, Bridge).
+    yields (base URL, Bridge). ``view_builder``: as ``create_app``'s (the page's remote views).
 
     On a loopback host media stays on loopback: every ICE agent in the process gathers 127.0.0.1
     only. On another address (e.g. a ``netlab.ShapedLink``'s ``host_ip``) ICE gathers as aioice
@@ -41,7 +43,7 @@ async def serve_bridge(config: BridgeConfig, factory: ProcessorFactory) -> Async
     loopback = is_loopback_host(config.host)
     if config.loopback_ice is None:
         config = dataclasses.replace(config, loopback_ice="only" if loopback else "off")
-    app = create_app(config, factory)
+    app = create_app(config, factory, view_builder)
     runner = web.AppRunner(app, handle_signals=False)
     previous = aioice.ice.get_host_addresses
     if loopback:

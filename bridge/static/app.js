@@ -10,6 +10,8 @@ const state = {
   connected: false, framesDecoded: 0, fps: 0, codec: null, server: null, error: null, latencyMs: null, prevHops: null,
   // watching: one entry per participant the viewer receives, {id, stream, tile, left}
   watched: [], watchRoom: null, watchFramesDecoded: 0, warning: null, notice: null,
+  // a room on another bridge that this bridge receives (and restores) for us: {id, room, how, note}
+  remoteView: null,
 };
 window.likeness = state;
 
@@ -120,8 +122,11 @@ function showView() {
   if (watchOnly) {
     stream = onStage ? onStage.stream : null;
     const live = state.watched.filter((w) => !w.left).length;
-    badge = onStage ? `watching room ${state.watchRoom}` + (live > 1 ? ` (1 of ${live})` : "")
-      : state.watched.length ? `room ${state.watchRoom}` : `watching room ${state.watchRoom}: connecting…`;
+    const rv = state.remoteView;
+    const what = rv ? `${rv.whep} (${rv.how.startsWith("raw") ? "as received" : "restored here"})`
+      : `room ${state.watchRoom}`;
+    badge = onStage ? `watching ${what}` + (live > 1 ? ` (1 of ${live})` : "")
+      : state.watched.length ? what : `watching ${what}: connecting…`;
     setNotice(state.watched.length && !onStage ? "participant left" : null);
   } else {
     const after = $("after").checked;
@@ -206,9 +211,32 @@ async function watch() {
   }
 }
 
+async function openRemoteView(whep) {
+  // this bridge pulls the other bridge's room and re-serves it, restored here or as received,
+  // in a room of its own, which the page then watches like any other
+  const token = $("remote-token").value.trim() || null;
+  const view = await apiJson("/api/view", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ whep, token, restore: $("restore-here").checked }),
+  });
+  state.remoteView = view;
+  return view.room;
+}
+
+async function closeRemoteView() {
+  const view = state.remoteView;
+  state.remoteView = null;
+  if (view) { try { await api(`/api/view/${encodeURIComponent(view.id)}`, { method: "DELETE" }); } catch (e) { /* gone */ } }
+}
+
 async function watchOnce() {
   await unwatch();
-  const room = $("room").value.trim() || "main";
+  const whep = $("remote-whep").value.trim();
+  let room = $("room").value.trim() || "main";
+  if (whep) {
+    $("room-info").textContent = `connecting to ${whep}…`;
+    try { room = await openRemoteView(whep); } catch (e) { return e.message; }
+  }
   const pc = new RTCPeerConnection(iceConfig());
   state.viewer = pc;
   state.watchRoom = room;
@@ -241,14 +269,17 @@ async function watchOnce() {
   if (res.status !== 201) {
     const text = (await res.text()).trim() || `HTTP ${res.status}`;
     pc.close(); state.viewer = null;
+    await closeRemoteView();
     return text;
   }
   state.viewerLocation = res.headers.get("Location");
   pubs = (res.headers.get("X-Likeness-Publishers") || "").split(",").filter(Boolean);
-  $("room-info").textContent = `watching ${pubs.length} participant(s); press again to refresh`;
+  const rv = state.remoteView;
+  $("room-info").textContent = rv ? [rv.note, `${whep}: ${rv.how}`].filter(Boolean).join("; ")
+    : `watching ${pubs.length} participant(s); press again to refresh`;
   await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
   $("unwatch").disabled = false;
-  if (!state.pc) setStatus(`watching room ${room}`, "ok");
+  if (!state.pc) setStatus(state.remoteView ? `watching ${whep}` : `watching room ${room}`, "ok");
   showView();
   return "ok";
 }
@@ -261,6 +292,7 @@ async function closeViewer() {
 
 async function unwatch() {
   await closeViewer();
+  await closeRemoteView();
   state.watched = [];
   $("others").replaceChildren();
   $("unwatch").disabled = true;
@@ -475,6 +507,10 @@ async function init() {
   $("share").onchange = () => { if (state.pc) republish(); };  // consent given or withdrawn now, not next call
   $("watch").onclick = () => watch().catch((e) => { $("room-info").textContent = e.message; });
   $("unwatch").onclick = unwatch;
+  // switched while watching another bridge's room: watch it again, restored or as received
+  $("restore-here").onchange = () => {
+    if (state.remoteView) watch().catch((e) => { $("room-info").textContent = e.message; });
+  };
   $("enroll").onclick = enroll;
   if (params.get("room")) $("room").value = params.get("room");
   try { state.config = await apiJson("/api/config"); } catch (e) { setStatus(e.message, "err"); }

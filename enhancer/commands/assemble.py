@@ -16,12 +16,13 @@ import numpy as np
 from ..detail import ReuseConfig
 from ..detail_transfer import DEFAULT_TRANSFER, PreparedReferences, TransferConfig, prepare_references
 from ..errors import LikenessError, ModelError
-from ..identity_store import FROM_VIDEO, IdentityStore, StoredIdentity, check_encoder
+from ..identity_store import FROM_VIDEO, IdentityMismatch, IdentityStore, StoredIdentity, check_encoder
 from ..pipeline import FramePipeline, Matcher
 from ..strength import DEFAULT_STRENGTH, StrengthConfig
 from ..weighting_runtime import load_weighting_runtime
 
 if TYPE_CHECKING:
+    from bridge.remote_view import ViewProcessorBuilder
     from bridge.track import FrameProcessor, ProcessorFactory
 
 DEFAULT_REUSE = ReuseConfig()
@@ -111,6 +112,27 @@ def make_factory(engine: str = "bicubic", strength: StrengthConfig | None = DEFA
 
     def build(identity: str | None) -> FrameProcessor:
         return build_processor(identity, engine, strength, reuse)
+
+    return build
+
+
+def make_view_builder(engine: str = "bicubic", strength: StrengthConfig | None = DEFAULT_STRENGTH,
+                      reuse: ReuseConfig | None = DEFAULT_REUSE) -> ViewProcessorBuilder:
+    """How a stream received from another bridge is restored (``likeness view``, the page's watch
+    mode): towards the participant's shared identity, generically when none is shared, or not at
+    all (raw, with a line saying why) when the identity belongs to another model."""
+
+    def build(stored: StoredIdentity | None) -> tuple[FrameProcessor | None, str]:
+        if stored is None:
+            return build_processor(None, engine, strength, reuse), "generic: the participant shares no identity"
+        try:
+            processor = build_processor(stored, engine, strength, reuse)
+        except IdentityMismatch as e:
+            m = stored.metadata
+            return None, (f"raw: the shared identity {stored.name!r} is for model {m['model_id']} (encoder "
+                          f"{e.made_by}), not this receiver's (encoder {e.expected}); showing the stream as received")
+        model = stored.metadata["model_id"]
+        return processor, f"identity: restoring towards the shared identity {stored.name!r} (model {model})"
 
     return build
 

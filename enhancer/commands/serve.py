@@ -91,7 +91,7 @@ def _serve(args) -> int:
     from bridge.pairing import serve_pairing_code
     from bridge.server import run_server
 
-    from .assemble import make_factory
+    from .assemble import make_factory, make_view_builder
 
     setup_logging(args.log_level)
     config = BridgeConfig(
@@ -110,7 +110,9 @@ def _serve(args) -> int:
     check_config(config)  # before the pairing code file: a refused start writes nothing
     pairing = serve_pairing_code(args.pairing_code, rotate=args.new_pairing_code)
     config = dataclasses.replace(config, pairing_code=pairing.code, pairing_note=pairing.note)
-    factory = make_factory(args.engine, args.strength, late_frames_config(args.late_frames))
+    late = late_frames_config(args.late_frames)
+    factory = make_factory(args.engine, args.strength, late)
     factory(args.identity)  # fail on a bad identity or engine now; loads the face models once
-    asyncio.run(run_server(config, factory))
+    # the page's watch mode can receive a room of another bridge and restore it here (bridge/remote_view.py)
+    asyncio.run(run_server(config, factory, view_builder=make_view_builder(args.engine, args.strength, late)))
     return 0

@@ -42,7 +42,8 @@ def register(sub) -> None:
         t.add_argument("--minutes", type=float, help="wall-clock budget; steps derived after a speed probe")
         t.add_argument("--device", default="auto")
         t.add_argument("--seed", type=int, default=0)
-        t.add_argument("--no-bf16", action="store_true", help="train in fp32 (bf16 runs only where the hardware has it)")
+        t.add_argument("--no-bf16", action="store_true",
+                       help="train in fp32 (bf16 runs only where the hardware has it)")
         if name == "teacher":
             t.add_argument("--init", type=Path, help="start from these weights (fine-tune)")
             t.add_argument("--attn-min-level", type=int, choices=[0, 1, 2, 3],
