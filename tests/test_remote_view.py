@@ -10,6 +10,10 @@ Two real bridges in this process, real aiortc peers and VP8 on loopback, the pac
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +23,7 @@ from support.shared_identity import enrolled_identity
 
 from benchmarks.harness.calls import http_client, publish, serve_bridge, view
 from benchmarks.harness.clips import load_clip, videos_dir
+from benchmarks.harness.netlab import ShapedLink, unavailable
 from benchmarks.harness.tracks import ClipTrack
 from bridge.client import ENHANCED_HEADER, put_identity
 from bridge.config import BridgeConfig
@@ -26,6 +31,7 @@ from bridge.factory import default_processor_factory
 from bridge.remote_view import SILENT_S
 from enhancer.commands.assemble import make_view_builder
 
+REPO = Path(__file__).resolve().parents[1]
 CLIP = videos_dir() / "LivePortrait__assets__examples__driving__d7.mp4"  # 480x480, 30 fps, one face
 needs_clip = pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip {CLIP} not available")
 RELAYED = {ENHANCED_HEADER: "1"}  # the sender enhanced its video itself, as `likeness call` does
@@ -143,3 +149,86 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@needs_clip
+@pytest.mark.skipif(unavailable() is not None, reason=f"another network: {unavailable()}")
+@pytest.mark.timeout(180)
+def test_a_bridge_on_another_network_is_watched_and_restored_here(tmp_path: Path) -> None:
+    """The sender's bridge as a separate `likeness serve` process in its own network namespace, bound
+    to its own address with a token, reached only over a veth link (the nearest thing to another
+    machine here): both `likeness view` and the page's /api/view receive its room and restore the
+    participant's face towards the identity they share. The namespace has only its loopback and the
+    link, and the far bridge gathers its link address only, so the media crosses the link."""
+    frames, fps = load_clip(CLIP, 150)
+    identity = enrolled_identity(tmp_path / "sender-home", "alice", frames[::20])
+    port, view_port = _free_port(), _free_port()
+    env = {**os.environ, "LIKENESS_HOME": str(tmp_path / "far-home"), "PYTHONPATH": str(REPO)}
+
+    async def scenario(link: ShapedLink) -> None:
+        far_base = f"http://{link.peer_ip}:{port}"
+        far = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", link.ns, sys.executable, "-m", "enhancer.cli", "serve", "--host", link.peer_ip,
+            "--port", str(port), "--token", TOKEN, "--engine", "bicubic", cwd=tmp_path, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        try:
+            assert far.stdout is not None
+            first = (await asyncio.wait_for(far.stdout.readline(), 60)).decode()
+            assert first.startswith("likeness bridge on"), first
+            # this side: a bridge on the host's end of the link (a non-loopback bind needs its own token)
+            async with serve_bridge(BridgeConfig(host=link.host_ip, port=0, token=TOKEN + "-here"),
+                                    default_processor_factory, make_view_builder("torch")) as (here, bridge), \
+                    http_client() as http:
+                pub = await publish(http, f"{far_base}/whip/r", ClipTrack(frames, fps), token=TOKEN, headers=RELAYED)
+                await put_identity(http, pub.resource, identity, TOKEN)
+                status, v = await post_view(http, here, {"whep": f"{far_base}/whep/r", "token": TOKEN},
+                                            token=TOKEN + "-here")
+                assert status == 201, v
+                assert v["how"].startswith("identity: restoring towards the shared identity 'alice'"), v
+                watcher = await view(http, f"{here}/whep/{v['room']}", token=TOKEN + "-here")
+                await wait_until(lambda: watcher.sinks and len(watcher.sinks[0].frames) > 20, 40, "frames via the link")
+                local_stats: dict = {}
+                t0 = time.monotonic()
+                while local_stats.get("track", {}).get("enhanced", 0) == 0 and time.monotonic() - t0 < 30:
+                    async with http.get(f"{here}/api/stats?room={v['room']}",
+                                        headers={"Authorization": f"Bearer {TOKEN}-here"}) as r:
+                        body = await r.json()
+                    local_stats = next(s for s in body["rooms"][v["room"]] if s["role"] == "publisher")
+                    await asyncio.sleep(0.2)
+                assert local_stats["identity"] == "alice" and local_stats["track"]["enhanced"] > 0, local_stats
+                await watcher.leave(http, TOKEN + "-here")
+                async with http.delete(f"{here}/api/view/{v['id']}",
+                                       headers={"Authorization": f"Bearer {TOKEN}-here"}) as r:
+                    assert r.status == 204
+
+                # the CLI, as a process of its own on this side, watched on its local page's endpoint
+                cli = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "enhancer.cli", "view", "--whep", f"{far_base}/whep/r", "--token", TOKEN,
+                    "--port", str(view_port), "--engine", "torch", "--duration", "12", cwd=tmp_path,
+                    env={**env, "LIKENESS_HOME": str(tmp_path / "here-home")},
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                assert cli.stdout is not None
+                said: list[str] = []
+                while not any("showing the restored stream" in line for line in said):
+                    line = (await asyncio.wait_for(cli.stdout.readline(), 60)).decode()
+                    assert line, f"view ended early: {said} {(await cli.stderr.read()).decode()[-2000:]}"  # type: ignore[union-attr]
+                    said.append(line)
+                assert any(line.startswith("identity: restoring towards the shared identity 'alice'") for line in said)
+                shown = await view(http, f"http://127.0.0.1:{view_port}/whep/view")
+                await wait_until(lambda: shown.sinks and len(shown.sinks[0].frames) > 20, 40, "the CLI's frames")
+                await shown.leave(http)
+                rest, err = await asyncio.wait_for(cli.communicate(), 60)
+                assert cli.returncode == 0, err.decode()[-2000:]
+                final = json.loads(rest.decode().strip().splitlines()[-1])
+                assert final["restored_with"] == "identity" and final["frames_out"] > 20, final
+                await pub.leave(http, TOKEN)
+        finally:
+            if far.returncode is None:
+                far.send_signal(signal.SIGINT)
+                try:
+                    await asyncio.wait_for(far.wait(), 15)
+                except TimeoutError:
+                    far.kill()
+
+    with ShapedLink() as link:
+        asyncio.run(scenario(link))
