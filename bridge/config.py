@@ -55,6 +55,9 @@ class BridgeConfig:
     # None, for an app built in code: a throwaway one per app (``server.create_app``)
     pairing_code: str | None = None
     pairing_note: str = ""  # printed after the code: where it came from, whether to pair again
+    # a room of another bridge received for the page (``remote_view``) that nobody here has watched
+    # for this long is let go (a closed tab sends no DELETE), so it stops pulling the other bridge
+    view_unwatched_s: float = 30.0
 
     @property
     def loopback(self) -> str:
@@ -80,6 +83,8 @@ def check_config(config: BridgeConfig) -> None:
         raise LikenessError(f"fanout must be one of {', '.join(FANOUTS)}, got {config.fanout!r}")
     if config.media_idle_s < 0:
         raise LikenessError("media_idle_s must be >= 0 (0 turns the idle watch off)")
+    if config.view_unwatched_s <= 0:
+        raise LikenessError("view_unwatched_s must be > 0")
     if config.loopback not in ("only", "add", "off"):
         raise LikenessError(f"loopback_ice must be 'only', 'add' or 'off', got {config.loopback!r}")
     if config.pairing_code is not None and (why := check_code(config.pairing_code)) is not None:

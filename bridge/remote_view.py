@@ -204,9 +204,19 @@ class RemoteViews:
         return view
 
     async def _follow(self, view: RemoteView) -> None:
-        why = await watch_until_gone(view)
-        if why is not None:
-            await self.close(view.id, why)
+        """Close the view when its participant goes, or when nobody here has watched its room for
+        ``BridgeConfig.view_unwatched_s`` (the page was closed without stopping it)."""
+        limit = self.bridge.config.view_unwatched_s
+        watched_at = time.monotonic()
+        while not view.closed.is_set():
+            if (why := await watch_until_gone(view, time.monotonic() + 1.0)) is not None:
+                await self.close(view.id, why)
+                return
+            if any(s.role == "viewer" for s in self.bridge.room_sessions(view.room)):
+                watched_at = time.monotonic()
+            elif time.monotonic() - watched_at > limit:
+                await self.close(view.id, f"nobody watched it for {limit:g} s")
+                return
 
     async def close(self, vid: str, why: str = "closed by the page") -> bool:
         """Close one view; False if it was unknown (already gone)."""

@@ -104,6 +104,33 @@ def test_a_room_of_another_bridge_is_restored_here_and_let_go(tmp_path: Path) ->
     asyncio.run(scenario())
 
 
+@needs_clip
+@pytest.mark.timeout(60)
+def test_a_view_nobody_watches_is_let_go() -> None:
+    """A page closed without stopping its view sends no DELETE: the view ends once nobody has
+    watched its room for ``view_unwatched_s``, and the other bridge's session goes with it."""
+    frames, fps = load_clip(CLIP, 60)
+
+    async def scenario() -> None:
+        async with serve_bridge(BridgeConfig(port=0), default_processor_factory) as (sender, far), \
+                serve_bridge(BridgeConfig(port=0, view_unwatched_s=2.0), default_processor_factory,
+                             make_view_builder("bicubic")) as (here, bridge), http_client() as http:
+            pub = await publish(http, f"{sender}/whip/r", ClipTrack(frames, fps), headers=RELAYED)
+            status, v = await post_view(http, here, {"whep": f"{sender}/whep/r"})
+            assert status == 201, v
+            watcher = await view(http, f"{here}/whep/{v['room']}")  # watched a while, then the tab is gone
+            await wait_until(lambda: watcher.sinks and len(watcher.sinks[0].frames) > 10, 20, "frames")
+            await asyncio.sleep(3.0)
+            assert v["id"] in bridge.remote_views.views  # watched: kept past view_unwatched_s
+            await watcher.pc.close()  # no DELETE, as when a tab is closed
+            await wait_until(lambda: not bridge.remote_views.views, 20, "the unwatched view to end")
+            await wait_until(lambda: sorted(s.role for s in far.sessions.values()) == ["publisher"], 10,
+                             "the other bridge's viewer session to go")
+            await pub.leave(http)
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.timeout(60)
 def test_bad_view_requests_are_one_line_answers() -> None:
     async def scenario() -> None:
