@@ -20,7 +20,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection
@@ -30,13 +30,11 @@ from enhancer.identity_store import MAX_FILE_BYTES, StoredIdentity, parse_identi
 
 from .client import Resource, delete, fetch_identity, identity_url, negotiate
 from .codecs import prefer_codec
+from .config import BridgeConfig
 from .ice import rtc_configuration
 from .jitter import release_frames_on_marker
 from .session import Session
 from .track import FrameProcessor
-
-if TYPE_CHECKING:
-    from .rooms import Bridge
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +44,21 @@ SILENT_S = 10.0  # no video from the participant for this long: they left, or th
 # The shared identity (None: none shared or unusable) -> the processor for the received stream (None:
 # shown as received) and one line saying how it restores, for the person watching.
 ViewProcessorBuilder = Callable[[StoredIdentity | None], tuple[FrameProcessor | None, str]]
+
+
+class Bridge(Protocol):
+    """What a remote view needs of the bridge that re-serves it (``rooms.Bridge`` is one)."""
+
+    config: BridgeConfig
+
+    def locked(self, fn: Any, *args: Any) -> Any: ...
+
+    def room_sessions(self, room: str) -> list[Session]: ...
+
+    async def publish_track(self, room: str, track: Any, processor: FrameProcessor | None,
+                            identity: str | None = None) -> Session: ...
+
+    async def close_session(self, sid: str) -> bool: ...
 
 
 class RemoteViewError(LikenessError):
