@@ -31,10 +31,10 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(enhancer.commands.assemble, "make_factory", lambda *a, **k: (lambda identity: None))
     real_run_server = bridge.server.run_server
 
-    async def run_and_stop(config, factory):  # the real server: binds, prints, stops
+    async def run_and_stop(config, factory, view_builder=None):  # the real server: binds, prints, stops
         stop = asyncio.Event()
         stop.set()
-        await real_run_server(config, factory, stop)
+        await real_run_server(config, factory, stop, view_builder)
 
     monkeypatch.setattr(bridge.server, "run_server", run_and_stop)
     return home
