@@ -79,7 +79,6 @@ class RemoteView:
     http: aiohttp.ClientSession
     resource: Resource
     session: Session
-    ended: str | None = None  # why it ended, once it has
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -87,8 +86,7 @@ class RemoteView:
         return self.session.room
 
     def describe(self) -> dict[str, Any]:
-        return {"id": self.id, "whep": self.whep, "room": self.room, "how": self.how, "note": self.note,
-                "ended": self.ended}
+        return {"id": self.id, "whep": self.whep, "room": self.room, "how": self.how, "note": self.note}
 
 
 def shared_identity(data: bytes | None) -> tuple[StoredIdentity | None, str | None]:
@@ -154,7 +152,6 @@ async def close_remote_view(bridge: Bridge, view: RemoteView, why: str = "closed
     if view.closed.is_set():
         return {}
     view.closed.set()
-    view.ended = why
     stats = view.session.track.stats() if view.session.track else {}
     await bridge.close_session(view.session.id)
     with contextlib.suppress(Exception):

@@ -53,8 +53,6 @@ async def api_view_post(request: web.Request) -> web.Response:
         raise HttpError(501, "this bridge does not restore remote streams")
     try:
         view = await bridge.remote_views.open(whep, token, restore)
-    except HttpError:
-        raise
     except LikenessError as e:  # unreachable, refused, no media, no video: the other side's doing
         raise HttpError(502, str(e)) from None
     return web.json_response(view.describe(), status=201, headers={"Location": f"/api/view/{view.id}"})

@@ -22,8 +22,6 @@ from ..errors import LikenessError
 from .enhance import late_frames_config
 from .serve import add_rtc_args, parse_bitrate, setup_logging
 
-CONNECT_TIMEOUT_S = 20.0
-SILENT_S = 10.0  # no video from the participant for this long: they left, or the link is gone
 ROOM = "view"  # the local bridge's one room
 
 
@@ -72,8 +70,7 @@ async def watch(args) -> int:
     build = make_view_builder(args.engine, args.strength, late_frames_config(args.late_frames))
     with loopback_candidates(mode):
         async with serving(config, _no_publishers) as local:
-            view = await open_remote_view(local, args.whep, args.token, ROOM, build, rtc, args.codec,
-                                          CONNECT_TIMEOUT_S)
+            view = await open_remote_view(local, args.whep, args.token, ROOM, build, rtc, args.codec)
             if view.note:
                 print(view.note, flush=True)
             print(view.how, flush=True)
@@ -82,7 +79,7 @@ async def watch(args) -> int:
             end = None if args.duration is None else time.monotonic() + args.duration
             why = None
             try:
-                why = await watch_until_gone(view, end, stop_on_signals(), SILENT_S)
+                why = await watch_until_gone(view, end, stop_on_signals())
             finally:
                 stats = await close_remote_view(local, view, why or "stopped")
             if why is not None:
