@@ -146,12 +146,19 @@ def paste_back(
 ) -> np.ndarray:
     """Composite F restored crops back into a copy of the frame with feathered masks.
 
-    ``originals`` (the crops as cut from this frame) enables colour matching. Only the
-    bounding box of each face's mask support is warped, so cost scales with face size, not
-    frame size. Speed (this runs on every frame): the crop and its uint8 mask are warped
-    together as one BGRA image (OpenCV's 4-channel bilinear path is the fastest) and blended
-    with ``cv2.blendLinear``; the result differs from an exact float blend by at most one
-    grey level.
+    With ``originals`` (the crops as cut from this frame) only the *change* is pasted: each
+    restored crop is colour-matched to its original and ``restored - original`` is warped back
+    and added to the frame through the mask. Why: a face larger than the crop (a webcam face is
+    often 200 px and the crop 128) keeps the frame's own detail beyond the crop's resolution,
+    which replacing the face with the upsampled crop would blur away, and a crop the generator
+    left unchanged reproduces the frame exactly. Without ``originals`` the crops replace the
+    face (a feathered blend).
+
+    Only the bounding box of each face's mask support is warped, so cost scales with face size,
+    not frame size. Speed (this runs on every frame): replacing warps the crop and its uint8
+    mask as one BGRA image (OpenCV's 4-channel bilinear path is the fastest) and blends with
+    ``cv2.blendLinear``, within one grey level of an exact float blend; the change is warped
+    as float32 with the mask already applied.
     """
     out = frame.copy()
     if len(crops) == 0:
@@ -162,7 +169,7 @@ def paste_back(
     mask, (sx0, sy0, sx1, sy1) = _mask_u8(size)
     h, w = frame.shape[:2]
     corners = np.array([[sx0, sy0], [sx1, sy0], [sx0, sy1], [sx1, sy1]], dtype=np.float64)
-    for crop, m in zip(crops, matrices, strict=True):
+    for i, (crop, m) in enumerate(zip(crops, matrices, strict=True)):
         inv = invert_affine(m)
         pts = transform_points(inv, corners)
         x0, y0 = np.floor(pts.min(0)).astype(int)
@@ -172,6 +179,9 @@ def paste_back(
             continue
         shifted = inv.copy()
         shifted[:, 2] -= (x0, y0)
+        if originals is not None:
+            out[y0:y1, x0:x1] = _add_change(out[y0:y1, x0:x1], crop, originals[i], shifted)
+            continue
         bgra = cv2.warpAffine(cv2.merge([crop, mask]), shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         alpha = bgra[..., 3].astype(np.float32)
@@ -179,3 +189,20 @@ def paste_back(
         face = cv2.cvtColor(bgra, cv2.COLOR_BGRA2BGR)
         out[y0:y1, x0:x1] = cv2.blendLinear(face, out[y0:y1, x0:x1], alpha, 1.0 - alpha)
     return out
+
+
+def _add_change(region: np.ndarray, restored: np.ndarray, original: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``region`` (uint8) plus the masked change ``restored - original`` warped by ``m`` into it."""
+    change = cv2.subtract(restored, original, dtype=cv2.CV_32F)
+    change *= _mask_f32(restored.shape[0])
+    moved = cv2.warpAffine(change, m, (region.shape[1], region.shape[0]), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.add(region, moved, dtype=cv2.CV_8U)  # saturating, rounded to nearest
+
+
+@cache
+def _mask_f32(size: int) -> np.ndarray:
+    """The feather mask as (S, S, 3) float32, to weight a crop's change."""
+    m = np.ascontiguousarray(np.repeat(feather_mask(size).astype(np.float32).reshape(size, size, 1), 3, axis=2))
+    m.setflags(write=False)
+    return m

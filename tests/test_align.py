@@ -127,10 +127,49 @@ def test_paste_back_matches_float_blend(unit_scale_face: tuple[np.ndarray, np.nd
     want = reference_paste(frame, restored[0], m)
     diff = np.abs(out.astype(np.int16) - want)
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01
-    # with colour matching: the colour shift is undone before blending
+    # with the originals only the colour-matched change is added: frame + warp(mask * (matched - original))
     matched = match_colour(restored, crops, feather_mask(size))
     out_c = paste_back(frame, restored, m[None], originals=crops)
-    assert np.abs(out_c.astype(np.int16) - reference_paste(frame, matched[0], m)).max() <= 1
+    h, w = frame.shape[:2]
+    change = (matched[0].astype(np.float32) - crops[0]) * feather_mask(size)[..., None]
+    moved = cv2.warpAffine(change, invert_affine(m), (w, h), flags=cv2.INTER_LINEAR)
+    want_c = np.clip(frame + moved, 0, 255).round().astype(np.uint8)
+    diff_c = np.abs(out_c.astype(np.int16) - want_c)
+    assert diff_c.max() <= 1 and (diff_c > 0).mean() < 0.001
+    assert np.abs(out_c.astype(np.int16) - frame).max() > 20  # the change did arrive
+
+
+def _high_pass_energy(img: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    x0, y0, x1, y1 = box
+    g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)[y0:y1, x0:x1]
+    return float(((g - cv2.GaussianBlur(g, (0, 0), 1.0)) ** 2).mean())
+
+
+def test_pasting_the_change_keeps_a_large_face_native_detail(shared_data: Path) -> None:
+    """A webcam-sized face (about 3x the crop's side in a 640x480 frame of a real clip): pasting the
+    change of an unchanged crop gives the frame back exactly, while replacing the face with the
+    upsampled crop loses most of its fine detail; with a real change, the frame's own detail stays."""
+    from benchmarks.harness.clips import load_clip
+
+    clip = shared_data / "videos" / "LivePortrait__assets__examples__driving__d6.mp4"
+    frame = load_clip(clip, 1, (640, 480))[0][0]
+    faces = detect_faces(frame)
+    assert len(faces) == 1
+    m = alignment_matrix(faces[0].landmarks, SIZE)
+    assert _scale(m) < 0.5  # the face is over twice the crop's side in the frame
+    crops = warp_crops(frame, m[None], SIZE)
+    np.testing.assert_array_equal(paste_back(frame, crops, m[None], originals=crops), frame)
+    inner = transform_points(invert_affine(m), np.array([[0.3, 0.3], [0.7, 0.7]]) * SIZE)
+    box = (*np.floor(inner[0]).astype(int), *np.ceil(inner[1]).astype(int))
+    native = _high_pass_energy(frame, box)
+    replaced = _high_pass_energy(paste_back(frame, crops, m[None]), box)
+    print(f"face scale {_scale(m):.2f}: fine-detail energy native {native:.2f}, replaced {replaced:.2f}")
+    assert replaced < 0.6 * native
+    # a real change (a brightened, smoothed crop): the frame's fine detail survives under it
+    restored = cv2.GaussianBlur(crops[0], (0, 0), 1.5)[None]
+    restored = np.clip(restored.astype(np.int16) + 15, 0, 255).astype(np.uint8)
+    changed = paste_back(frame, restored, m[None], originals=crops)
+    assert _high_pass_energy(changed, box) > 0.3 * native > _high_pass_energy(paste_back(frame, restored, m[None]), box)
 
 
 def test_match_colour_moves_masked_mean(unit_scale_face: tuple[np.ndarray, np.ndarray]) -> None:

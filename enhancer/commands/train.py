@@ -116,6 +116,9 @@ def register(sub) -> None:
                    help="share of samples whose degraded input is brought down to a 16-pixel face (default 0)")
     g.add_argument("--lr-ref", type=float, default=1.0,
                    help="learning-rate multiplier for the reference path (default 1)")
+    g.add_argument("--id-disc", type=float, default=0.0,
+                   help="weight of the discriminator's mismatched-identity term; > 0 makes it judge each "
+                        "face against the identity the generator was given (default 0: image only)")
     g.add_argument("--steps", type=int)
     g.add_argument("--minutes", type=float)
     g.add_argument("--warmup", type=int)
@@ -249,7 +252,7 @@ def _gan(args) -> int:
         raise InputError(f"{args.init}: starting weights not found")
     if args.steps is None and args.minutes is None:
         raise InputError("give --steps or --minutes")
-    if min(args.pixel, args.feature_match, args.adversarial, args.id_output) < 0 or args.ref_slots < 0:
+    if min(args.pixel, args.feature_match, args.adversarial, args.id_output, args.id_disc) < 0 or args.ref_slots < 0:
         raise InputError("loss weights and --ref-slots must be >= 0")
     _check_shares(args)
     if args.lr_ref <= 0:
@@ -259,7 +262,7 @@ def _gan(args) -> int:
                     feature_match=args.feature_match, adversarial=args.adversarial, id_output=args.id_output,
                     augment=not args.no_augment, steps=args.steps, minutes=args.minutes, device=args.device,
                     seed=args.seed, bf16=not args.no_bf16, self_ref=args.self_ref, starve=args.starve_input,
-                    lr_ref=args.lr_ref)
+                    lr_ref=args.lr_ref, id_disc=args.id_disc)
     cfg = _common_overrides(cfg, args)
     print(json.dumps(train_gan(cfg), indent=2, default=str))
     return 0

@@ -21,6 +21,15 @@ def hinge_d_loss(real: Outputs, fake: Outputs) -> torch.Tensor:
     return sum(terms) / len(terms)
 
 
+def hinge_mismatch_loss(wrong: Outputs, rows: torch.Tensor) -> torch.Tensor:
+    """Discriminator hinge term for real faces shown with another person's identity: fake, on the
+    rows ``rows`` (B,) bool only (pairs that really are mismatched); zero when there are none."""
+    if not bool(rows.any()):
+        return wrong[0][1].sum() * 0.0
+    terms = [F.relu(1 + w[1][rows]).mean() for w in wrong]
+    return sum(terms) / len(terms)
+
+
 def hinge_g_loss(fake: Outputs) -> torch.Tensor:
     """Generator side of the hinge loss: raise the discriminator's score of its outputs."""
     return sum(-f[1].mean() for f in fake) / len(fake)

@@ -31,7 +31,7 @@ from torch import nn
 from ..models.discriminator import DiscriminatorConfig, MultiScaleDiscriminator
 from ..models.restorer import Restorer, load_grown
 from ..weights import export_weights, load_restorer
-from .adversarial import diff_augment, feature_matching, hinge_d_loss, hinge_g_loss
+from .adversarial import diff_augment, feature_matching, hinge_d_loss, hinge_g_loss, hinge_mismatch_loss
 from .data import RefSampler, load_pack, make_batch, prepare_split, starve_input
 from .loop import StopFlag, autocast, ema_update, hardware, lr_at, pick_device, setup_logging, write_json
 from .loss import identity_dropout, output_identity
@@ -64,9 +64,14 @@ class GanConfig(RunOptions):
     ref_jitter: float = 3.0  # px: random shift of that self-reference (and up to 4 % scale, 3 degrees)
     starve: float = 0.0  # share of samples whose degraded input is starved to 16 px (data.starve_input)
     lr_ref: float = 1.0  # multiplier of the generator's learning rate for the reference path
+    # >0: the discriminator also sees the identity the generator was given (projection) and learns,
+    # with this weight, that a real face with another person's identity is fake
+    id_disc: float = 0.0
 
     def __post_init__(self) -> None:
         check_ref_flip(self.ref_flip)
+        if self.id_disc < 0:
+            raise ValueError(f"id_disc must be >= 0, not {self.id_disc}")
         for name in ("self_ref", "starve"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], not {getattr(self, name)}")
@@ -144,7 +149,8 @@ def train_gan(cfg: GanConfig) -> dict:
     student.generator.requires_grad_(True)
     if cfg.ref_slots > 0:
         student.encoder.reference.requires_grad_(True)
-    disc = MultiScaleDiscriminator(DiscriminatorConfig()).to(device)
+    id_dim = int(student.null_identity.shape[-1]) if cfg.id_disc > 0 else 0
+    disc = MultiScaleDiscriminator(DiscriminatorConfig(identity_dim=id_dim)).to(device)
     pair = AdversarialPair(student, disc)
     ema = copy.deepcopy(pair).requires_grad_(False)
     trainable = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
@@ -177,7 +183,9 @@ def train_gan(cfg: GanConfig) -> dict:
         with autocast(device, cfg.bf16):
             ident = student.encode(refs, mask)
             anchor = ident[:, 0].detach()
-            ident, _ = identity_dropout(ident, student.null_identity, cfg.id_dropout, gen)
+            ident, dropped = identity_dropout(ident, student.null_identity, cfg.id_dropout, gen)
+            # what the discriminator judges against: the identity the generator was given
+            vec = ident[:, 0].detach().float() if cfg.id_disc > 0 else None
             out = student.restore(lq, ident, noise, 1).float()
             cond = torch.cat([lq, reference_mean(refs, mask)], dim=1)
             fake_s, real_s = scene(out, *cond.split(3, 1)), scene(x0, *cond.split(3, 1))
@@ -187,9 +195,9 @@ def train_gan(cfg: GanConfig) -> dict:
             fake_a, real_a = both.split(fake_s.shape[1], dim=1)
             # generator step
             disc.requires_grad_(False)
-            d_fake = disc(fake_a)
+            d_fake = disc(fake_a, vec)
             with torch.no_grad():
-                d_real = disc(real_a)
+                d_real = disc(real_a, vec)
             l_pix = F.l1_loss(out, x0)
             l_fm = feature_matching(d_real, d_fake)
             l_adv = hinge_g_loss(d_fake)
@@ -205,7 +213,13 @@ def train_gan(cfg: GanConfig) -> dict:
         # discriminator step
         disc.requires_grad_(True)
         with autocast(device, cfg.bf16):
-            loss_d = hinge_d_loss(disc(real_a.detach()), disc(fake_a.detach()))
+            loss_d = hinge_d_loss(disc(real_a.detach(), vec), disc(fake_a.detach(), vec))
+            if cfg.id_disc > 0:  # the truth with the next row's identity, where that is another person
+                labels = torch.as_tensor(pool.labels[draw[0]])
+                kept = ~dropped.cpu()
+                rows = (labels != labels.roll(1)) & kept & kept.roll(1)
+                loss_d = loss_d + cfg.id_disc * hinge_mismatch_loss(disc(real_a.detach(), vec.roll(1, 0)),
+                                                                    rows.to(device))
         opt.zero_grad(set_to_none=True)
         loss_d.backward()
         opt.step()
