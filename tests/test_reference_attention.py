@@ -12,7 +12,13 @@ import torch
 from enhancer.models.config import EncoderConfig
 from enhancer.models.reference import ReferenceAttention, slot_indices, split_ref_rows, window_validity
 from enhancer.models.restorer import Restorer
-from enhancer.training.adversarial import diff_augment, feature_matching, hinge_d_loss, hinge_g_loss
+from enhancer.training.adversarial import (
+    diff_augment,
+    feature_matching,
+    hinge_d_loss,
+    hinge_g_loss,
+    hinge_mismatch_loss,
+)
 from enhancer.training.blend import blend_state, zero_initialised
 from enhancer.training.gan import grow_student, jitter_refs
 from enhancer.weights import load_restorer
@@ -135,6 +141,30 @@ def test_hinge_and_feature_matching() -> None:
     assert fm.item() == pytest.approx(1.0)
     fm.backward()
     assert fake[0][0][0].grad is not None
+
+
+def test_identity_aware_discriminator_judges_against_the_given_identity() -> None:
+    from enhancer.models.discriminator import DiscriminatorConfig, MultiScaleDiscriminator
+
+    torch.manual_seed(0)
+    disc = MultiScaleDiscriminator(DiscriminatorConfig(identity_dim=16)).eval()
+    x, ident = torch.randn(2, 9, 32, 32), torch.randn(2, 16)
+    a = disc(x, ident)
+    b = disc(x, ident.roll(1, 0))
+    assert [t.shape for t in a[0][0]] == [t.shape for t in b[0][0]]
+    assert all(torch.equal(fa, fb) for fa, fb in zip(a[0][0], b[0][0], strict=True))  # features: image only
+    assert not torch.allclose(a[0][1], b[0][1])  # the logits depend on whose identity it is
+    with pytest.raises(ValueError, match="identity"):
+        disc(x)
+    plain = MultiScaleDiscriminator(DiscriminatorConfig()).eval()
+    assert torch.equal(plain(x)[0][1], plain(x, ident)[0][1])  # image-only: an identity changes nothing
+
+
+def test_mismatch_loss_counts_only_mismatched_rows() -> None:
+    wrong = [([], torch.tensor([-3.0, 0.0, 1.0]).reshape(3, 1, 1, 1))]
+    assert hinge_mismatch_loss(wrong, torch.tensor([True, False, False])).item() == 0.0  # beyond the margin
+    assert hinge_mismatch_loss(wrong, torch.tensor([False, True, True])).item() == pytest.approx(1.5)
+    assert hinge_mismatch_loss(wrong, torch.zeros(3, dtype=torch.bool)).item() == 0.0
 
 
 def test_blend_is_a_dial_between_the_two_models(base: Restorer) -> None:

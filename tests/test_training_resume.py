@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import celeba_by_identity
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from enhancer.dataprep import PrepareConfig, prepare
@@ -85,6 +86,8 @@ def test_teacher_resumes_exactly(pack: Path, tmp_path: Path, monkeypatch: pytest
     assert whole["steps"] == resumed["steps"] == 8
     _same_checkpoints(tmp_path / "whole" / "ckpt.safetensors", tmp_path / "resumed" / "ckpt.safetensors")
     assert whole["model_id"] == resumed["model_id"]
+    with safe_open(str(tmp_path / "whole" / "ckpt.safetensors"), "pt") as f:
+        assert any(".embed." in k for k in f.keys())
     # the margin term (its generic pass draws no random numbers): exact on resume, and it acts
     m_whole = teacher.train_teacher(cfg("margin-whole", id_margin=0.5))
     m_resumed = _interrupted(monkeypatch, teacher, teacher.train_teacher, cfg("margin-resumed", id_margin=0.5), 5)
@@ -116,6 +119,8 @@ def test_distill_resumes_exactly(pack: Path, tmp_path: Path, monkeypatch: pytest
     assert whole["steps"] == resumed["steps"] == 6
     _same_checkpoints(tmp_path / "whole" / "ckpt.safetensors", tmp_path / "resumed" / "ckpt.safetensors")
     assert whole["model_id"] == resumed["model_id"]
+    with safe_open(str(tmp_path / "whole" / "ckpt.safetensors"), "pt") as f:
+        assert any(".embed." in k for k in f.keys())
     # the optional ground-truth, output-identity and margin terms: still exact on resume, and they act
     terms = {"gt_weight": 1.0, "id_output": 0.5, "id_margin": 0.5}
     t_whole = distill.train_distill(cfg("terms-whole", **terms))
@@ -248,11 +253,14 @@ def test_gan_resumes_exactly_and_grows_reference_attention(pack: Path, tmp_path:
         return gan.GanConfig(pack=str(pack), init=str(start), run_dir=str(tmp_path / run), batch=2, steps=4,
                              warmup=3, n_val=1, log_every=1, ckpt_minutes=60, **terms)
 
-    whole = gan.train_gan(cfg("whole"))
-    resumed = _interrupted(monkeypatch, gan, gan.train_gan, cfg("resumed"), 2)
+    # the identity-aware discriminator (its projection and mismatched-identity term) resumes too
+    whole = gan.train_gan(cfg("whole", id_disc=0.5))
+    resumed = _interrupted(monkeypatch, gan, gan.train_gan, cfg("resumed", id_disc=0.5), 2)
     assert whole["steps"] == resumed["steps"] == 4
     _same_checkpoints(tmp_path / "whole" / "ckpt.safetensors", tmp_path / "resumed" / "ckpt.safetensors")
     assert whole["model_id"] == resumed["model_id"]
+    with safe_open(str(tmp_path / "whole" / "ckpt.safetensors"), "pt") as f:
+        assert any(".embed." in k for k in f.keys())
     model, meta = load_restorer(tmp_path / "whole" / "student.safetensors")
     assert model.cfg.encoder.ref_slots == 4 and model.identity_shape()[0] > TINY.encoder.rows()
     assert meta["extra"]["val_identities"] == load_restorer(start)[1]["extra"]["val_identities"]
