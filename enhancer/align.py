@@ -143,22 +143,24 @@ def paste_back(
     crops: np.ndarray,
     matrices: np.ndarray,
     originals: np.ndarray | None = None,
+    keep_native: np.ndarray | None = None,
 ) -> np.ndarray:
     """Composite F restored crops back into a copy of the frame with feathered masks.
 
-    With ``originals`` (the crops as cut from this frame) only the *change* is pasted: each
-    restored crop is colour-matched to its original and ``restored - original`` is warped back
-    and added to the frame through the mask. Why: a face larger than the crop (a webcam face is
-    often 200 px and the crop 128) keeps the frame's own detail beyond the crop's resolution,
-    which replacing the face with the upsampled crop would blur away, and a crop the generator
-    left unchanged reproduces the frame exactly. Without ``originals`` the crops replace the
-    face (a feathered blend).
+    Without ``originals`` the crops replace the face (a feathered blend). With ``originals``
+    (the crops as cut from this frame) each restored crop is first colour-matched to its
+    original, and ``keep_native`` (F,) in [0, 1] (default 1) says how much of the frame's own
+    detail *above the crop's resolution* stays: 1 pastes only the change,
+    ``frame + warp(mask * (restored - original))``, so a crop the generator left unchanged gives
+    the frame back exactly and a face larger than the crop keeps its native detail; 0 replaces
+    the face with the upsampled crop. In general
+    ``frame * (1 - (1 - k) * warp(mask)) + warp(mask * (restored - k * original))``.
 
     Only the bounding box of each face's mask support is warped, so cost scales with face size,
     not frame size. Speed (this runs on every frame): replacing warps the crop and its uint8
     mask as one BGRA image (OpenCV's 4-channel bilinear path is the fastest) and blends with
-    ``cv2.blendLinear``, within one grey level of an exact float blend; the change is warped
-    as float32 with the mask already applied.
+    ``cv2.blendLinear``, within one grey level of an exact float blend; the change is warped as
+    float32 with the mask already applied.
     """
     out = frame.copy()
     if len(crops) == 0:
@@ -180,7 +182,8 @@ def paste_back(
         shifted = inv.copy()
         shifted[:, 2] -= (x0, y0)
         if originals is not None:
-            out[y0:y1, x0:x1] = _add_change(out[y0:y1, x0:x1], crop, originals[i], shifted)
+            k = 1.0 if keep_native is None else float(keep_native[i])
+            out[y0:y1, x0:x1] = _add_change(out[y0:y1, x0:x1], crop, originals[i], shifted, k)
             continue
         bgra = cv2.warpAffine(cv2.merge([crop, mask]), shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
@@ -191,13 +194,25 @@ def paste_back(
     return out
 
 
-def _add_change(region: np.ndarray, restored: np.ndarray, original: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """``region`` (uint8) plus the masked change ``restored - original`` warped by ``m`` into it."""
-    change = cv2.subtract(restored, original, dtype=cv2.CV_32F)
-    change *= _mask_f32(restored.shape[0])
-    moved = cv2.warpAffine(change, m, (region.shape[1], region.shape[0]), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return cv2.add(region, moved, dtype=cv2.CV_8U)  # saturating, rounded to nearest
+def _add_change(region: np.ndarray, restored: np.ndarray, original: np.ndarray, m: np.ndarray,
+                keep: float) -> np.ndarray:
+    """``region`` (uint8) with the crop's masked change warped in by ``m``, keeping ``keep`` of
+    the region's detail above the crop's resolution (see ``paste_back``)."""
+    size = (region.shape[1], region.shape[0])
+    mask = _mask_f32(restored.shape[0])
+    if keep >= 1.0:
+        change = cv2.subtract(restored, original, dtype=cv2.CV_32F)
+        change *= mask
+        moved = cv2.warpAffine(change, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return cv2.add(region, moved, dtype=cv2.CV_8U)  # saturating, rounded to nearest
+    change = cv2.addWeighted(restored, 1.0, original, -keep, 0.0, dtype=cv2.CV_32F)
+    change *= mask
+    moved = cv2.warpAffine(change, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    alpha = cv2.warpAffine(mask[..., 0], m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=0)
+    scale = 1.0 - (1.0 - keep) * alpha
+    kept = cv2.multiply(region, cv2.merge([scale] * 3), dtype=cv2.CV_32F)
+    return cv2.add(kept, moved, dtype=cv2.CV_8U)
 
 
 @cache
