@@ -8,6 +8,7 @@ holds brows to chin with a small margin at every S (128, 256, 512).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 
 import cv2
@@ -136,6 +137,32 @@ def _mask_u8(size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
            min(int(xs.max()) + 2, size), min(int(ys.max()) + 2, size))
     m.setflags(write=False)
     return m, box
+
+
+@dataclass(frozen=True)
+class NativeDetail:
+    """How much of the frame's own detail above the crop's resolution a pasted face keeps, from
+    the arriving crop's fine detail (ln Laplacian variance, ``enhancer.strength.log_detail``): none
+    at or below ``none``, all at or above ``full``, linear between.
+
+    Why: a face larger than the crop (a webcam face is often 200-350 px, the crop 128) that
+    arrives clean has real detail the crop cannot hold, and replacing it with the upsampled crop
+    halves its fine detail; a face that arrives damaged has codec and noise debris there instead,
+    which the generator's output should replace. Bounds chosen on five clips and judged on five
+    others (docs/visible-restoration.md).
+    """
+
+    none: float = 3.5
+    full: float = 4.5
+
+
+DEFAULT_NATIVE = NativeDetail()
+
+
+def keep_native(log_detail: np.ndarray, cfg: NativeDetail) -> np.ndarray:
+    """(F,) share of native detail to keep (``paste_back``'s ``keep_native``) for crops of this detail."""
+    span = max(cfg.full - cfg.none, 1e-6)
+    return np.clip((np.asarray(log_detail, np.float64) - cfg.none) / span, 0.0, 1.0).astype(np.float32)
 
 
 def paste_back(

@@ -26,10 +26,10 @@ from typing import Protocol
 
 import numpy as np
 
-from .align import alignment_matrix, paste_back, warp_crops
+from .align import DEFAULT_NATIVE, NativeDetail, alignment_matrix, keep_native, paste_back, warp_crops
 from .detail import DetailStore, ReuseConfig, residuals
 from .detail_transfer import PreparedReferences, transfer_detail
-from .strength import StrengthConfig, blend
+from .strength import StrengthConfig, blend, log_detail
 from .strength import strength as strength_weights
 from .tracker import FaceTracker, TrackerConfig
 
@@ -92,8 +92,12 @@ class FramePipeline:
         strength: StrengthConfig | None = None,
         reuse: ReuseConfig | None = None,
         reference_detail: PreparedReferences | None = None,
+        native: NativeDetail | None = DEFAULT_NATIVE,
     ) -> None:
         self.engine = engine
+        # how much of a large face's own detail beyond the crop stays when pasting (None: none, the
+        # restored crop replaces the face)
+        self.native = native
         # the enrolled person's reference detail, added to their face after the generator (None: off)
         self.reference_detail = reference_detail if identity is not None else None
         self.strength = strength  # None: keep the engine's output as is
@@ -187,7 +191,12 @@ class FramePipeline:
                restored: np.ndarray, keep: np.ndarray, tm: dict[str, float], t0: float,
                fresh: int, reused: int) -> FrameResult:
         t3 = time.perf_counter()
-        out = paste_back(frame_bgr, restored[keep], mats[keep], crops[keep]) if keep.any() else frame_bgr
+        if keep.any():
+            kept = crops[keep]
+            share = keep_native(log_detail(kept), self.native) if self.native is not None else np.zeros(len(kept))
+            out = paste_back(frame_bgr, restored[keep], mats[keep], kept, share)
+        else:
+            out = frame_bgr
         tm["paste"] = (time.perf_counter() - t3) * 1e3
         tm["total"] = (time.perf_counter() - t0) * 1e3
         return FrameResult(out, len(faces), bool(keep.any()), tm, [f.landmarks for f in faces], fresh, reused)

@@ -11,10 +11,12 @@ import pytest
 
 from enhancer.align import (
     TEMPLATE5,
+    NativeDetail,
     alignment_matrix,
     estimate_similarity,
     feather_mask,
     invert_affine,
+    keep_native,
     match_colour,
     paste_back,
     transform_points,
@@ -187,3 +189,27 @@ def test_match_colour_moves_masked_mean(unit_scale_face: tuple[np.ndarray, np.nd
     mean_out = (out * w).sum((1, 2)) / w.sum()
     mean_ref = (crops * w).sum((1, 2)) / w.sum()
     assert np.abs(mean_out - mean_ref).max() < 1.0
+
+
+def test_keep_native_ramps_with_the_arriving_detail() -> None:
+    cfg = NativeDetail(none=3.5, full=4.5)
+    np.testing.assert_allclose(keep_native(np.array([2.0, 3.5, 4.0, 4.5, 7.0]), cfg), [0, 0, 0.5, 1, 1])
+
+
+def test_keep_native_is_a_dial_from_replacing_to_the_whole_change(shared_data: Path) -> None:
+    """0 is the replacing paste (to a grey level), 1 the change alone, and a share between lies between."""
+    from benchmarks.harness.clips import load_clip
+
+    frame = load_clip(shared_data / "videos" / "LivePortrait__assets__examples__driving__d6.mp4", 1, (640, 480))[0][0]
+    m = alignment_matrix(detect_faces(frame)[0].landmarks, SIZE)[None]
+    crops = warp_crops(frame, m, SIZE)
+    restored = np.clip(cv2.GaussianBlur(crops[0], (0, 0), 2.0).astype(np.int16) + 20, 0, 255).astype(np.uint8)[None]
+    replaced = paste_back(frame, match_colour(restored, crops, feather_mask(SIZE)), m)
+    none = paste_back(frame, restored, m, crops, np.zeros(1, np.float32))
+    whole = paste_back(frame, restored, m, crops, np.ones(1, np.float32))
+    half = paste_back(frame, restored, m, crops, np.full(1, 0.5, np.float32))
+    assert np.abs(none.astype(np.int16) - replaced).max() <= 1
+    np.testing.assert_array_equal(whole, paste_back(frame, restored, m, crops))
+    mid = (none.astype(np.float32) + whole) / 2
+    assert np.abs(half - mid).max() <= 1.0
+    assert np.abs(whole.astype(np.int16) - none).max() > 10  # the native detail is a visible difference
