@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.harness.clips import load_clip, videos_dir
-from benchmarks.studies.detail_reuse import RESULTS, masked_psnr, one_per_person, write_result
+from benchmarks.studies.detail_reuse import RESULTS, masked_psnr, one_per_person, temporal_error, write_result
 from enhancer.align import alignment_matrix, feather_mask, paste_back, warp_crops
 from enhancer.commands.assemble import build_pipeline
 from enhancer.degrade import degrade
@@ -162,6 +162,11 @@ def main(argv: list[str] | None = None) -> None:
                         continue
                     for k, v in score(img, clean, m, w128).items():
                         rows[cond][method].setdefault(k, []).append(v)
+                if args.every == 1:  # consecutive frames: change the clean clip does not have, 128 crop
+                    rows[cond][method].setdefault("temporal_error", []).extend(
+                        temporal_error(*(warp_crops(x, m[None], CROP)[0] for x in (imgs[i], imgs[i - 1], frames[i],
+                                                                                     frames[i - 1])), w128)
+                        for i, m in enumerate(mats) if i and m is not None)
     summary = {c: {m: {k: round(float(np.mean(v)), 4) for k, v in d.items()} | {"frames": len(d.get("psnr_128", []))}
                    for m, d in per.items()} for c, per in rows.items()}
     result = {
@@ -181,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
             "psnr_native": "the same at the face's native size in the frame (crop side 128 / scale, at most 512)",
             "hf_energy_native": "luma high-pass (x - Gaussian sigma 1) energy in the native crop / the clean face's",
             "hf_corr_native": "weighted correlation of that high-pass with the clean face's",
+            "temporal_error": "with --every 1: weighted mean |(out_t - out_t-1) - (clean_t - clean_t-1)| in the "
+                              "128 crop of frame t's landmarks, grey levels",
             "input": "the frame as it arrives (degraded), no restoration",
             "pipeline": "product pipeline as it is (the change pasted, native detail kept by NativeDetail)",
             "replace": "product pipeline with native=None (the colour-matched crop blended over the face)"},
@@ -191,7 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     for c, per in summary.items():
         for m, s in per.items():
             print(f"{c:9s} {m:8s} psnr128 {s['psnr_128']:6.2f}  native {s['psnr_native']:6.2f}  "
-                  f"hfE {s['hf_energy_native']:.3f}  hfC {s['hf_corr_native']:.3f}")
+                  f"hfE {s['hf_energy_native']:.3f}  hfC {s['hf_corr_native']:.3f}"
+                  + (f"  temporal {s['temporal_error']:.3f}" if "temporal_error" in s else ""))
     print(f"wrote {out}")
 
 
