@@ -9,7 +9,10 @@ the output identity term (loss.output_identity) so identity stays the objective 
 Why: every loss the student had is minimised by the posterior mean, so it deblocks but returns
 no detail. The GAN term makes it commit to detail; the references, reachable one by one through
 attention, are where detail that is this person's can come from, and the discriminator sees the
-references' mean too, so detail that does not fit the person is what it learns to reject.
+references' mean too, so detail that does not fit the person is what it learns to reject. With
+``id_disc`` it also judges each face against the identity the generator was given and learns that
+a real face with another person's identity is fake (models/discriminator.py), so sharpness that
+is not this person's stops paying.
 
 Trainable: the generator and the reference encoder; the identity encoder's trunk (whose global
 vector, tokens and map the student was trained on) and the null identity stay fixed. Two
