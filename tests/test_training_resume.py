@@ -86,8 +86,6 @@ def test_teacher_resumes_exactly(pack: Path, tmp_path: Path, monkeypatch: pytest
     assert whole["steps"] == resumed["steps"] == 8
     _same_checkpoints(tmp_path / "whole" / "ckpt.safetensors", tmp_path / "resumed" / "ckpt.safetensors")
     assert whole["model_id"] == resumed["model_id"]
-    with safe_open(str(tmp_path / "whole" / "ckpt.safetensors"), "pt") as f:
-        assert any(".embed." in k for k in f.keys())
     # the margin term (its generic pass draws no random numbers): exact on resume, and it acts
     m_whole = teacher.train_teacher(cfg("margin-whole", id_margin=0.5))
     m_resumed = _interrupted(monkeypatch, teacher, teacher.train_teacher, cfg("margin-resumed", id_margin=0.5), 5)
@@ -119,8 +117,6 @@ def test_distill_resumes_exactly(pack: Path, tmp_path: Path, monkeypatch: pytest
     assert whole["steps"] == resumed["steps"] == 6
     _same_checkpoints(tmp_path / "whole" / "ckpt.safetensors", tmp_path / "resumed" / "ckpt.safetensors")
     assert whole["model_id"] == resumed["model_id"]
-    with safe_open(str(tmp_path / "whole" / "ckpt.safetensors"), "pt") as f:
-        assert any(".embed." in k for k in f.keys())
     # the optional ground-truth, output-identity and margin terms: still exact on resume, and they act
     terms = {"gt_weight": 1.0, "id_output": 0.5, "id_margin": 0.5}
     t_whole = distill.train_distill(cfg("terms-whole", **terms))
