@@ -29,8 +29,7 @@ import numpy as np
 from .align import DEFAULT_NATIVE, NativeDetail, alignment_matrix, keep_native, paste_back, warp_crops
 from .detail import DetailStore, ReuseConfig, residuals
 from .detail_transfer import PreparedReferences, transfer_detail
-from .strength import StrengthConfig, blend, log_detail
-from .strength import strength as strength_weights
+from .strength import StrengthConfig, blend, log_detail, strength_at
 from .tracker import FaceTracker, TrackerConfig
 
 STRENGTH_SMOOTHING = 0.2  # EMA factor per frame (~5-frame time constant): steady, yet follows a bitrate change
@@ -116,10 +115,11 @@ class FramePipeline:
         self._assigned: tuple[frozenset[int], int] | None = None  # (track ids, track id with the identity)
         self._weights: dict[int, float] = {}  # track id -> smoothed strength
 
-    def _strength(self, faces: list, crops: np.ndarray) -> np.ndarray:
-        """Per-face strength, smoothed per track so that the blend does not flicker frame to frame."""
+    def _strength(self, faces: list, detail: np.ndarray) -> np.ndarray:
+        """Per-face strength from the crops' ``log_detail``, smoothed per track so that the blend does
+        not flicker frame to frame."""
         assert self.strength is not None
-        raw = strength_weights(crops, self.strength)
+        raw = strength_at(detail, self.strength)
         alive = {f.track_id for f in faces}
         self._weights = {k: v for k, v in self._weights.items() if k in alive}
         for i, f in enumerate(faces):
@@ -150,7 +150,8 @@ class FramePipeline:
         return out, owners
 
     def _prepare(self, frame_bgr: np.ndarray, t: float | None) -> tuple[dict[str, float], float, tuple | None]:
-        """Track and align: (timings, start, (faces, matrices, crops, frame time) or None without a face)."""
+        """Track and align: (timings, start, (faces, matrices, crops, their log detail or None, frame time)
+        or None without a face). The crops' detail is computed once here for the strength and the paste."""
         tm: dict[str, float] = {}
         t0 = time.perf_counter()
         faces = self.tracker.update(frame_bgr, t)[: self.max_faces]
@@ -163,14 +164,15 @@ class FramePipeline:
         size = self.engine.size
         mats = np.stack([alignment_matrix(f.landmarks, size) for f in faces])
         crops = warp_crops(frame_bgr, mats, size)
+        detail = log_detail(crops) if self.strength is not None or self.native is not None else None
         tm["align"] = (time.perf_counter() - t1) * 1e3
         now = t if t is not None else time.monotonic() - self._clock0
-        return tm, t0, (faces, mats, crops, now)
+        return tm, t0, (faces, mats, crops, detail, now)
 
-    def _inputs(self, faces: list, crops: np.ndarray) -> tuple:
+    def _inputs(self, faces: list, crops: np.ndarray, detail: np.ndarray | None) -> tuple:
         """What the generator call needs, computed on the frame thread (the per-track state lives here):
         (track ids, crops, identities, strength weights or None, which faces are the enrolled person)."""
-        w = self._strength(faces, crops) if self.strength is not None else None
+        w = self._strength(faces, detail) if self.strength is not None else None
         return [f.track_id for f in faces], crops, *self._identities(faces, crops), w
 
     def _restore(self, ids: list[int], crops: np.ndarray, ident: np.ndarray | None, owners: np.ndarray,
@@ -188,13 +190,12 @@ class FramePipeline:
         return restored
 
     def _paste(self, frame_bgr: np.ndarray, faces: list, mats: np.ndarray, crops: np.ndarray,
-               restored: np.ndarray, keep: np.ndarray, tm: dict[str, float], t0: float,
-               fresh: int, reused: int) -> FrameResult:
+               detail: np.ndarray | None, restored: np.ndarray, keep: np.ndarray, tm: dict[str, float],
+               t0: float, fresh: int, reused: int) -> FrameResult:
         t3 = time.perf_counter()
         if keep.any():
-            kept = crops[keep]
-            share = keep_native(log_detail(kept), self.native) if self.native is not None else np.zeros(len(kept))
-            out = paste_back(frame_bgr, restored[keep], mats[keep], kept, share)
+            share = keep_native(detail[keep], self.native) if self.native is not None else np.zeros(int(keep.sum()))
+            out = paste_back(frame_bgr, restored[keep], mats[keep], crops[keep], share)
         else:
             out = frame_bgr
         tm["paste"] = (time.perf_counter() - t3) * 1e3
@@ -214,12 +215,12 @@ class FramePipeline:
         tm, t0, prep = self._prepare(frame_bgr, t)
         if prep is None:
             return FrameResult(frame_bgr, 0, False, tm)
-        faces, mats, crops, now = prep
+        faces, mats, crops, detail, now = prep
         t2 = time.perf_counter()
-        restored = self._restore(*self._inputs(faces, crops), now)
+        restored = self._restore(*self._inputs(faces, crops, detail), now)
         tm["engine"] = (time.perf_counter() - t2) * 1e3
         keep = np.ones(len(faces), bool)
-        return self._paste(frame_bgr, faces, mats, crops, restored, keep, tm, t0, len(faces), 0)
+        return self._paste(frame_bgr, faces, mats, crops, detail, restored, keep, tm, t0, len(faces), 0)
 
     def process_reusing(self, frame_bgr: np.ndarray, t: float | None = None) -> FrameResult:
         """Enhance one frame with stored detail only, never running the generator: what a late
@@ -229,10 +230,10 @@ class FramePipeline:
         tm, t0, prep = self._prepare(frame_bgr, t)
         if prep is None:
             return FrameResult(frame_bgr, 0, False, tm)
-        faces, mats, crops, now = prep
+        faces, mats, crops, detail, now = prep
         restored, keep = self._with_detail(faces, crops, now)
         tm["engine"] = 0.0
-        return self._paste(frame_bgr, faces, mats, crops, restored, keep, tm, t0, 0, int(keep.sum()))
+        return self._paste(frame_bgr, faces, mats, crops, detail, restored, keep, tm, t0, 0, int(keep.sum()))
 
     def _with_detail(self, faces: list, crops: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
         assert self.details is not None  # only reached with reuse
@@ -253,9 +254,9 @@ class FramePipeline:
         tm, t0, prep = self._prepare(frame_bgr, t)
         if prep is None:
             return FrameResult(frame_bgr, 0, False, tm)
-        faces, mats, crops, now = prep
+        faces, mats, crops, detail, now = prep
         t2 = time.perf_counter()
-        inputs = self._inputs(faces, crops)
+        inputs = self._inputs(faces, crops, detail)
         fut = gen.submit(lambda: self._restore(*inputs, now))
         restored = None
         if fut is not None:
@@ -277,10 +278,10 @@ class FramePipeline:
             tm["generator"] = gen.last_ms
         if restored is not None:
             keep = np.ones(len(faces), bool)
-            result = self._paste(frame_bgr, faces, mats, crops, restored, keep, tm, t0, len(faces), 0)
+            result = self._paste(frame_bgr, faces, mats, crops, detail, restored, keep, tm, t0, len(faces), 0)
         else:
             restored, keep = self._with_detail(faces, crops, now)
-            result = self._paste(frame_bgr, faces, mats, crops, restored, keep, tm, t0, 0, int(keep.sum()))
+            result = self._paste(frame_bgr, faces, mats, crops, detail, restored, keep, tm, t0, 0, int(keep.sum()))
         self._finish_s += FINISH_SMOOTHING * (time.perf_counter() - t3 - self._finish_s)
         return result
 

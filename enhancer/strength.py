@@ -51,7 +51,12 @@ def log_detail(crops: np.ndarray) -> np.ndarray:
 
 def strength(crops: np.ndarray, cfg: StrengthConfig) -> np.ndarray:
     """(F,) weight in [lo, hi] for each crop: high for blurred/blocky crops, low for sharp ones."""
-    return np.clip(cfg.intercept + cfg.slope * log_detail(crops), cfg.lo, cfg.hi).astype(np.float32)
+    return strength_at(log_detail(crops), cfg)
+
+
+def strength_at(detail: np.ndarray, cfg: StrengthConfig) -> np.ndarray:
+    """``strength`` from crops' ``log_detail`` already computed (the pipeline needs it twice a frame)."""
+    return np.clip(cfg.intercept + cfg.slope * np.asarray(detail), cfg.lo, cfg.hi).astype(np.float32)
 
 
 def blend(lq: np.ndarray, restored: np.ndarray, w: np.ndarray) -> np.ndarray:

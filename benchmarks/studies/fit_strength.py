@@ -31,7 +31,7 @@ from tqdm import tqdm
 from enhancer.degrade import PRESETS, Degradation, degrade
 from enhancer.evaluate import to_tensor, to_uint8
 from enhancer.metrics import psnr
-from enhancer.strength import DEFAULT_STRENGTH, StrengthConfig, blend, log_detail, strength
+from enhancer.strength import DEFAULT_STRENGTH, StrengthConfig, blend, log_detail, strength_at
 from enhancer.weights import load_restorer
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -71,9 +71,8 @@ def report(samples: list[dict], cfg: StrengthConfig, bounds: tuple[float, float]
     res = {}
     for preset in dict.fromkeys(d["preset"] for d in samples):
         s = [d for d in samples if d["preset"] == preset]
-        w = strength(np.stack([d["lq"] for d in s]), cfg)
-        if bounds is not None:
-            w = faded(log_detail(np.stack([d["lq"] for d in s])), cfg, bounds).astype(np.float32)
+        ld = log_detail(np.stack([d["lq"] for d in s]))
+        w = strength_at(ld, cfg) if bounds is None else faded(ld, cfg, bounds).astype(np.float32)
         adaptive = [min(psnr(d["gt"], blend(d["lq"][None], d["y"][None], w[i:i + 1])[0]), CAP)
                     for i, d in enumerate(s)]
         res[preset] = {"crops": len(s), "psnr_input": round(float(np.mean([d["psnr_input"] for d in s])), 3),
