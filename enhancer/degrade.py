@@ -117,6 +117,37 @@ def degrade(img_bgr: np.ndarray, spec: Degradation | str, seed: int | np.random.
     return cv2.resize(x, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
+# crop pixels per frame pixel of a webcam face (the tracker's crop is this much smaller than the face
+# in the frame): 0.36-0.47 medians on the talking-head clips at 640x480; drawn per image
+CALL_FACE_SCALES = (0.3, 0.65)
+CALL_FRAME_SIDE = 480  # the frame's short side: the unit a whole frame's degradation scales with
+CALL_PREFIX = "call-"  # a pack variant "call-severe" is ``degrade_call`` with the severe preset
+
+
+def degrade_call(crop_bgr: np.ndarray, spec: Degradation | str, seed: int | np.random.Generator = 0,
+                 face_scale: float | None = None) -> np.ndarray:
+    """An aligned face crop degraded as a call degrades the whole frame it sits in; same size out.
+
+    Why: the presets applied to the crop itself (``degrade``) are not what a call delivers. A
+    call blurs, downscales and encodes the 640x480 frame, where the face is 1/``face_scale`` times
+    the crop's side, and the tracker then samples the crop from that: relative to the crop the blur
+    is ``frame side / 128 * face_scale`` times the preset's, the downscale ``scale / face_scale``
+    (milder), and the codec's blocks are larger. The crop is brought up to the face's size in the
+    frame, degraded there with the frame's unit, and brought back down."""
+    if isinstance(spec, str):
+        spec = PRESETS[spec]
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    f = float(rng.uniform(*CALL_FACE_SCALES)) if face_scale is None else face_scale
+    h, w = crop_bgr.shape[:2]
+    nh, nw = round(h / f), round(w / f)
+    native = cv2.resize(crop_bgr, (nw, nh), interpolation=cv2.INTER_CUBIC)
+    # the frame's unit, not the native face's: degrade() scales blur and noise by the image's side
+    frame_unit = CALL_FRAME_SIDE / min(nh, nw)
+    at_face = Degradation(spec.blur_sigma * frame_unit, spec.scale, spec.noise_sigma, spec.h264_qp, spec.vp8_q,
+                          spec.codec)
+    return cv2.resize(degrade(native, at_face, rng), (w, h), interpolation=cv2.INTER_AREA)
+
+
 def degrade_small(img_bgr: np.ndarray, spec: Degradation | str, seed: int | np.random.Generator = 0) -> np.ndarray:
     """Like :func:`degrade` but returns the low-resolution image before the final upscale."""
     if isinstance(spec, str):

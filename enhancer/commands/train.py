@@ -22,7 +22,8 @@ def register(sub) -> None:
     pk.add_argument("--workers", type=int, default=2)
     pk.add_argument("--variants", default=format_preset_weights(POOL_VARIANTS),
                     help="degraded copies per photo and preset, PRESET=N,... (default %(default)s; "
-                         "more copies: more distinct codec artefacts per photo for long runs)")
+                         "more copies: more distinct codec artefacts per photo for long runs; call-PRESET: "
+                         "the face degraded as a call degrades the whole frame around it)")
     pk.set_defaults(func=_pack)
 
     for name in ("teacher", "distill"):
@@ -157,10 +158,13 @@ def _check(args) -> None:
         raise InputError(f"--steps must be >= 0, not {args.steps}")
 
 
-def parse_preset_weights(text: str, option: str = "--id-output-weights") -> tuple[tuple[str, float], ...]:
-    """"severe=1,mild=0" -> (("severe", 1.0), ("mild", 0.0)); presets must exist, weights >= 0."""
-    from ..degrade import PRESETS
+def parse_preset_weights(text: str, option: str = "--id-output-weights",
+                         call: bool = False) -> tuple[tuple[str, float], ...]:
+    """"severe=1,mild=0" -> (("severe", 1.0), ("mild", 0.0)); presets must exist, weights >= 0.
+    ``call``: a preset may also be named as its call variant (``call-severe``, a pack's)."""
+    from ..degrade import CALL_PREFIX, PRESETS
 
+    names = list(PRESETS) + ([CALL_PREFIX + p for p in PRESETS] if call else [])
     out = []
     for item in filter(None, (s.strip() for s in text.split(","))):
         name, sep, value = item.partition("=")
@@ -168,9 +172,9 @@ def parse_preset_weights(text: str, option: str = "--id-output-weights") -> tupl
             w = float(value)
         except ValueError:
             w = -1.0
-        if not sep or name.strip() not in PRESETS or not w >= 0:
+        if not sep or name.strip() not in names or not w >= 0:
             raise InputError(f"{option}: bad item {item!r} (want PRESET=W with W >= 0; "
-                             f"presets: {', '.join(PRESETS)})")
+                             f"presets: {', '.join(names)})")
         out.append((name.strip(), w))
     return tuple(out)
 
@@ -178,7 +182,7 @@ def parse_preset_weights(text: str, option: str = "--id-output-weights") -> tupl
 def _pack(args) -> int:
     from ..training.data import build_pack
 
-    counts = parse_preset_weights(args.variants, "--variants")
+    counts = parse_preset_weights(args.variants, "--variants", call=True)
     if any(n < 1 or n != int(n) for _, n in counts):
         raise InputError(f"--variants {args.variants!r}: want PRESET=N with a whole N >= 1")
     variants = tuple((p, int(n)) for p, n in counts)

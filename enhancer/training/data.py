@@ -67,7 +67,7 @@ def _encode(img: np.ndarray, lossless: bool) -> bytes:
 
 
 def _pack_one(args) -> tuple[bytes, list[bytes]]:
-    from ..degrade import degrade_small  # PyAV is only needed to build packs, not to train
+    from ..degrade import CALL_PREFIX, degrade_call, degrade_small  # PyAV: only to build packs, not to train
 
     path, seed, variants = args
     img = cv2.imread(path)
@@ -76,7 +76,10 @@ def _pack_one(args) -> tuple[bytes, list[bytes]]:
     rng = np.random.default_rng(seed)
     for preset, n in variants:
         for _ in range(n):
-            lqs.append(_encode(degrade_small(img, preset, rng), lossless=False))
+            if preset.startswith(CALL_PREFIX):  # stored at full size: its scale is not the preset's
+                lqs.append(_encode(degrade_call(img, preset.removeprefix(CALL_PREFIX), rng), lossless=False))
+            else:
+                lqs.append(_encode(degrade_small(img, preset, rng), lossless=False))
     return hq, lqs
 
 
@@ -90,11 +93,13 @@ def concat_blobs(blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
 def build_pack(prepared: Path, out: Path, seed: int = 0, workers: int = 2,
                variants: tuple[tuple[str, int], ...] = POOL_VARIANTS) -> dict:
     """More variants per image mean more distinct degradations of each photo over a long run (the
-    generator otherwise sees the same few codec artefacts of a photo dozens of times)."""
-    from ..degrade import PRESETS
+    generator otherwise sees the same few codec artefacts of a photo dozens of times). A variant
+    ``call-PRESET`` degrades the face as a call degrades the frame around it (``degrade_call``)."""
+    from ..degrade import CALL_PREFIX, PRESETS
 
-    if not variants or any(p not in PRESETS or n < 1 for p, n in variants):
-        raise InputError(f"pack variants {variants}: want PRESET=N with N >= 1 (presets: {', '.join(PRESETS)})")
+    if not variants or any(p.removeprefix(CALL_PREFIX) not in PRESETS or n < 1 for p, n in variants):
+        raise InputError(f"pack variants {variants}: want PRESET=N with N >= 1 (presets: {', '.join(PRESETS)}, "
+                         f"each also as {CALL_PREFIX}PRESET)")
     rows = load_prepared(prepared)
     ids = sorted({r[1] for r in rows})
     id_index = {i: n for n, i in enumerate(ids)}
@@ -110,7 +115,8 @@ def build_pack(prepared: Path, out: Path, seed: int = 0, workers: int = 2,
         hq_data=hq_data, hq_off=hq_off, lq_data=lq_data, lq_off=lq_off,
         labels=np.array([id_index[r[1]] for r in rows], np.int32),
         identities=np.array(ids), variants=np.array(names),
-        scales=np.array([PRESETS[p].scale for p, n in variants for _ in range(n)], np.float32),
+        scales=np.array([1.0 if p.startswith(CALL_PREFIX) else PRESETS[p].scale for p, n in variants
+                         for _ in range(n)], np.float32),
     )
     return {"images": len(rows), "identities": len(ids), "variants_per_image": len(lq_blobs) // len(rows),
             "bytes": int(Path(out).stat().st_size)}
