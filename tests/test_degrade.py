@@ -5,11 +5,20 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from enhancer.align import alignment_matrix, warp_crops
-from enhancer.degrade import PRESETS, codec_roundtrip, degrade, degrade_small
+from enhancer.degrade import (
+    CALL_FRAME_SIDE,
+    PRESETS,
+    Degradation,
+    codec_roundtrip,
+    degrade,
+    degrade_call,
+    degrade_small,
+)
 from enhancer.detect import detect_faces
 from enhancer.imageio import read_image
 from enhancer.metrics import psnr
@@ -77,3 +86,34 @@ def test_codec_quantiser_controls_loss(crops: list[np.ndarray], codec: str, low_
     assert fine.shape == c.shape
     assert psnr(c, fine) > 35.0
     assert psnr(c, coarse) < psnr(c, fine) - 5.0
+
+
+def test_call_degradation_is_the_frames_degradation_seen_through_the_crop(crops: list[np.ndarray]) -> None:
+    """``degrade_call`` claims to be what degrading the whole 640x480 frame does to a face that is
+    1/face_scale times the crop's side in it. Checked against exactly that: the face (brought up to
+    its size in the frame) placed in a frame of the call's short side, the frame degraded with
+    ``degrade``, the face cut out and brought back to the crop's size. Without the codec and noise
+    (random draws) the two agree away from the borders."""
+    spec = Degradation(blur_sigma=1.3, scale=0.25, noise_sigma=0.0, h264_qp=38, vp8_q=52, codec="none")
+    f = 0.4  # 320-px face, at a whole multiple of 1/scale in the frame: the downscale's grid lines up
+    for c in crops[:3]:
+        n = round(128 / f)
+        face = cv2.resize(c, (n, n), interpolation=cv2.INTER_CUBIC)
+        top, left = (CALL_FRAME_SIDE - n) // 2, (640 - n) // 2
+        frame = cv2.copyMakeBorder(face, top, CALL_FRAME_SIDE - n - top, left, 640 - n - left, cv2.BORDER_REFLECT_101)
+        seen = cv2.resize(degrade(frame, spec)[top:top + n, left:left + n], (128, 128), interpolation=cv2.INTER_AREA)
+        call = degrade_call(c, spec, face_scale=f)
+        inner = (slice(32, 96), slice(32, 96))
+        diff = np.abs(call[inner].astype(np.float32) - seen[inner].astype(np.float32))
+        assert call.shape == c.shape and call.dtype == np.uint8
+        assert diff.mean() < 0.25, diff.mean()
+        # and it is not the preset applied to the crop: the frame's blur is 3.75 x 0.4 = 1.5x stronger
+        # while its downscale, 0.25 of the frame, is 0.625 of the crop (1.5-2.0 grey levels apart here)
+        assert np.abs(call[inner].astype(np.float32) - degrade(c, spec)[inner].astype(np.float32)).mean() > 1.0
+
+
+def test_call_degradation_deterministic_and_ordered(crops: list[np.ndarray]) -> None:
+    for c in crops[:2]:
+        np.testing.assert_array_equal(degrade_call(c, "severe", 3), degrade_call(c, "severe", 3))
+    table = np.array([[psnr(c, degrade_call(c, p, seed=1, face_scale=0.45)) for p in ORDER] for c in crops])
+    assert np.all(np.diff(table, axis=1) < 0), table

@@ -150,11 +150,34 @@ def test_pack_variants_option(pack: Path, tmp_path: Path) -> None:
     assert pool.presets == ["severe", "mild", "mild"]
     assert pool.lq[0].shape[-1] < pool.lq[1].shape[-1]  # severe is smaller than mild
     assert not torch.equal(pool.lq[1], pool.lq[2])  # two mild copies are two different draws
-    for bad in ("severe=0", "severe=1.5", "blurry=2"):
+    for bad in ("severe=0", "severe=1.5", "blurry=2", "call-blurry=1"):
         r = run_cli("train", "pack", "--data", pack.parent / "prepared", "--out", tmp_path / "bad.npz",
                     "--variants", bad)
         assert_one_line_error(r, "--variants", bad)
         assert not (tmp_path / "bad.npz").exists()
+
+
+def test_call_variants_are_stored_at_full_size_and_weighted_as_their_preset(pack: Path, tmp_path: Path) -> None:
+    """A ``call-`` variant (the face degraded as a call degrades its frame) has no small size of its
+    own: it is stored at the crop's size, comes out of a batch unchanged, and takes its preset's
+    per-preset weights."""
+    from enhancer.training.data import RefSampler, make_batch
+    from enhancer.training.preset_weights import ID_OUTPUT_WEIGHTS, preset_weights
+
+    out = tmp_path / "c.npz"
+    build_pack(pack.parent / "prepared", out, seed=0, workers=1, variants=(("severe", 1), ("call-moderate", 1)))
+    pool = load_pack(out, torch.device("cpu"))
+    assert pool.presets == ["severe", "call-moderate"]
+    assert pool.lq[1].shape[-1] == pool.hq.shape[-1] > pool.lq[0].shape[-1]
+    assert float(np.load(out)["scales"][1]) == 1.0
+    draw = list(RefSampler(pool, 4, seed=0).sample(6))
+    draw[3] = np.ones(6, np.int64)  # every sample from the call variant
+    draw[4] = np.zeros(6, bool)  # no flips, to compare with the stored images
+    _, lq, _, _ = make_batch(pool, tuple(draw), pool.hq.shape[-1], torch.device("cpu"))
+    stored = pool.lq[1][torch.as_tensor(draw[0])].float() / 127.5 - 1
+    assert torch.allclose(lq, stored, atol=1e-5)
+    w = preset_weights(pool.presets, np.array([0, 1]), ID_OUTPUT_WEIGHTS)
+    assert w.tolist() == [dict(ID_OUTPUT_WEIGHTS)["severe"], dict(ID_OUTPUT_WEIGHTS)["moderate"]]
 
 
 def test_references_are_mirrored_with_their_target_unless_asked_otherwise(pack: Path) -> None:

@@ -20,7 +20,7 @@ Also the pastes' time on one face of a 480p frame (the whole change, half the na
 replacing), interleaved with ``likeness bench``'s own timing code (``--timing-only``: just that).
 
     python -m benchmarks.studies.paste_fidelity [--first-clip 0] [--clips 5] [--frames 24]
-        [--presets mild moderate severe] [--timing-only]
+        [--presets mild moderate severe] [--timing-only] [--weights W --methods pipeline]
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ from enhancer.detect import detect_faces
 
 SIZE = (640, 480)
 CROP = 128
-METHODS = ("input", "pipeline", "replace")
 
 
 def face_scale(m: np.ndarray) -> float:
@@ -115,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--every", type=int, default=5)
     ap.add_argument("--presets", nargs="+", default=["mild", "moderate", "severe"])
     ap.add_argument("--engine", default="auto")
+    ap.add_argument("--weights", default=None, help="a student to run instead of the packaged one (a candidate)")
+    ap.add_argument("--methods", nargs="+", default=["pipeline", "replace"], choices=["pipeline", "replace"],
+                    help="which pastes to run (the input is always scored)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--timing-only", action="store_true", help="only the two pastes' time")
     args = ap.parse_args(argv)
@@ -133,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     conditions = ["clean", *args.presets]
     w128 = feather_mask(CROP)
-    rows: dict[str, dict[str, dict[str, list[float]]]] = {c: {m: {} for m in METHODS} for c in conditions}
+    rows: dict[str, dict[str, dict[str, list[float]]]] = {c: {m: {} for m in ("input", *args.methods)}
+                                                          for c in conditions}
     used, scales = [], []
     chosen = clips[args.first_clip: args.first_clip + args.clips]
     for ci, path in enumerate(tqdm(chosen, desc="clips"), start=args.first_clip):
@@ -150,8 +153,8 @@ def main(argv: list[str] | None = None) -> None:
         for cond in conditions:
             lq = frames if cond == "clean" else [degrade(f, cond, seed=ci) for f in frames]
             shown = {"input": lq}
-            for method in ("pipeline", "replace"):
-                pipe = build_pipeline(identity=None, engine=args.engine)
+            for method in args.methods:
+                pipe = build_pipeline(identity=None, engine=args.engine, weights=args.weights)
                 if method == "replace":
                     pipe.native = None  # the restored crop replaces the face
                 shown[method] = [pipe.process(f, i * args.every / fps).frame for i, f in enumerate(lq)]
@@ -175,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
         "config": {"first_clip": args.first_clip, "clips": used,
                    "frames_per_clip": args.frames, "every": args.every, "presets": args.presets,
-                   "engine": args.engine, "size": list(SIZE), "mode": "generic (no identity), default strength"},
+                   "engine": args.engine, "weights": args.weights or "packaged", "size": list(SIZE),
+                   "mode": "generic (no identity), default strength"},
         "face_scale": {"median": round(float(np.median(scales)), 3), "min": round(float(np.min(scales)), 3),
                        "max": round(float(np.max(scales)), 3),
                        "meaning": "crop pixels per frame pixel at 128 (below 1: the face is larger than the crop)"},
