@@ -12,7 +12,7 @@ fade_from), 0, 1)``: the crops also go through two lighter degradations (``LIGHT
 and the grid point (0.25 steps) with the best mean PSNR over every crop of the fit sample wins;
 the check sample reports each condition with and without the fade.
 
-    python -m benchmarks.studies.fit_strength [--crops 150] [--data work_data/celeba128] [--fade]
+    python -m benchmarks.studies.fit_strength [--crops 150] [--data work_data/celeba128] [--fade] [--weights W]
 """
 
 from __future__ import annotations
@@ -89,9 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--crops", type=int, default=150, help="crops per sample (fit, then check)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--fade", action="store_true", help="fit only where the packaged line fades out")
+    ap.add_argument("--weights", type=Path, default=None, help="a student to fit for (default: the packaged one)")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
-    model, meta = load_restorer(None, kind="student")
+    model, meta = load_restorer(a.weights, kind="student")
     held = {str(v) for v in meta["extra"].get("val_identities", [])}
     with open(a.data / "labels.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["identity"] not in held]
