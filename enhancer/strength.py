@@ -23,13 +23,22 @@ import numpy as np
 
 @dataclass(frozen=True)
 class StrengthConfig:
-    """``w = clip(intercept + slope * ln(laplacian variance), lo, hi)``; see the module docstring."""
+    """``w = clip(intercept + slope * ln(laplacian variance), lo, hi)``, times the fade; see the
+    module docstring."""
 
     intercept: float = 1.025
     slope: float = -0.055
     lo: float = 0.0
     hi: float = 1.0
     fitted_for: str = "student-e2ba606a000f"  # benchmarks/results/strength-*.json
+    # (from, to): the weight falls linearly to 0 as ln laplacian variance rises from ``from`` to ``to``;
+    # a face that arrives clean needs no change, and the line, fitted on degraded crops, would keep
+    # most of it (None: no fade)
+    fade: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.fade is not None and not self.fade[0] < self.fade[1]:
+            raise ValueError(f"strength fade must rise (from < to), not {self.fade}")
 
 
 DEFAULT_STRENGTH = StrengthConfig()
@@ -56,7 +65,12 @@ def strength(crops: np.ndarray, cfg: StrengthConfig) -> np.ndarray:
 
 def strength_at(detail: np.ndarray, cfg: StrengthConfig) -> np.ndarray:
     """``strength`` from crops' ``log_detail`` already computed (the pipeline needs it twice a frame)."""
-    return np.clip(cfg.intercept + cfg.slope * np.asarray(detail), cfg.lo, cfg.hi).astype(np.float32)
+    ld = np.asarray(detail, np.float64)
+    w = np.clip(cfg.intercept + cfg.slope * ld, cfg.lo, cfg.hi)
+    if cfg.fade is not None:
+        f0, f1 = cfg.fade
+        w = w * np.clip((f1 - ld) / (f1 - f0), 0.0, 1.0)
+    return w.astype(np.float32)
 
 
 def blend(lq: np.ndarray, restored: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -31,6 +31,25 @@ def test_more_degraded_crops_get_more_strength(clean: np.ndarray) -> None:
     assert strength(flat, DEFAULT_STRENGTH)[0] == DEFAULT_STRENGTH.hi
 
 
+def test_fade_leaves_degraded_faces_and_lets_clean_ones_through(clean: np.ndarray) -> None:
+    """The fade multiplies the line by 1 below its start, 0 beyond its end, and linearly between;
+    crops whose fine detail is beyond the end (here real crops with a one-pixel stripe pattern laid
+    over them) keep none of the change."""
+    from enhancer.strength import log_detail, strength_at
+
+    faded = StrengthConfig(fade=(5.0, 6.0))
+    ld = np.array([2.0, 4.9, 5.0, 5.5, 6.0, 7.0])
+    line, w = strength_at(ld, StrengthConfig()), strength_at(ld, faded)
+    np.testing.assert_allclose(w[:3], line[:3])
+    assert w[3] == pytest.approx(line[3] * 0.5, abs=1e-6)
+    assert (w[4:] == 0).all()
+    stripes = np.tile([[-40], [40]], (64, 128))[None, ..., None]
+    sharp = np.clip(clean.astype(np.int16) + stripes, 0, 255).astype(np.uint8)
+    assert (log_detail(sharp) > 6.0).all() and (strength(sharp, faded) == 0).all()
+    with pytest.raises(ValueError, match="fade"):
+        StrengthConfig(fade=(6.0, 5.0))
+
+
 def test_blend_ends_and_middle(clean: np.ndarray) -> None:
     lq, out = clean[:2], 255 - clean[:2]
     assert np.array_equal(blend(lq, out, np.zeros(2)), lq)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--fade", action="store_true", help="fit only where the packaged line fades out")
     ap.add_argument("--weights", type=Path, default=None, help="a student to fit for (default: the packaged one)")
+    ap.add_argument("--fade-bounds", default=None, metavar="FROM,TO",
+                    help="with --fade: measure these bounds on the check sample instead of fitting them")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
     model, meta = load_restorer(a.weights, kind="student")
@@ -129,11 +132,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def faded(ld: np.ndarray, cfg: StrengthConfig, bounds: tuple[float, float] | None) -> np.ndarray:
     """The line's weight at ``ld``, times the fade between ``bounds`` (none: no fade)."""
-    w = np.clip(cfg.intercept + cfg.slope * np.asarray(ld, np.float64), cfg.lo, cfg.hi)
-    if bounds is None:
-        return w
-    f0, f1 = bounds
-    return w * np.clip((f1 - np.asarray(ld, np.float64)) / max(f1 - f0, 1e-6), 0.0, 1.0)
+    return strength_at(ld, replace(cfg, fade=bounds)).astype(np.float64)
 
 
 def mean_psnr(samples: list[dict], cfg: StrengthConfig, bounds: tuple[float, float] | None = None) -> float:
@@ -149,6 +148,9 @@ def fade_fit(a: argparse.Namespace, model, meta: dict, fit_rows: list[dict], che
     if DEFAULT_STRENGTH.fitted_for != meta["model_id"]:
         raise SystemExit(f"the packaged strength was fitted for {DEFAULT_STRENGTH.fitted_for}, not {meta['model_id']}")
     conditions = {**PRESETS, **LIGHTER}
+    if a.fade_bounds:
+        fixed_fade(a, model, meta, check_rows, conditions)
+        return
     fit = measure(model, fit_rows, a.data, 1, conditions)
     lds = np.array([d["log_detail"] for d in fit])
     grid = np.arange(np.floor(np.percentile(lds, 5) * 4) / 4, np.ceil(lds.max() * 4) / 4 + 0.01, 0.25)
@@ -179,6 +181,27 @@ def fade_fit(a: argparse.Namespace, model, meta: dict, fit_rows: list[dict], che
         print(f"{k:9s} ld {doc['log_detail_median'][k]:.2f}  check psnr adaptive {wo['psnr_adaptive']:.3f} -> "
               f"{w['psnr_adaptive']:.3f}  (w {wo['mean_w']:.2f} -> {w['mean_w']:.2f}, best {w['mean_best_w']:.2f})")
     print(json.dumps(doc["fade"]))
+    print(f"wrote {out}")
+
+
+def fixed_fade(a: argparse.Namespace, model, meta: dict, check_rows: list[dict], conditions: dict) -> None:
+    """Bounds chosen elsewhere (run 15: read off video frames), measured on the check sample only."""
+    f0, f1 = (float(v) for v in a.fade_bounds.split(","))
+    cfg, bounds = DEFAULT_STRENGTH, (f0, f1)
+    check = measure(model, check_rows, a.data, 2, conditions)
+    doc = {"benchmark": "fit_strength --fade --fade-bounds", "date": datetime.now(UTC).isoformat(timespec="seconds"),
+           "model_id": meta["model_id"], "data": str(a.data), "crops_per_sample": a.crops,
+           "conditions": {k: (None if v is None else vars(v)) for k, v in conditions.items()},
+           "line": {"intercept": cfg.intercept, "slope": cfg.slope}, "fade": {"fade_from": f0, "fade_to": f1},
+           "log_detail_median": {k: round(float(np.median([d["log_detail"] for d in check if d["preset"] == k])), 3)
+                                 for k in conditions},
+           "check_sample": {"with_fade": report(check, cfg, bounds), "without": report(check, cfg)}}
+    out = a.out or RESULTS / f"strength-fade-fixed-{datetime.now(UTC):%Y-%m-%d}.json"
+    out.write_text(json.dumps(doc, indent=1))
+    for k in conditions:
+        w, wo = doc["check_sample"]["with_fade"][k], doc["check_sample"]["without"][k]
+        print(f"{k:9s} ld {doc['log_detail_median'][k]:.2f}  check psnr adaptive {wo['psnr_adaptive']:.3f} -> "
+              f"{w['psnr_adaptive']:.3f}  (w {wo['mean_w']:.2f} -> {w['mean_w']:.2f})")
     print(f"wrote {out}")
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from enhancer.align import alignment_matrix, feather_mask, paste_back, warp_crop
 from enhancer.commands.assemble import build_pipeline
 from enhancer.degrade import degrade
 from enhancer.detect import detect_faces
+from enhancer.strength import DEFAULT_STRENGTH
 
 SIZE = (640, 480)
 CROP = 128
@@ -115,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--presets", nargs="+", default=["mild", "moderate", "severe"])
     ap.add_argument("--engine", default="auto")
     ap.add_argument("--weights", default=None, help="a student to run instead of the packaged one (a candidate)")
+    ap.add_argument("--strength-fade", default=None, metavar="FROM,TO",
+                    help="the default strength with this fade (StrengthConfig.fade; a candidate)")
     ap.add_argument("--methods", nargs="+", default=["pipeline", "replace"], choices=["pipeline", "replace"],
                     help="which pastes to run (the input is always scored)")
     ap.add_argument("--out", type=Path, default=None)
@@ -134,6 +138,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {out}")
         return
     conditions = ["clean", *args.presets]
+    strength = DEFAULT_STRENGTH
+    if args.strength_fade:
+        strength = replace(DEFAULT_STRENGTH, fade=tuple(float(v) for v in args.strength_fade.split(",")))
     w128 = feather_mask(CROP)
     rows: dict[str, dict[str, dict[str, list[float]]]] = {c: {m: {} for m in ("input", *args.methods)}
                                                           for c in conditions}
@@ -154,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
             lq = frames if cond == "clean" else [degrade(f, cond, seed=ci) for f in frames]
             shown = {"input": lq}
             for method in args.methods:
-                pipe = build_pipeline(identity=None, engine=args.engine, weights=args.weights)
+                pipe = build_pipeline(identity=None, engine=args.engine, weights=args.weights, strength=strength)
                 if method == "replace":
                     pipe.native = None  # the restored crop replaces the face
                 shown[method] = [pipe.process(f, i * args.every / fps).frame for i, f in enumerate(lq)]
@@ -178,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
         "config": {"first_clip": args.first_clip, "clips": used,
                    "frames_per_clip": args.frames, "every": args.every, "presets": args.presets,
-                   "engine": args.engine, "weights": args.weights or "packaged", "size": list(SIZE),
+                   "engine": args.engine, "weights": args.weights or "packaged", "strength": vars(strength),
+                   "size": list(SIZE),
                    "mode": "generic (no identity), default strength"},
         "face_scale": {"median": round(float(np.median(scales)), 3), "min": round(float(np.min(scales)), 3),
                        "max": round(float(np.max(scales)), 3),
