@@ -10,7 +10,9 @@ The detail measure is the variance of the Laplacian of the crop's grey levels (n
 reference needed: heavy blur and low bitrate remove exactly that energy). ``w`` is a clipped
 linear function of its log, fitted by ``benchmarks/studies/fit_strength.py`` to the per-crop best
 blend weight on *training* identities (never the evaluation's), and recorded with the
-model id it was fitted for. Pure functions; the per-track smoothing lives in the pipeline.
+model id it was fitted for. Above the presets' range the line would still keep ~0.7 of the change on a
+face that arrives clean (a good webcam), where any change costs fidelity, so it fades to 0 there
+(``StrengthConfig.fade``). Pure functions; the per-track smoothing lives in the pipeline.
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ class StrengthConfig:
             raise ValueError(f"strength fade must rise (from < to), not {self.fade}")
 
 
-DEFAULT_STRENGTH = StrengthConfig()
+# the fitted line, faded out between 5.0 and 6.0: bounds read off video frames, where a clean webcam
+# face (about 6.1) sits well above a damaged one (3.7-4.5), unlike CelebA's softer photos
+# (docs/visible-restoration.md, run 15)
+DEFAULT_STRENGTH = StrengthConfig(fade=(5.0, 6.0))
 
 
 def laplacian_variance(crops: np.ndarray) -> np.ndarray:

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     y = np.array([d["best_w"] for d in fit])
     slope, intercept = np.polyfit(x, y, 1)
     cfg = StrengthConfig(intercept=round(float(intercept), 3), slope=round(float(slope), 3),
-                         fitted_for=meta["model_id"])
+                         fitted_for=meta["model_id"], fade=DEFAULT_STRENGTH.fade)  # the fade's bounds are the video's
     check = measure(model, sample(check_ids), a.data, 2)
     doc = {"benchmark": "fit_strength", "date": datetime.now(UTC).isoformat(timespec="seconds"),
            "model_id": meta["model_id"], "data": str(a.data), "crops_per_sample": a.crops,
