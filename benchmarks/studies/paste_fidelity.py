@@ -19,13 +19,14 @@ with the clean face's high-pass (the face's real detail scores, invented or lost
 Also the pastes' time on one face of a 480p frame (the whole change, half the native detail,
 replacing), interleaved with ``likeness bench``'s own timing code (``--timing-only``: just that).
 
-    python -m benchmarks.studies.paste_fidelity [--first-clip 0] [--clips 5] [--frames 24]
+    python -m benchmarks.studies.paste_fidelity [--first-clip 0] [--clips 5 | --others] [--frames 24]
         [--presets mild moderate severe] [--timing-only] [--weights W --methods pipeline]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import platform
 import time
 from dataclasses import replace
@@ -56,6 +57,14 @@ def face_scale(m: np.ndarray) -> float:
 def native_side(m: np.ndarray, crop: int = CROP, cap: int = 512) -> int:
     """The crop side at which the face is sampled at the frame's own resolution (even, capped)."""
     return int(min(cap, 2 * round(crop / face_scale(m) / 2)))
+
+
+def others(videos: Path) -> list[Path]:
+    """The manifest's clips that ``one_per_person`` does not pick, in manifest order."""
+    picked = set(one_per_person(videos))
+    with open(videos / "manifest.csv", newline="") as f:
+        return [videos / r["path"] for r in csv.DictReader(f) if (videos / r["path"]).is_file()
+                and videos / r["path"] not in picked]
 
 
 def high_pass(gray: np.ndarray) -> np.ndarray:
@@ -112,6 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--first-clip", type=int, default=0, help="index of the first clip (one per person, "
                     "in manifest order)")
     ap.add_argument("--clips", type=int, default=5, help="how many clips from there")
+    ap.add_argument("--others", action="store_true",
+                    help="instead: every clip of the manifest that one_per_person leaves out (the MEAD people's "
+                         "other clips)")
     ap.add_argument("--frames", type=int, default=24, help="frames per clip (every --every-th from the start)")
     ap.add_argument("--every", type=int, default=5)
     ap.add_argument("--presets", nargs="+", default=["mild", "moderate", "severe"])
@@ -145,8 +157,11 @@ def main(argv: list[str] | None = None) -> None:
     rows: dict[str, dict[str, dict[str, list[float]]]] = {c: {m: {} for m in ("input", *args.methods)}
                                                           for c in conditions}
     used, scales = [], []
-    chosen = clips[args.first_clip: args.first_clip + args.clips]
-    for ci, path in enumerate(tqdm(chosen, desc="clips"), start=args.first_clip):
+    if args.others:
+        chosen = others(args.videos or videos_dir())
+    else:
+        chosen = clips[args.first_clip: args.first_clip + args.clips]
+    for ci, path in enumerate(tqdm(chosen, desc="clips"), start=0 if args.others else args.first_clip):
         frames, fps = load_clip(path, args.frames * args.every, SIZE)
         frames = frames[:: args.every]
         mats = []
