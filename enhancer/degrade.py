@@ -118,7 +118,7 @@ def degrade(img_bgr: np.ndarray, spec: Degradation | str, seed: int | np.random.
 
 
 # crop pixels per frame pixel of a webcam face (the tracker's crop is this much smaller than the face
-# in the frame): 0.36-0.47 medians on the talking-head clips at 640x480; drawn per image
+# in the frame): 0.32-0.47 medians on the talking-head clips at 640x480; drawn per image
 CALL_FACE_SCALES = (0.3, 0.65)
 CALL_FRAME_SIDE = 480  # the frame's short side: the unit a whole frame's degradation scales with
 CALL_PREFIX = "call-"  # a pack variant "call-severe" is ``degrade_call`` with the severe preset

@@ -31,8 +31,10 @@ def format_preset_weights(table: tuple[tuple[str, float], ...] | tuple[tuple[str
 def preset_weights(presets: list[str], variant: np.ndarray, table: tuple[tuple[str, float], ...]) -> np.ndarray:
     """Per-sample multiplier from each sample's degradation preset (unnamed presets: 1); a call
     variant of a preset (``call-severe``) takes the preset's multiplier."""
+    from ..degrade import CALL_PREFIX
+
     w = dict(table)
-    return np.array([w.get(presets[v].removeprefix("call-"), 1.0) for v in variant], np.float32)
+    return np.array([w.get(presets[v].removeprefix(CALL_PREFIX), 1.0) for v in variant], np.float32)
 
 
 # How references are mirrored. "with-target": each reference is flipped exactly when its target is,
