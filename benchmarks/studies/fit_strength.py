@@ -67,13 +67,14 @@ def measure(model, rows: list[dict], root: Path, seed: int,
     return out
 
 
-def report(samples: list[dict], cfg: StrengthConfig, bounds: tuple[float, float] | None = None) -> dict:
-    """Mean PSNR per condition: input, full output, adaptive strength (PSNR capped at ``CAP``)."""
+def report(samples: list[dict], cfg: StrengthConfig) -> dict:
+    """Mean PSNR per condition: input, full output, adaptive strength ``cfg`` with its fade, if any
+    (PSNR capped at ``CAP``)."""
     res = {}
     for preset in dict.fromkeys(d["preset"] for d in samples):
         s = [d for d in samples if d["preset"] == preset]
         ld = log_detail(np.stack([d["lq"] for d in s]))
-        w = strength_at(ld, cfg) if bounds is None else faded(ld, cfg, bounds).astype(np.float32)
+        w = strength_at(ld, cfg)
         adaptive = [min(psnr(d["gt"], blend(d["lq"][None], d["y"][None], w[i:i + 1])[0]), CAP)
                     for i, d in enumerate(s)]
         res[preset] = {"crops": len(s), "psnr_input": round(float(np.mean([d["psnr_input"] for d in s])), 3),
@@ -144,37 +145,43 @@ def mean_psnr(samples: list[dict], cfg: StrengthConfig, bounds: tuple[float, flo
 
 def fade_fit(a: argparse.Namespace, model, meta: dict, fit_rows: list[dict], check_rows: list[dict]) -> None:
     """Grid-fit ``fade_from`` / ``fade_to`` over the presets, ``LIGHTER`` and clean crops of the fit
-    sample with the packaged line kept; report both samples per condition with and without."""
+    sample with the packaged line kept (or, with ``--fade-bounds``, take given bounds and measure only
+    the check sample); report each sample per condition with and without the fade."""
     if DEFAULT_STRENGTH.fitted_for != meta["model_id"]:
         raise SystemExit(f"the packaged strength was fitted for {DEFAULT_STRENGTH.fitted_for}, not {meta['model_id']}")
     conditions = {**PRESETS, **LIGHTER}
-    if a.fade_bounds:
-        fixed_fade(a, model, meta, check_rows, conditions)
-        return
-    fit = measure(model, fit_rows, a.data, 1, conditions)
-    lds = np.array([d["log_detail"] for d in fit])
-    grid = np.arange(np.floor(np.percentile(lds, 5) * 4) / 4, np.ceil(lds.max() * 4) / 4 + 0.01, 0.25)
-    best = None
-    for f0 in grid:
-        for f1 in grid[grid > f0]:
-            score = mean_psnr(fit, DEFAULT_STRENGTH, (float(f0), float(f1)))
-            if best is None or score > best[0]:
-                best = (score, (float(f0), float(f1)))
-    assert best is not None
-    cfg, bounds = DEFAULT_STRENGTH, best[1]
-    check = measure(model, check_rows, a.data, 2, conditions)
+    line = replace(DEFAULT_STRENGTH, fade=None)
     doc = {"benchmark": "fit_strength --fade", "date": datetime.now(UTC).isoformat(timespec="seconds"),
            "model_id": meta["model_id"], "data": str(a.data), "crops_per_sample": a.crops,
            "conditions": {k: (None if v is None else vars(v)) for k, v in conditions.items()},
-           "line": {"intercept": cfg.intercept, "slope": cfg.slope},
-           "fade": {"fade_from": bounds[0], "fade_to": bounds[1],
-                    "fit_mean_psnr": round(best[0], 4),
-                    "fit_mean_psnr_without": round(mean_psnr(fit, DEFAULT_STRENGTH), 4)},
-           "log_detail_median": {k: round(float(np.median([d["log_detail"] for d in fit if d["preset"] == k])), 3)
-                                 for k in conditions},
-           "fit_sample": {"with_fade": report(fit, cfg, bounds), "without": report(fit, cfg)},
-           "check_sample": {"with_fade": report(check, cfg, bounds), "without": report(check, cfg)}}
-    out = a.out or RESULTS / f"strength-fade-{datetime.now(UTC):%Y-%m-%d}.json"
+           "line": {"intercept": line.intercept, "slope": line.slope}}
+    if a.fade_bounds:  # bounds chosen elsewhere (run 15: read off video frames)
+        bounds = tuple(float(v) for v in a.fade_bounds.split(","))
+        doc["benchmark"] += " --fade-bounds"
+        doc["fade"] = {"fade_from": bounds[0], "fade_to": bounds[1]}
+        described = check = measure(model, check_rows, a.data, 2, conditions)
+        name = "strength-fade-fixed"
+    else:
+        fit = measure(model, fit_rows, a.data, 1, conditions)
+        lds = np.array([d["log_detail"] for d in fit])
+        grid = np.arange(np.floor(np.percentile(lds, 5) * 4) / 4, np.ceil(lds.max() * 4) / 4 + 0.01, 0.25)
+        best = None
+        for f0 in grid:
+            for f1 in grid[grid > f0]:
+                score = mean_psnr(fit, line, (float(f0), float(f1)))
+                if best is None or score > best[0]:
+                    best = (score, (float(f0), float(f1)))
+        assert best is not None
+        bounds = best[1]
+        doc["fade"] = {"fade_from": bounds[0], "fade_to": bounds[1], "fit_mean_psnr": round(best[0], 4),
+                       "fit_mean_psnr_without": round(mean_psnr(fit, line), 4)}
+        doc["fit_sample"] = with_and_without(fit, line, bounds)
+        described, check = fit, measure(model, check_rows, a.data, 2, conditions)
+        name = "strength-fade"
+    doc["log_detail_median"] = {k: round(float(np.median([d["log_detail"] for d in described if d["preset"] == k])), 3)
+                                for k in conditions}
+    doc["check_sample"] = with_and_without(check, line, bounds)
+    out = a.out or RESULTS / f"{name}-{datetime.now(UTC):%Y-%m-%d}.json"
     out.write_text(json.dumps(doc, indent=1))
     for k in conditions:
         w, wo = doc["check_sample"]["with_fade"][k], doc["check_sample"]["without"][k]
@@ -184,25 +191,10 @@ def fade_fit(a: argparse.Namespace, model, meta: dict, fit_rows: list[dict], che
     print(f"wrote {out}")
 
 
-def fixed_fade(a: argparse.Namespace, model, meta: dict, check_rows: list[dict], conditions: dict) -> None:
-    """Bounds chosen elsewhere (run 15: read off video frames), measured on the check sample only."""
-    f0, f1 = (float(v) for v in a.fade_bounds.split(","))
-    cfg, bounds = DEFAULT_STRENGTH, (f0, f1)
-    check = measure(model, check_rows, a.data, 2, conditions)
-    doc = {"benchmark": "fit_strength --fade --fade-bounds", "date": datetime.now(UTC).isoformat(timespec="seconds"),
-           "model_id": meta["model_id"], "data": str(a.data), "crops_per_sample": a.crops,
-           "conditions": {k: (None if v is None else vars(v)) for k, v in conditions.items()},
-           "line": {"intercept": cfg.intercept, "slope": cfg.slope}, "fade": {"fade_from": f0, "fade_to": f1},
-           "log_detail_median": {k: round(float(np.median([d["log_detail"] for d in check if d["preset"] == k])), 3)
-                                 for k in conditions},
-           "check_sample": {"with_fade": report(check, cfg, bounds), "without": report(check, cfg)}}
-    out = a.out or RESULTS / f"strength-fade-fixed-{datetime.now(UTC):%Y-%m-%d}.json"
-    out.write_text(json.dumps(doc, indent=1))
-    for k in conditions:
-        w, wo = doc["check_sample"]["with_fade"][k], doc["check_sample"]["without"][k]
-        print(f"{k:9s} ld {doc['log_detail_median'][k]:.2f}  check psnr adaptive {wo['psnr_adaptive']:.3f} -> "
-              f"{w['psnr_adaptive']:.3f}  (w {wo['mean_w']:.2f} -> {w['mean_w']:.2f})")
-    print(f"wrote {out}")
+def with_and_without(samples: list[dict], line: StrengthConfig, bounds: tuple[float, float]) -> dict:
+    """``report`` of ``samples`` with the line faded between ``bounds`` and with the line alone."""
+    return {"with_fade": report(samples, replace(line, fade=bounds)),
+            "without": report(samples, replace(line, fade=None))}
 
 
 if __name__ == "__main__":
