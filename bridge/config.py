@@ -31,6 +31,10 @@ class BridgeConfig:
     bitrate: int | None = None  # bit/s ceiling of each outgoing video stream
     identity: str | None = None  # default identity for publishers that do not pick one
     deadline_frames: float = 1.5
+    # a stream received from another bridge and restored here (``likeness view``, the page's watch mode)
+    # must add at most ~40 ms on top of what the plain receiver shows: this deadline, plus the extra
+    # decode, encode and local hop (~6 / 8 ms p50 / p95 measured with no restoration: docs/receiver.md)
+    view_deadline_ms: float = 25.0
     max_body_bytes: int = 24 * 1024 * 1024  # enrolment uploads; SDP is capped separately
     max_enroll_images: int = 32
     max_sessions: int = 24  # publishers + viewers; each costs a pipeline, or a sender (and, per-viewer, an encoder)
@@ -83,6 +87,8 @@ def check_config(config: BridgeConfig) -> None:
         raise LikenessError(f"fanout must be one of {', '.join(FANOUTS)}, got {config.fanout!r}")
     if config.media_idle_s < 0:
         raise LikenessError("media_idle_s must be >= 0 (0 turns the idle watch off)")
+    if config.deadline_frames <= 0 or config.view_deadline_ms <= 0:
+        raise LikenessError("deadline_frames and view_deadline_ms must be > 0")
     if config.view_unwatched_s <= 0:
         raise LikenessError("view_unwatched_s must be > 0")
     if config.loopback not in ("only", "add", "off"):

@@ -155,20 +155,21 @@ class Bridge:
             return await self._publish(room, sdp, info, identity, echo, enhanced, share_identity)
 
     def _enhancing_track(self, track: MediaStreamTrack, processor: FrameProcessor | None, room: str,
-                         sid: str) -> EnhancingTrack:
+                         sid: str, deadline_ms: float | None = None) -> EnhancingTrack:
         """A publisher's track under this bridge's rules: its deadline, the shared detector lock."""
-        return EnhancingTrack(track, processor, deadline_frames=self.config.deadline_frames,
+        return EnhancingTrack(track, processor, deadline_frames=self.config.deadline_frames, deadline_ms=deadline_ms,
                               name=f"{room}/{sid}", lock=self.detector_lock)
 
     async def publish_track(self, room: str, track: MediaStreamTrack, processor: FrameProcessor | None,
                             identity: str | None = None) -> Session:
         """Publish a track of this process to ``room`` (``likeness view``'s received stream), enhanced by
-        ``processor`` under the same rules as a remote publisher's (None: relayed as it comes). No peer
-        connection, so no watchdog: its owner ends it with ``close_session``."""
+        ``processor`` under a remote publisher's rules with the view's shorter deadline
+        (``BridgeConfig.view_deadline_ms``; None: relayed as it comes). No peer connection, so no
+        watchdog: its owner ends it with ``close_session``."""
         with self._slot():
             sid = secrets.token_urlsafe(9)
             session = Session(sid, room, "publisher", None, identity=identity)
-            session.track = self._enhancing_track(track, processor, room, sid)
+            session.track = self._enhancing_track(track, processor, room, sid, self.config.view_deadline_ms)
             self.sessions[sid] = session
         log.info("local publisher %s joined room %s (identity %s)", sid, room, identity)
         return session

@@ -35,6 +35,7 @@ class ReuseConfig:
     gate_hi: float = 32.0
     gate_blur: float = 2.0  # px: the difference is smoothed so codec noise does not gate
     generator_nice: int = 0  # >0: run the generator thread at a lower OS priority than the frames
+    generator_interval_s: float = 0.0  # at least this long between generator starts (0: whenever idle)
 
 
 def residuals(lq: np.ndarray, restored: np.ndarray) -> np.ndarray:

@@ -249,7 +249,7 @@ class FramePipeline:
     def _process_within(self, frame_bgr: np.ndarray, t: float | None, budget_s: float) -> FrameResult:
         gen = self._generator
         if gen is None:
-            gen = self._generator = _Generator(self.reuse.generator_nice)
+            gen = self._generator = _Generator(self.reuse.generator_nice, self.reuse.generator_interval_s)
         gen.raise_failure()  # a background call that failed after its frame had gone out
         tm, t0, prep = self._prepare(frame_bgr, t)
         if prep is None:
@@ -313,8 +313,10 @@ class _Generator:
     would hang the process on the way out; a daemon thread does not.
     """
 
-    def __init__(self, nice: int = 0) -> None:
+    def __init__(self, nice: int = 0, min_interval_s: float = 0.0) -> None:
         self._nice = nice
+        self._min_interval_s = min_interval_s
+        self._last_start = -float("inf")
         self._cv = threading.Condition()
         self._job: tuple[Future, Callable[[], np.ndarray]] | None = None
         self._current: Future | None = None  # submitted and not yet collected by a frame
@@ -329,6 +331,10 @@ class _Generator:
             cur = self._current
             if self._closed or (cur is not None and (not cur.done() or cur.exception() is not None)):
                 return None  # busy, or a failure not yet reported (raise_failure reports it next frame)
+            now = time.monotonic()
+            if now - self._last_start < self._min_interval_s:
+                return None  # rested: frames in between take the stored detail
+            self._last_start = now
             fut: Future = Future()
             self._current = fut
             self._job = (fut, fn)

@@ -154,6 +154,32 @@ def test_budget_with_slow_generator_reuses_and_fast_generator_is_fresh() -> None
 
 
 @needs_clip
+def test_a_resting_generator_starts_at_most_once_per_interval_and_frames_between_reuse() -> None:
+    """``generator_interval_s`` (what `likeness view` runs): the generator starts no sooner than the
+    interval after its last start, however idle it is, and the frames in between take its detail."""
+    frames, fps = load_clip(CLIP, 30)
+    warm_detectors()
+    engine = SlowEngine(0.0)
+    pipe = FramePipeline(engine, reuse=ReuseConfig(generator_interval_s=0.1))
+    try:
+        t0 = time.monotonic()
+        results = []
+        for i, f in enumerate(frames):
+            results.append(pipe.process(f, i / fps, budget_s=1.0))
+            time.sleep(1 / fps)
+        elapsed = time.monotonic() - t0
+    finally:
+        pipe.close()
+    with_face = [r for r in results if r.faces]
+    assert len(with_face) >= 25
+    assert engine.calls <= elapsed / 0.1 + 1, (engine.calls, elapsed)  # starts are >= 0.1 s apart
+    assert engine.calls < len(with_face)
+    assert sum(r.fresh for r in with_face) == engine.calls  # a started call is waited for within the budget
+    assert sum(r.reused for r in with_face) == len(with_face) - engine.calls  # the rest reuse its detail
+    assert all(r.enhanced for r in with_face)
+
+
+@needs_clip
 def test_background_failure_is_raised_once_and_detail_dropped() -> None:
     frames, fps = load_clip(CLIP, 12)
     warm_detectors()
@@ -282,6 +308,20 @@ def test_track_counts_every_background_failure_once_and_recovers() -> None:
     assert s["errors"] == {"RuntimeError": 20}
     assert s["passthrough_error"] >= 10
     assert s["enhanced"] >= 0.4 * s["frames_out"]
+
+
+def test_view_builder_rests_the_generator_and_keeps_the_late_frames_choice() -> None:
+    from enhancer.commands.assemble import VIEW_GENERATOR_INTERVAL_S, make_view_builder
+    from enhancer.commands.enhance import late_frames_config
+
+    restored, _ = make_view_builder("auto", reuse=late_frames_config("reuse"))(None)
+    raw, _ = make_view_builder("auto", reuse=late_frames_config("raw"))(None)
+    try:
+        assert restored.reuse is not None and restored.reuse.generator_interval_s == VIEW_GENERATOR_INTERVAL_S
+        assert raw.reuse is None  # --late-frames raw stays raw
+    finally:
+        restored.close()
+        raw.close()
 
 
 def test_bridge_factory_reuses_detail_by_default_and_raw_turns_it_off() -> None:

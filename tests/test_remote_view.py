@@ -83,6 +83,8 @@ def test_a_room_of_another_bridge_is_restored_here_and_let_go(tmp_path: Path) ->
                 await asyncio.sleep(0.2)
             assert local["identity"] == "alice" and local["track"]["processing"] == "enhance", local
             assert local["track"]["enhanced"] > 0, local["track"]  # faces restored here, not only passed on
+            # the received stream keeps the view's latency budget, not a publisher's 1.5 frames
+            assert local["track"]["deadline_ms"] == BridgeConfig().view_deadline_ms, local["track"]
             as_received = await room_publisher(http, here, raw["room"])
             assert as_received and as_received["track"]["processing"] == "relay", as_received
             await watcher.leave(http)

@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from bridge.track import FrameProcessor, ProcessorFactory
 
 DEFAULT_REUSE = ReuseConfig()
+# A received stream (``likeness view``) must add little latency on two cores that also decode, re-encode
+# and relay it, so its generator rests between calls (at most 10 a second, the frames between take
+# the stored detail, at most ~3 frames old: docs/reliability.md measures that age at -0.05 to -0.15 dB)
+# instead of running back to back beside the frames. Measured: docs/receiver.md.
+VIEW_GENERATOR_INTERVAL_S = 0.1
 log = logging.getLogger(__name__)
 
 
@@ -121,6 +126,8 @@ def make_view_builder(engine: str = "bicubic", strength: StrengthConfig | None =
     """How a stream received from another bridge is restored (``likeness view``, the page's watch
     mode): towards the participant's shared identity, generically when none is shared, or not at
     all (raw, with a line saying why) when the identity belongs to another model."""
+    if reuse is not None:
+        reuse = replace(reuse, generator_interval_s=max(reuse.generator_interval_s, VIEW_GENERATOR_INTERVAL_S))
 
     def build(stored: StoredIdentity | None) -> tuple[FrameProcessor | None, str]:
         if stored is None:
