@@ -46,6 +46,18 @@ LIGHTER: dict[str, Degradation | None] = {
 }
 
 
+def candidate_strength(line: str | None, fade: str | None, weights: str | None) -> StrengthConfig:
+    """The shipped strength, or a candidate's: its own fitted line ("INTERCEPT,SLOPE") and/or fade
+    ("FROM,TO"), marked as fitted for the candidate's weights."""
+    strength = DEFAULT_STRENGTH
+    if fade:
+        strength = replace(strength, fade=tuple(float(v) for v in fade.split(",")))
+    if line:
+        a, b = (float(v) for v in line.split(","))
+        strength = replace(strength, intercept=a, slope=b, fitted_for=weights or "a candidate")
+    return strength
+
+
 def measure(model, rows: list[dict], root: Path, seed: int,
             conditions: dict[str, Degradation | None] | None = None) -> list[dict]:
     """Per (crop, condition): detail, PSNR of the input, of the full output, the best blend and the

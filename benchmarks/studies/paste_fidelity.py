@@ -29,7 +29,6 @@ import argparse
 import csv
 import platform
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,11 +38,11 @@ from tqdm import tqdm
 
 from benchmarks.harness.clips import load_clip, videos_dir
 from benchmarks.studies.detail_reuse import RESULTS, masked_psnr, one_per_person, temporal_error, write_result
+from benchmarks.studies.fit_strength import candidate_strength
 from enhancer.align import alignment_matrix, feather_mask, paste_back, warp_crops
 from enhancer.commands.assemble import build_pipeline
 from enhancer.degrade import degrade
 from enhancer.detect import detect_faces
-from enhancer.strength import DEFAULT_STRENGTH
 
 SIZE = (640, 480)
 CROP = 128
@@ -126,11 +125,15 @@ def main(argv: list[str] | None = None) -> None:
                          "other clips)")
     ap.add_argument("--frames", type=int, default=24, help="frames per clip (every --every-th from the start)")
     ap.add_argument("--every", type=int, default=5)
+    ap.add_argument("--start", type=int, default=0,
+                    help="first frame (later frames of clips whose start was spent on an earlier judge)")
     ap.add_argument("--presets", nargs="+", default=["mild", "moderate", "severe"])
     ap.add_argument("--engine", default="auto")
     ap.add_argument("--weights", default=None, help="a student to run instead of the packaged one (a candidate)")
     ap.add_argument("--strength-fade", default=None, metavar="FROM,TO",
                     help="the default strength with this fade (StrengthConfig.fade; a candidate)")
+    ap.add_argument("--strength-line", default=None, metavar="INTERCEPT,SLOPE",
+                    help="the default strength with this line (a candidate's own, from fit_strength --weights)")
     ap.add_argument("--methods", nargs="+", default=["pipeline", "replace"], choices=["pipeline", "replace"],
                     help="which pastes to run (the input is always scored)")
     ap.add_argument("--out", type=Path, default=None)
@@ -150,9 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {out}")
         return
     conditions = ["clean", *args.presets]
-    strength = DEFAULT_STRENGTH
-    if args.strength_fade:
-        strength = replace(DEFAULT_STRENGTH, fade=tuple(float(v) for v in args.strength_fade.split(",")))
+    strength = candidate_strength(args.strength_line, args.strength_fade, args.weights)
     w128 = feather_mask(CROP)
     rows: dict[str, dict[str, dict[str, list[float]]]] = {c: {m: {} for m in ("input", *args.methods)}
                                                           for c in conditions}
@@ -162,8 +163,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         chosen = clips[args.first_clip: args.first_clip + args.clips]
     for ci, path in enumerate(tqdm(chosen, desc="clips"), start=0 if args.others else args.first_clip):
-        frames, fps = load_clip(path, args.frames * args.every, SIZE)
-        frames = frames[:: args.every]
+        frames, fps = load_clip(path, args.start + args.frames * args.every, SIZE)
+        frames = frames[args.start:: args.every]
+        if not frames:
+            continue
         mats = []
         for f in frames:
             faces = detect_faces(f)
@@ -199,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
         "config": {"first_clip": args.first_clip, "clips": used,
-                   "frames_per_clip": args.frames, "every": args.every, "presets": args.presets,
+                   "frames_per_clip": args.frames, "every": args.every, "start": args.start, "presets": args.presets,
                    "engine": args.engine, "weights": args.weights or "packaged", "strength": vars(strength),
                    "size": list(SIZE),
                    "mode": "generic (no identity), default strength"},

@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.studies.fit_strength import candidate_strength
 from enhancer.detail_transfer import TransferConfig, prepare_references, transfer_detail
 from enhancer.evaluate import EvalConfig, _descriptor, degraded_tests, prepare, to_tensor, to_uint8
 from enhancer.metrics import hf_corr, hf_energy, psnr
-from enhancer.strength import DEFAULT_STRENGTH, blend
+from enhancer.strength import blend
 from enhancer.strength import strength as strength_weights
 from enhancer.weighting_runtime import load_weighting_runtime
 
@@ -45,10 +46,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mids", type=float, nargs="*", default=[])
     ap.add_argument("--mid-none", type=float, default=None, help="TransferConfig.mid_none for the --mids methods")
     ap.add_argument("--weights", default=None, help="a student to judge instead of the packaged one (run 11)")
+    ap.add_argument("--strength-line", default=None, metavar="INTERCEPT,SLOPE",
+                    help="the adaptive strength with this line (a candidate's own, from fit_strength --weights)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     cfg = EvalConfig(data=args.data, refs=4, preset=args.preset, seed=args.seed, model="student",
                      weights=args.weights, limit_identities=50, strength="adaptive")
+    strength = candidate_strength(args.strength_line, None, args.weights)
     setup = prepare(cfg)
     m, people = setup.model, setup.people
     runtime = load_weighting_runtime()
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
             out = m.sample(torch.cat([x, x, x]), torch.cat([m.resolve_identity(None, b), idents[n].expand(b, -1, -1),
                                                             idents[wn].expand(b, -1, -1)]),
                            torch.cat([setup.noise[:b]] * 3), setup.steps)
-        w = strength_weights(lq, DEFAULT_STRENGTH)
+        w = strength_weights(lq, strength)
         gen, per, wrong = (blend(lq, to_uint8(out[i * b:(i + 1) * b]), w) for i in range(3))
         prepared = {who: {k: prepare_references(np.stack(rs), c, r) for k, (c, r) in configs.items()}
                     for who, rs in (("own", refs), ("wrong", people[wn][1]))}
@@ -91,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
                 s["win_wrong"].append(dd < dw)
     res: dict = {"seed": args.seed, "preset": args.preset, "n_photos": len(gdist),
                  "generic_dist": float(np.mean(gdist)), "bicubic_psnr": round(float(np.mean(bicubic_psnr)), 4),
-                 "weighting": runtime.model_id, "student": setup.meta.get("model_id", args.weights or "packaged")}
+                 "weighting": runtime.model_id, "strength": vars(strength),
+                 "student": setup.meta.get("model_id", args.weights or "packaged")}
     for key, s in stats.items():
         r = {f: round(float(np.nanmean(v)), 4) for f, v in s.items()}
         r["gap"] = round(float(np.mean(gdist) - np.mean(s["dist"])), 4)
