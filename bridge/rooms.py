@@ -156,7 +156,8 @@ class Bridge:
 
     def _enhancing_track(self, track: MediaStreamTrack, processor: FrameProcessor | None, room: str,
                          sid: str, deadline_ms: float | None = None) -> EnhancingTrack:
-        """A publisher's track under this bridge's rules: its deadline, the shared detector lock."""
+        """A publisher's track under this bridge's rules: its deadline (``deadline_ms`` when given, else
+        ``deadline_frames``), the shared detector lock."""
         return EnhancingTrack(track, processor, deadline_frames=self.config.deadline_frames, deadline_ms=deadline_ms,
                               name=f"{room}/{sid}", lock=self.detector_lock)
 
