@@ -24,12 +24,16 @@ def model_path(name: str) -> str:
 
 
 class _Models:
-    """dlib's detector and predictors, loaded once per process. dlib is not safe to call from
-    two threads at once (the bridge runs one enhancement thread per stream), so every call
-    into dlib holds ``lock``; loading per thread instead froze other calls for ~0.5 s."""
+    """dlib's detector and predictors, loaded once per process. An object detector is not safe to
+    call from two threads at once (the bridge runs one enhancement thread per stream), so each model
+    has its own lock around every call into it; different models may run at once, so a background
+    HOG detection does not hold up another thread's landmark refinement. Loading per thread instead
+    froze other calls for ~0.5 s."""
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
+        self.hog_lock = threading.RLock()
+        self.shape_lock = threading.RLock()
+        self.descriptor_lock = threading.RLock()
         self.hog = None
         self.shape5 = None
         self.descriptor = None
@@ -39,21 +43,21 @@ _models = _Models()
 
 
 def _hog() -> dlib.fhog_object_detector:
-    with _models.lock:
+    with _models.hog_lock:
         if _models.hog is None:
             _models.hog = dlib.get_frontal_face_detector()
         return _models.hog
 
 
 def _shape5() -> dlib.shape_predictor:
-    with _models.lock:
+    with _models.shape_lock:
         if _models.shape5 is None:
             _models.shape5 = dlib.shape_predictor(model_path("shape_predictor_5_face_landmarks.dat"))
         return _models.shape5
 
 
 def _descriptor_net() -> dlib.face_recognition_model_v1:
-    with _models.lock:
+    with _models.descriptor_lock:
         if _models.descriptor is None:
             _models.descriptor = dlib.face_recognition_model_v1(model_path("dlib_face_recognition_resnet_model_v1.dat"))
         return _models.descriptor
@@ -75,7 +79,7 @@ def _rect(box: np.ndarray) -> dlib.rectangle:
 
 def landmarks5(gray: np.ndarray, box: np.ndarray) -> np.ndarray:
     """Refine 5 landmarks (float32, 5x2) inside ``box`` on a uint8 gray (or RGB) image."""
-    with _models.lock:
+    with _models.shape_lock:
         shape = _shape5()(gray, _rect(box))
     return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
 
@@ -93,7 +97,7 @@ def detect_faces(
     h, w = gray.shape[:2]
     scale = min(1.0, max_side / max(h, w))
     small = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else gray
-    with _models.lock:
+    with _models.hog_lock:
         rects, scores, _ = _hog().run(small, upsample, min_score)
     out = []
     for r, s in zip(rects, scores, strict=True):
@@ -112,10 +116,10 @@ def face_descriptor(rgb_crop: np.ndarray, landmarks: np.ndarray | None = None) -
     if landmarks is None:
         # inset the box the way the HOG detector frames an aligned crop
         box = np.array([w * 0.15, h * 0.2, w * 0.85, h * 0.9], dtype=np.float32)
-        with _models.lock:
+        with _models.shape_lock:
             shape = _shape5()(rgb_crop, _rect(box))
     else:
         pts = [dlib.point(int(x), int(y)) for x, y in landmarks]
         shape = dlib.full_object_detection(_rect(np.array([0, 0, w - 1, h - 1])), pts)
-    with _models.lock:
+    with _models.descriptor_lock:
         return np.array(_descriptor_net().compute_face_descriptor(rgb_crop, shape), dtype=np.float32)

@@ -9,7 +9,8 @@ In a call, frames have deadlines. With ``reuse`` set and a time budget passed to
 ``process``, the generator runs in its own thread on the newest crops while the frame
 thread tracks, aligns and pastes; a frame whose own restoration is not back in time gets
 the last restored *detail* instead (``enhancer.detail``), so every frame goes out enhanced
-rather than alternating between enhanced and raw faces when the cores are busy.
+rather than alternating between enhanced and raw faces when the cores are busy. The tracker's
+periodic re-detection then runs beside the frames as well (``enhancer.detect_worker``).
 """
 
 from __future__ import annotations
@@ -250,6 +251,7 @@ class FramePipeline:
         gen = self._generator
         if gen is None:
             gen = self._generator = _Generator(self.reuse.generator_nice, self.reuse.generator_interval_s)
+            self.tracker.in_background()  # a frame with a deadline does not wait for a re-detection either
         gen.raise_failure()  # a background call that failed after its frame had gone out
         tm, t0, prep = self._prepare(frame_bgr, t)
         if prep is None:
@@ -286,16 +288,19 @@ class FramePipeline:
         return result
 
     def close(self) -> None:
-        """Stop the background generator thread, if one was started (idempotent, non-blocking)."""
+        """Stop the background generator and detection threads, if started (idempotent, non-blocking)."""
         if self._generator is not None:
             self._generator.close()
+        self.tracker.close()
 
     def join(self, timeout: float) -> bool:
-        """After ``close``: wait up to ``timeout`` s for a generator call in flight to end; True when no
-        generator thread is left. Why: Python 3.11 ends a daemon thread that is still inside native code
+        """After ``close``: wait up to ``timeout`` s for a generator call or background detection in flight
+        to end; True when neither thread is left. Why: Python 3.11 ends a daemon thread that is still inside native code
         at interpreter exit with pthread_exit, and a C++ frame (torch, ONNX Runtime) on its stack turns
-        that into std::terminate: the process aborts on its way out (seen with `likeness view`)."""
-        return self._generator is None or self._generator.join(timeout)
+        that into std::terminate: the process aborts on its way out (seen with `likeness view`; dlib too)."""
+        end = time.monotonic() + timeout
+        generator = self._generator is None or self._generator.join(timeout)
+        return self.tracker.join(max(0.0, end - time.monotonic())) and generator
 
 
 PASTE_RESERVE_S = 0.002  # kept back from a frame's budget for paste-back (measured ~0.8 ms at 480p) ...

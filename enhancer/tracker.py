@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .detect import detect_faces, landmarks5
+from .detect import Detection, detect_faces, landmarks5
+from .detect_worker import DetectionWorker
 from .smoothing import OneEuroParams, OneEuroState, one_euro
 
 
@@ -95,11 +96,29 @@ class FaceTracker:
         self.last_was_detection = False
         self._misses = 0  # detections in a row that found no face
         self._last_detect: tuple[int, float] | None = None  # (frame number, time) of the last detection
+        self._worker: DetectionWorker | None = None  # periodic detection off the frame thread (in_background)
+        self._epoch = 0  # bumped by every detection on the frame thread: older background results are stale
+
+    def in_background(self) -> None:
+        """From now on, run the periodic re-detection of tracked faces in a background thread
+        (``enhancer.detect_worker``); a search with no face tracked stays on the frame."""
+        if self._worker is None:
+            self._worker = DetectionWorker()
+
+    def close(self) -> None:
+        """Stop the background detection thread, if any (non-blocking; idempotent)."""
+        if self._worker is not None:
+            self._worker.close()
+
+    def join(self, timeout: float) -> bool:
+        """After ``close``: wait up to ``timeout`` s for a background detection in flight."""
+        return self._worker is None or self._worker.join(timeout)
 
     def reset(self) -> None:
         self._tracks.clear()
         self._force_detect = True
         self._misses = 0
+        self._epoch += 1
 
     def _search_due(self, t: float) -> bool:
         """With no track: whether this frame runs a detection (the back-off in the module docstring)."""
@@ -114,21 +133,27 @@ class FaceTracker:
     def update(self, frame_bgr: np.ndarray, t: float | None = None) -> list[TrackedFace]:
         cfg = self.config
         t = self._frame / 30.0 if t is None else t
+        background = False
         if self._tracks:
             detect = self._force_detect or self._frame % cfg.detect_every == 0
+            background = detect and not self._force_detect and self._worker is not None
+            detect = detect and not background
         else:
             detect = self._search_due(t)
         self.last_was_detection = detect
         if not detect and not self._tracks:  # no face in view and not searching this frame
             self._frame += 1
             return []
-        gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if frame_bgr.ndim == 3 else frame_bgr
+        gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if frame_bgr.ndim == 3 else frame_bgr.copy()
         h, w = gray.shape[:2]
         if detect:
             self._last_detect = (self._frame, t)
         self._frame += 1
         self._force_detect = False
+        if background:  # gray is this frame's own new array: the worker may keep it
+            self._worker.submit(gray, cfg.detect_max_side, cfg.detect_upsample, self._epoch)
         if detect:
+            self._epoch += 1
             self._associate(detect_faces(gray, cfg.detect_max_side, cfg.detect_upsample))
             self._misses = 0 if self._tracks else self._misses + 1
         else:
@@ -145,6 +170,9 @@ class FaceTracker:
                 else:
                     self._force_detect = True
             self._tracks = kept
+            done = self._worker.take() if self._worker is not None else None
+            if done is not None and done[0] == self._epoch and self._tracks:
+                self._associate(done[1], gray)
         out = []
         for tr in self._tracks:
             d = eye_distance(tr.raw)
@@ -153,7 +181,11 @@ class FaceTracker:
             out.append(TrackedFace(tr.track_id, sm, tr.raw.copy(), _box_from(sm, tr.rel_box)))
         return out
 
-    def _associate(self, dets: list) -> None:
+    def _associate(self, dets: list[Detection], now: np.ndarray | None = None) -> None:
+        """Tracks from a detection: matched to the tracked boxes by overlap, new faces added, faces
+        it did not find dropped. ``now``: the current frame when the detection ran on an earlier one
+        (in the background): tracked faces keep the landmarks they have now and take only the box
+        geometry, and a new face's landmarks are refined on ``now``."""
         cfg = self.config
         dets = [d for d in dets if eye_distance(d.landmarks) >= cfg.min_eye_distance][: cfg.max_faces]
         old_boxes = [_box_from(tr.raw, tr.rel_box) for tr in self._tracks]
@@ -169,9 +201,11 @@ class FaceTracker:
             if best >= 0:
                 used.add(best)
                 tr = self._tracks[best]
-                tr.raw, tr.rel_box = d.landmarks, rel
+                tr.rel_box = rel
+                if now is None:
+                    tr.raw = d.landmarks
             else:
-                tr = _Track(self._next_id, d.landmarks, rel)
+                tr = _Track(self._next_id, d.landmarks if now is None else landmarks5(now, d.box), rel)
                 self._next_id += 1
             new_tracks.append(tr)
         self._tracks = new_tracks

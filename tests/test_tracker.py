@@ -143,3 +143,38 @@ def test_no_face_backs_off_detection_and_picks_up_a_face_within_the_cap(shared_d
         start = first_empty if lost[first_empty][1] else first_empty + 1  # lost by tracking: search next
         assert all(d for _, d in lost[start: start + cfg.miss_grace]), lost
     print(f"face found after {delays} frames (by phase)")
+
+
+def test_background_redetection_finds_a_new_face_without_detecting_on_a_frame(shared_data: Path) -> None:
+    """In a call (``in_background``) the periodic re-detection runs beside the frames: no frame of
+    a tracked face runs HOG itself, the tracked face keeps its track, and a second face that comes
+    into view is still picked up, a few frames after the detection that found it was started."""
+    import threading
+
+    cfg = TrackerConfig(detect_max_side=960)
+    clip = decode(shared_data / "videos" / "LivePortrait__assets__examples__driving__d6.mp4")  # 480x480, one face
+    frames = [frame for frame, _ in (next(clip) for _ in range(60))]
+    appears = 25
+    # two panels side by side: the face on the left throughout; on the right the same frames upside
+    # down (real texture, no face HOG finds) until ``appears``, then a second, upright face
+    scene = [np.concatenate([f, cv2.flip(f, 0) if i < appears else f[:, ::-1]], 1) for i, f in enumerate(frames)]
+    tracker = FaceTracker(cfg)
+    tracker.in_background()
+    counts, ids, detected = [], [], []
+    try:
+        for i, img in enumerate(scene):
+            faces = tracker.update(img, i / 30)
+            counts.append(len(faces))
+            ids.append({f.track_id for f in faces if f.box[0] < 480})
+            detected.append(tracker.last_was_detection)
+            threading.Event().wait(1 / 30)  # a live stream's pace: the worker's HOG runs between frames
+    finally:
+        tracker.close()
+        assert tracker.join(5.0)
+    first = next(i for i, n in enumerate(counts) if n == 2)
+    print(f"\nsecond face tracked from frame {first} (in view from {appears}); faces per frame {counts}")
+    assert detected[0] and not any(detected[1:]), detected  # only the first search ran on a frame
+    assert all(n == 1 for n in counts[:appears]), counts
+    assert appears <= first <= appears + cfg.detect_every + 10, counts
+    assert all(n == 2 for n in counts[first:]), counts
+    assert all(s == ids[0] and len(s) == 1 for s in ids), ids  # the left face kept its one track throughout
