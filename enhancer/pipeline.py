@@ -10,17 +10,13 @@ In a call, frames have deadlines. With ``reuse`` set and a time budget passed to
 thread tracks, aligns and pastes; a frame whose own restoration is not back in time gets
 the last restored *detail* instead (``enhancer.detail``), so every frame goes out enhanced
 rather than alternating between enhanced and raw faces when the cores are busy. The tracker's
-periodic re-detection then runs beside the frames as well (``enhancer.detect_worker``).
+periodic re-detection then runs beside the frames as well (``enhancer.worker``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -32,6 +28,7 @@ from .detail import DetailStore, ReuseConfig, residuals
 from .detail_transfer import PreparedReferences, transfer_detail
 from .strength import StrengthConfig, blend, log_detail, strength_at
 from .tracker import FaceTracker, TrackerConfig
+from .worker import Worker
 
 STRENGTH_SMOOTHING = 0.2  # EMA factor per frame (~5-frame time constant): steady, yet follows a bitrate change
 
@@ -104,7 +101,7 @@ class FramePipeline:
         self.reuse = reuse  # None: no detail reuse; process() always waits for the generator
         # restored detail per face, kept only when late frames may reuse it (no per-frame copies otherwise)
         self.details = DetailStore(reuse) if reuse is not None else None
-        self._generator: _Generator | None = None  # started on the first call with a budget
+        self._generator: Worker | None = None  # started on the first call with a budget
         self._finish_s = 0.0  # smoothed seconds from the end of a budgeted wait to the pasted frame
         self._clock0 = time.monotonic()
         self.identity = identity
@@ -250,7 +247,7 @@ class FramePipeline:
     def _process_within(self, frame_bgr: np.ndarray, t: float | None, budget_s: float) -> FrameResult:
         gen = self._generator
         if gen is None:
-            gen = self._generator = _Generator(self.reuse.generator_nice, self.reuse.generator_interval_s)
+            gen = self._generator = Worker("generator", self.reuse.generator_nice, self.reuse.generator_interval_s)
             self.tracker.in_background()  # a frame with a deadline does not wait for a re-detection either
         gen.raise_failure()  # a background call that failed after its frame had gone out
         tm, t0, prep = self._prepare(frame_bgr, t)
@@ -309,87 +306,3 @@ PASTE_RESERVE_S = 0.002  # kept back from a frame's budget for paste-back (measu
 # made the frame that waited for the generator miss its deadline and go out raw
 FINISH_MARGIN = 1.5
 FINISH_SMOOTHING = 0.2
-
-
-class _Generator:
-    """One daemon thread running one generator call at a time, always on the newest crops.
-
-    Why not a ThreadPoolExecutor: its threads are joined at interpreter exit, so a hung engine
-    would hang the process on the way out; a daemon thread does not.
-    """
-
-    def __init__(self, nice: int = 0, min_interval_s: float = 0.0) -> None:
-        self._nice = nice
-        self._min_interval_s = min_interval_s
-        self._last_start = -float("inf")
-        self._cv = threading.Condition()
-        self._job: tuple[Future, Callable[[], np.ndarray]] | None = None
-        self._current: Future | None = None  # submitted and not yet collected by a frame
-        self._closed = False
-        self.last_ms: float | None = None
-        self._thread = threading.Thread(target=self._run, name="likeness-generator", daemon=True)
-        self._thread.start()
-
-    def submit(self, fn: Callable[[], np.ndarray]) -> Future | None:
-        """Start ``fn`` now, or return None while an earlier call is still running."""
-        with self._cv:
-            cur = self._current
-            if self._closed or (cur is not None and (not cur.done() or cur.exception() is not None)):
-                return None  # busy, or a failure not yet reported (raise_failure reports it next frame)
-            now = time.monotonic()
-            if now - self._last_start < self._min_interval_s:
-                return None  # rested: frames in between take the stored detail
-            self._last_start = now
-            fut: Future = Future()
-            self._current = fut
-            self._job = (fut, fn)
-            self._cv.notify()
-            return fut
-
-    def collected(self, fut: Future) -> None:
-        """The frame that submitted ``fut`` saw its outcome; nobody needs to hear of it again."""
-        with self._cv:
-            if self._current is fut:
-                self._current = None
-
-    def raise_failure(self) -> None:
-        """Re-raise, once, the error of a call whose frame stopped waiting before it failed."""
-        with self._cv:
-            fut = self._current
-            if fut is None or not fut.done() or fut.exception() is None:
-                return
-            self._current = None
-        raise fut.exception()  # type: ignore[misc]
-
-    def _run(self) -> None:
-        if self._nice > 0:  # lower this thread only (Linux: per-thread nice); frames and codecs go first
-            with contextlib.suppress(OSError, AttributeError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0)
-                               + self._nice)
-        while True:
-            with self._cv:
-                while self._job is None and not self._closed:
-                    self._cv.wait()
-                if self._closed:
-                    return
-                fut, fn = self._job  # type: ignore[misc]
-                self._job = None
-            t0 = time.perf_counter()
-            try:
-                fut.set_result(fn())
-            except BaseException as e:  # handed to the frame thread; the thread itself must live on
-                fut.set_exception(e)
-            self.last_ms = (time.perf_counter() - t0) * 1e3
-
-    def close(self) -> None:
-        with self._cv:
-            self._closed = True
-            self._cv.notify()
-
-    def join(self, timeout: float) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()

@@ -15,14 +15,15 @@ as one is found, tracking (and ``detect_every``) takes over again.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from .detect import Detection, detect_faces, landmarks5
-from .detect_worker import DetectionWorker
 from .smoothing import OneEuroParams, OneEuroState, one_euro
+from .worker import Worker
 
 
 @dataclass(frozen=True)
@@ -96,14 +97,20 @@ class FaceTracker:
         self.last_was_detection = False
         self._misses = 0  # detections in a row that found no face
         self._last_detect: tuple[int, float] | None = None  # (frame number, time) of the last detection
-        self._worker: DetectionWorker | None = None  # periodic detection off the frame thread (in_background)
+        self._worker: Worker | None = None  # periodic detection off the frame thread (in_background)
+        self._detecting: tuple[Future, int] | None = None  # a background detection and the epoch it began in
         self._epoch = 0  # bumped by every detection on the frame thread: older background results are stale
 
     def in_background(self) -> None:
-        """From now on, run the periodic re-detection of tracked faces in a background thread
-        (``enhancer.detect_worker``); a search with no face tracked stays on the frame."""
+        """From now on, run the periodic re-detection of tracked faces in a background thread.
+
+        Why: in a call that detection (10-40 ms) made its frame miss the deadline and go out
+        un-enhanced, about once a second (docs/receiver.md). Its answer can as well arrive a frame or
+        two later: a new face is picked up then, the boxes re-anchored to where the landmarks are by
+        then. A search with no face tracked stays on the frame; offline runs never call this, so they
+        stay reproducible frame by frame."""
         if self._worker is None:
-            self._worker = DetectionWorker()
+            self._worker = Worker("detect")
 
     def close(self) -> None:
         """Stop the background detection thread, if any (non-blocking; idempotent)."""
@@ -144,14 +151,17 @@ class FaceTracker:
         if not detect and not self._tracks:  # no face in view and not searching this frame
             self._frame += 1
             return []
-        gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if frame_bgr.ndim == 3 else frame_bgr.copy()
+        gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if frame_bgr.ndim == 3 else frame_bgr
         h, w = gray.shape[:2]
         if detect:
             self._last_detect = (self._frame, t)
         self._frame += 1
         self._force_detect = False
-        if background:  # gray is this frame's own new array: the worker may keep it
-            self._worker.submit(gray, cfg.detect_max_side, cfg.detect_upsample, self._epoch)
+        if background:  # the worker keeps the frame: a grey frame passed in is the caller's, so copied
+            frame = gray if frame_bgr.ndim == 3 else gray.copy()
+            fut = self._worker.submit(lambda: detect_faces(frame, cfg.detect_max_side, cfg.detect_upsample))
+            if fut is not None:
+                self._detecting = (fut, self._epoch)
         if detect:
             self._epoch += 1
             self._associate(detect_faces(gray, cfg.detect_max_side, cfg.detect_upsample))
@@ -170,9 +180,12 @@ class FaceTracker:
                 else:
                     self._force_detect = True
             self._tracks = kept
-            done = self._worker.take() if self._worker is not None else None
-            if done is not None and done[0] == self._epoch and self._tracks:
-                self._associate(done[1], gray)
+            if self._detecting is not None and self._detecting[0].done():
+                (fut, epoch), self._detecting = self._detecting, None
+                self._worker.collected(fut)
+                dets = fut.result()  # a detection that raised raises here, where the caller counts errors
+                if epoch == self._epoch and self._tracks:
+                    self._associate(dets, gray)
         out = []
         for tr in self._tracks:
             d = eye_distance(tr.raw)

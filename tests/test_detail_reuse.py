@@ -383,7 +383,7 @@ def test_track_with_generator_stuck_forever_keeps_the_rate_and_stops_reusing_sta
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread nice is read from Linux /proc")
 def test_generator_nice_lowers_only_the_generator_thread() -> None:
-    from enhancer.pipeline import _Generator
+    from enhancer.worker import Worker
 
     def nice_of(tid: int) -> int:
         stat = Path(f"/proc/self/task/{tid}/stat").read_text()
@@ -391,7 +391,7 @@ def test_generator_nice_lowers_only_the_generator_thread() -> None:
 
     if nice_of(threading.get_native_id()) > 14:
         pytest.skip("this process already runs near the lowest priority (nice > 14): +5 would be clamped")
-    gen = _Generator(nice=5)
+    gen = Worker("generator", nice=5)
     try:
         end = time.monotonic() + 2
         while gen._thread.native_id is None and time.monotonic() < end:
