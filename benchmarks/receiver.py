@@ -24,7 +24,7 @@ a reason when that is outside the measured rates.
 Needs root and iproute2 (network namespaces); says why in one line and exits 2 otherwise.
 
     python -m benchmarks.receiver --clip FILE --json OUT [--quick] [--rates 150,250,500,1000]
-        [--frames 150] [--warmup 5] [--queue-ms 200] [--engine auto] [--enrol CLIP]
+        [--frames 150] [--warmup 5] [--queue-ms 200] [--engine auto] [--enrol CLIP] [--ladder on|off]
 """
 
 from __future__ import annotations
@@ -97,19 +97,22 @@ def saving_entry(bitrates: Sequence[float], raw_psnr: Sequence[float], restored_
 # --- the call: a stamped clip through the shaped link to a plain receiver -------------------
 
 async def publish_clip(url: str, clip: Path, n_frames: int, rate_kbit: int, seconds: float,
-                       warmup: float) -> dict[str, Any]:
+                       warmup: float, ladder: bool = True) -> dict[str, Any]:
     """(Inside the namespace.) Publish the first ``n_frames`` of ``clip`` in a loop, stamped, for
-    ``seconds`` with the VP8 encoder capped at ``rate_kbit``; the send rate after ``warmup`` s."""
+    ``seconds`` with the VP8 encoder capped at ``rate_kbit`` (``ladder``: with the product's
+    resolution ladder, else always full size); the send rate after ``warmup`` s."""
     from benchmarks.bench_bridge import SIZE
     from benchmarks.harness.calls import http_client, publish
     from benchmarks.harness.clips import load_clip
     from benchmarks.harness.tracks import ClipTrack
     from bridge.rate_control import ENCODER_ATTR
+    from bridge.resolution import DEFAULT_LADDER
 
     frames, fps = load_clip(clip, n_frames, SIZE)
     track = ClipTrack(frames, fps)
     async with http_client() as http:
-        pub = await publish(http, url, track, codec="vp8", bitrate=1000 * rate_kbit)
+        pub = await publish(http, url, track, codec="vp8", bitrate=1000 * rate_kbit,
+                            ladder=DEFAULT_LADDER if ladder else None)
 
         async def sent() -> tuple[float, int]:
             st = await pub.pc.getStats()
@@ -121,9 +124,10 @@ async def publish_clip(url: str, clip: Path, n_frames: int, rate_kbit: int, seco
         t1, b1 = await sent()
         enc = getattr(pub.pc.getSenders()[0], ENCODER_ATTR, None)
         target = getattr(enc, "target_bitrate", None)
+        scale = getattr(enc, "scale", None)
         await pub.leave(http)
     return {"frames_sent": track.sent, "kbit_s_sent": round(8 * (b1 - b0) / (t1 - t0) / 1000, 1),
-            "encoder_target_kbit_final": round(target / 1000, 1) if target else None}
+            "encoder_target_kbit_final": round(target / 1000, 1) if target else None, "sent_scale_final": scale}
 
 
 @asynccontextmanager
@@ -171,7 +175,7 @@ async def whip_receiver(host: str, keep_from: int, keep: int) -> AsyncIterator[t
 
 
 async def shaped_call(clip: Path, n_frames: int, fps: float, rate_kbit: int, queue_ms: float, warmup: float,
-                      keep: int) -> dict[str, Any]:
+                      keep: int, ladder: bool = True) -> dict[str, Any]:
     """One call through a fresh link shaped to ``rate_kbit`` up from the namespace: the kept
     received frames (stamp index, image) and the link's figures."""
     from benchmarks.harness.netlab import LinkShape, ShapedLink
@@ -183,7 +187,7 @@ async def shaped_call(clip: Path, n_frames: int, fps: float, rate_kbit: int, que
         async with whip_receiver(link.host_ip, keep_from, keep) as (url, sinks, pcs):
             cmd = ["ip", "netns", "exec", link.ns, sys.executable, "-m", "benchmarks.receiver",
                    f"--publish={url}", f"--clip={clip}", f"--clip-frames={n_frames}", f"--rate={rate_kbit}",
-                   f"--seconds={seconds}", f"--warmup={warmup}"]
+                   f"--seconds={seconds}", f"--warmup={warmup}", f"--ladder={'on' if ladder else 'off'}"]
             proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
                                                         stderr=asyncio.subprocess.STDOUT)
             out, _ = await asyncio.wait_for(proc.communicate(), timeout=seconds + 60)
@@ -222,11 +226,12 @@ class Judge:
     """The source side of the comparison: per source frame (cached), its aligned crop from its
     own landmarks and the crop's dlib descriptor; scores other images in the same crop."""
 
-    def __init__(self, frames: list[np.ndarray]) -> None:
+    def __init__(self, frames: list[np.ndarray], crop: int = CROP) -> None:
         from enhancer.align import feather_mask
 
         self.frames = frames
-        w = feather_mask(CROP)
+        self.crop = crop
+        w = feather_mask(crop)
         self.weight = w[..., 0] if w.ndim == 3 else w
         self._src: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray] | None] = {}
 
@@ -244,8 +249,8 @@ class Judge:
             if not faces:
                 self._src[key] = None
             else:
-                m = alignment_matrix(faces[0].landmarks, CROP)
-                crop = warp_crops(img, m[None], CROP)[0]
+                m = alignment_matrix(faces[0].landmarks, self.crop)
+                crop = warp_crops(img, m[None], self.crop)[0]
                 self._src[key] = (m, crop, _descriptor(crop))
         return self._src[key]
 
@@ -259,7 +264,7 @@ class Judge:
         if src is None:
             return None
         m, crop, desc = src
-        out = warp_crops(img, m[None], CROP)[0]
+        out = warp_crops(img, m[None], self.crop)[0]
         return masked_psnr(out, crop, self.weight), float(np.linalg.norm(_descriptor(out) - desc))
 
 
@@ -355,14 +360,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # enough clip for the warm-up and the measured frames without looping, where the clip has it
     published = round(args.warmup * fps) + keep + round(3 * fps)
     frames, fps = load_clip(args.clip, published, SIZE)
-    judge = Judge(frames)
+    judge = Judge(frames, args.judge_crop)
     enrol, enrol_source = enrolment_frames(args.clip, len(frames), args.enrol)
     by_rate: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as home:
         enrolled = enroll_from_images("sender", enrol, home=home)
         for rate in args.rates:
             t0 = time.monotonic()
-            call = asyncio.run(shaped_call(args.clip, len(frames), fps, rate, args.queue_ms, args.warmup, keep))
+            call = asyncio.run(shaped_call(args.clip, len(frames), fps, rate, args.queue_ms, args.warmup, keep,
+                                           args.ladder == "on"))
             t_call = time.monotonic() - t0
             got, rejected = usable(call.pop("kept"), call["publisher"]["frames_sent"])
             shapes = sorted({f"{img.shape[1]}x{img.shape[0]}" for _, img in got})
@@ -402,10 +408,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "engine": args.engine, "engine_used": by_rate[0]["engine"] if by_rate else None,
                         "size": list(SIZE), "clip_fps": fps, "clip_frames_published": len(frames),
                         "codec": "vp8 (aiortc), encoder capped at the link rate", "quick": args.quick,
-                        "crop": CROP}
+                        "resolution_ladder": args.ladder,
+                        "crop": args.judge_crop}
     report["definition"] = {
-        "psnr": "mean over frames of the feather-weighted PSNR of the aligned 128 crop (source frame's landmarks) "
-                "vs the stamped source frame",
+        "psnr": f"mean over frames of the feather-weighted PSNR of the aligned {args.judge_crop} crop (source frame's "
+                "landmarks) vs the stamped source frame",
         "id_distance": "mean dlib descriptor distance between that crop and the source's",
         "bandwidth_saving": "raw bitrate reaching the restored PSNR at B (log-linear in the raw curve) / B",
         "generic / restored": "product pipeline at the receiver without / with the sender's enrolled identity",
@@ -433,6 +440,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queue-ms", type=float, default=200.0, help="the bottleneck's queue, in ms at its rate")
     ap.add_argument("--engine", default="auto")
     ap.add_argument("--enrol", type=Path, default=None, help="a clip of the same person to enrol from")
+    ap.add_argument("--judge-crop", type=int, default=CROP,
+                    help="side of the aligned crop faces are judged in (128: the generator's; larger: nearer the "
+                         "face's own size in the frame, where a halved picture's lost detail shows)")
+    ap.add_argument("--ladder", choices=("on", "off"), default="on",
+                    help="the sender's resolution ladder (bridge/resolution.py): on, as the product sends; off, "
+                         "always full size (aiortc's own behaviour)")
     # internal: the publisher, run inside the namespace by shaped_call
     ap.add_argument("--publish", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--clip-frames", type=int, default=300, help=argparse.SUPPRESS)
@@ -441,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.publish:
         print(json.dumps(asyncio.run(publish_clip(args.publish, args.clip, args.clip_frames, args.rate,
-                                                  args.seconds, args.warmup))), flush=True)
+                                                  args.seconds, args.warmup, args.ladder == "on"))), flush=True)
         return 0
     from benchmarks.harness.netlab import unavailable
 
@@ -453,7 +466,11 @@ def main(argv: list[str] | None = None) -> int:
         args.frames, args.warmup = 30, 3.0
     args.rates = [int(r) for r in args.rates.split(",") if r.strip()]
     out = args.json or RESULTS / f"receiver-{args.clip.stem}.json"
-    report = run(args)
+    try:
+        report = run(args)
+    except ValueError as e:  # a clip too short to enrol from, unreadable, or without a face
+        print(f"receiver: {e}")
+        return 2
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     png = plot(report, out.with_suffix(".png"))

@@ -100,6 +100,7 @@ class FaceTracker:
         self._worker: Worker | None = None  # periodic detection off the frame thread (in_background)
         self._detecting: tuple[Future, int] | None = None  # a background detection and the epoch it began in
         self._epoch = 0  # bumped by every detection on the frame thread: older background results are stale
+        self._size: tuple[int, int] | None = None  # (height, width) of the last frame
 
     def in_background(self) -> None:
         """From now on, run the periodic re-detection of tracked faces in a background thread.
@@ -140,6 +141,10 @@ class FaceTracker:
     def update(self, frame_bgr: np.ndarray, t: float | None = None) -> list[TrackedFace]:
         cfg = self.config
         t = self._frame / 30.0 if t is None else t
+        if frame_bgr.shape[:2] != self._size:  # a stream that changed size (a sender's resolution ladder):
+            if self._size is not None:  # the tracks' pixels mean nothing on it, so search this frame
+                self.reset()
+            self._size = frame_bgr.shape[:2]
         background = False
         if self._tracks:
             detect = self._force_detect or self._frame % cfg.detect_every == 0

@@ -33,11 +33,12 @@ def stamp(img: np.ndarray, index: int) -> np.ndarray:
 
 
 def read_stamp(img: np.ndarray) -> int:
-    """The index written by ``stamp`` (reads the centre of each block)."""
+    """The index written by ``stamp`` (reads the centre of each block). Also on a picture a sender
+    halved (the resolution ladder): the rows read lie in the bottom half of the stamp's band."""
     h, w = img.shape[:2]
     bw = w // STAMP_BITS
     g = img.mean(axis=2) if img.ndim == 3 else img
-    rows = g[h - STAMP_ROWS + 4 : h - 4]
+    rows = g[h - STAMP_ROWS // 2 + 2 : h - 2]
     value = 0
     for b in range(STAMP_BITS):
         block = rows[:, b * bw + bw // 4 : (b + 1) * bw - bw // 4]
