@@ -24,7 +24,7 @@ a reason when that is outside the measured rates.
 Needs root and iproute2 (network namespaces); says why in one line and exits 2 otherwise.
 
     python -m benchmarks.receiver --clip FILE --json OUT [--quick] [--rates 150,250,500,1000]
-        [--frames 150] [--warmup 5] [--queue-ms 200] [--engine auto] [--enrol CLIP] [--ladder on|off]
+        [--frames 150] [--warmup 5] [--queue-ms 200] [--engine auto] [--enrol CLIP] [--judge-crop 128]
 """
 
 from __future__ import annotations
@@ -97,22 +97,19 @@ def saving_entry(bitrates: Sequence[float], raw_psnr: Sequence[float], restored_
 # --- the call: a stamped clip through the shaped link to a plain receiver -------------------
 
 async def publish_clip(url: str, clip: Path, n_frames: int, rate_kbit: int, seconds: float,
-                       warmup: float, ladder: bool = True) -> dict[str, Any]:
+                       warmup: float) -> dict[str, Any]:
     """(Inside the namespace.) Publish the first ``n_frames`` of ``clip`` in a loop, stamped, for
-    ``seconds`` with the VP8 encoder capped at ``rate_kbit`` (``ladder``: with the product's
-    resolution ladder, else always full size); the send rate after ``warmup`` s."""
+    ``seconds`` with the VP8 encoder capped at ``rate_kbit``; the send rate after ``warmup`` s."""
     from benchmarks.bench_bridge import SIZE
     from benchmarks.harness.calls import http_client, publish
     from benchmarks.harness.clips import load_clip
     from benchmarks.harness.tracks import ClipTrack
     from bridge.rate_control import ENCODER_ATTR
-    from bridge.resolution import DEFAULT_LADDER
 
     frames, fps = load_clip(clip, n_frames, SIZE)
     track = ClipTrack(frames, fps)
     async with http_client() as http:
-        pub = await publish(http, url, track, codec="vp8", bitrate=1000 * rate_kbit,
-                            ladder=DEFAULT_LADDER if ladder else None)
+        pub = await publish(http, url, track, codec="vp8", bitrate=1000 * rate_kbit)
 
         async def sent() -> tuple[float, int]:
             st = await pub.pc.getStats()
@@ -124,10 +121,9 @@ async def publish_clip(url: str, clip: Path, n_frames: int, rate_kbit: int, seco
         t1, b1 = await sent()
         enc = getattr(pub.pc.getSenders()[0], ENCODER_ATTR, None)
         target = getattr(enc, "target_bitrate", None)
-        scale = getattr(enc, "scale", None)
         await pub.leave(http)
     return {"frames_sent": track.sent, "kbit_s_sent": round(8 * (b1 - b0) / (t1 - t0) / 1000, 1),
-            "encoder_target_kbit_final": round(target / 1000, 1) if target else None, "sent_scale_final": scale}
+            "encoder_target_kbit_final": round(target / 1000, 1) if target else None}
 
 
 @asynccontextmanager
@@ -175,7 +171,7 @@ async def whip_receiver(host: str, keep_from: int, keep: int) -> AsyncIterator[t
 
 
 async def shaped_call(clip: Path, n_frames: int, fps: float, rate_kbit: int, queue_ms: float, warmup: float,
-                      keep: int, ladder: bool = True) -> dict[str, Any]:
+                      keep: int) -> dict[str, Any]:
     """One call through a fresh link shaped to ``rate_kbit`` up from the namespace: the kept
     received frames (stamp index, image) and the link's figures."""
     from benchmarks.harness.netlab import LinkShape, ShapedLink
@@ -187,7 +183,7 @@ async def shaped_call(clip: Path, n_frames: int, fps: float, rate_kbit: int, que
         async with whip_receiver(link.host_ip, keep_from, keep) as (url, sinks, pcs):
             cmd = ["ip", "netns", "exec", link.ns, sys.executable, "-m", "benchmarks.receiver",
                    f"--publish={url}", f"--clip={clip}", f"--clip-frames={n_frames}", f"--rate={rate_kbit}",
-                   f"--seconds={seconds}", f"--warmup={warmup}", f"--ladder={'on' if ladder else 'off'}"]
+                   f"--seconds={seconds}", f"--warmup={warmup}"]
             proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
                                                         stderr=asyncio.subprocess.STDOUT)
             out, _ = await asyncio.wait_for(proc.communicate(), timeout=seconds + 60)
@@ -367,8 +363,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         enrolled = enroll_from_images("sender", enrol, home=home)
         for rate in args.rates:
             t0 = time.monotonic()
-            call = asyncio.run(shaped_call(args.clip, len(frames), fps, rate, args.queue_ms, args.warmup, keep,
-                                           args.ladder == "on"))
+            call = asyncio.run(shaped_call(args.clip, len(frames), fps, rate, args.queue_ms, args.warmup, keep))
             t_call = time.monotonic() - t0
             got, rejected = usable(call.pop("kept"), call["publisher"]["frames_sent"])
             shapes = sorted({f"{img.shape[1]}x{img.shape[0]}" for _, img in got})
@@ -408,7 +403,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "engine": args.engine, "engine_used": by_rate[0]["engine"] if by_rate else None,
                         "size": list(SIZE), "clip_fps": fps, "clip_frames_published": len(frames),
                         "codec": "vp8 (aiortc), encoder capped at the link rate", "quick": args.quick,
-                        "resolution_ladder": args.ladder,
                         "crop": args.judge_crop}
     report["definition"] = {
         "psnr": f"mean over frames of the feather-weighted PSNR of the aligned {args.judge_crop} crop (source frame's "
@@ -443,9 +437,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--judge-crop", type=int, default=CROP,
                     help="side of the aligned crop faces are judged in (128: the generator's; larger: nearer the "
                          "face's own size in the frame, where a halved picture's lost detail shows)")
-    ap.add_argument("--ladder", choices=("on", "off"), default="on",
-                    help="the sender's resolution ladder (bridge/resolution.py): on, as the product sends; off, "
-                         "always full size (aiortc's own behaviour)")
     # internal: the publisher, run inside the namespace by shaped_call
     ap.add_argument("--publish", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--clip-frames", type=int, default=300, help=argparse.SUPPRESS)
@@ -454,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.publish:
         print(json.dumps(asyncio.run(publish_clip(args.publish, args.clip, args.clip_frames, args.rate,
-                                                  args.seconds, args.warmup, args.ladder == "on"))), flush=True)
+                                                  args.seconds, args.warmup))), flush=True)
         return 0
     from benchmarks.harness.netlab import unavailable
 

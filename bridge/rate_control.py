@@ -15,7 +15,6 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RTP_HISTORY_SIZE
 
 from .codecs import ENCODERS, private_frame
-from .resolution import DEFAULT_LADDER, ResolutionLadder, next_scale, scaled
 
 # The encoders' own bounds; aiortc clamps REMB-driven targets to these.
 BITRATE_RANGE = (100_000, 20_000_000)
@@ -94,37 +93,23 @@ def budget_retransmissions(sender: RTCRtpSender, bitrate: Callable[[], int],
 
 
 def capped_encoder_class(base: type) -> type:
-    """An aiortc encoder class whose target bitrate starts at, and never exceeds, a cap, and
-    whose pictures go down a resolution ladder when the target is too low for their size.
+    """An aiortc encoder class whose target bitrate starts at, and never exceeds, a cap.
 
     aiortc encoders start at a fixed default and follow the receiver's REMB estimate within
     built-in bounds; the bridge wants the operator's bitrate as the ceiling and start point.
     The floor is ``BITRATE_RANGE[0]``, below aiortc's own (see above). ``start`` (default: the
-    cap) lets the target begin lower than the ceiling. ``ladder`` (bridge/resolution.py; None:
-    always the source's size) picks the size each picture is sent at.
+    cap) lets the target begin lower than the ceiling.
     """
     owner = next(c for c in base.__mro__ if "target_bitrate" in vars(c))  # aiortc's class, for subclasses too
     mangled = f"_{owner.__name__.lstrip('_')}__target_bitrate"
 
     class Capped(base):  # type: ignore[misc, valid-type]
-        def __init__(self, cap: int, start: int | None = None,
-                     ladder: ResolutionLadder | None = DEFAULT_LADDER) -> None:
+        def __init__(self, cap: int, start: int | None = None) -> None:
             super().__init__()
             self._cap = int(cap)
             setattr(self, mangled, self._bound(start if start is not None else cap))
-            self._ladder = ladder
-            self.scale = 1.0  # of the source's size, what the pictures are sent at now
-            self._switched = -float("inf")  # monotonic time the scale last changed
 
         def encode(self, frame: Any, force_keyframe: bool = False) -> Any:
-            if self._ladder is not None:
-                now = time.monotonic()
-                scale = next_scale(self.scale, self.target_bitrate, frame.width, frame.height,
-                                   now - self._switched, self._ladder)
-                if scale != self.scale:
-                    self.scale, self._switched = scale, now
-                if self.scale != 1.0:  # a new frame at the smaller size (the encoder restarts on a new size)
-                    return super().encode(scaled(frame, self.scale), force_keyframe)
             return super().encode(private_frame(frame), force_keyframe)
 
         def _bound(self, bitrate: float) -> int:
@@ -150,23 +135,19 @@ def clamp_bitrate(bitrate: int) -> int:
 _CAPPED = {mime: capped_encoder_class(base) for mime, base in ENCODERS.items()}
 
 
-def rate_controlled_encoder(mime: str, cap: int | None, capped: type | None = None,
-                            ladder: ResolutionLadder | None = DEFAULT_LADDER) -> Any:
+def rate_controlled_encoder(mime: str, cap: int | None, capped: type | None = None) -> Any:
     """An encoder for ``mime`` (``capped``: a ``capped_encoder_class``, default aiortc's own
     encoder's) starting at ``cap`` and never above it, or without a cap at
-    ``DEFAULT_BITRATES``' start and ceiling, sending at the size ``ladder`` picks; one rule for a
-    sender's encoder and a shared one."""
+    ``DEFAULT_BITRATES``' start and ceiling; one rule for a sender's encoder and a shared one."""
     start, ceiling = DEFAULT_BITRATES[mime]
     cls = capped if capped is not None else _CAPPED[mime]
-    return cls(clamp_bitrate(cap), None, ladder) if cap else cls(ceiling, start, ladder)
+    return cls(clamp_bitrate(cap), None) if cap else cls(ceiling, start)
 
 
-def control_sender_rate(sender: RTCRtpSender, cap: int | None,
-                        ladder: ResolutionLadder | None = DEFAULT_LADDER) -> None:
+def control_sender_rate(sender: RTCRtpSender, cap: int | None) -> None:
     """Give ``sender`` (VP8/H.264) the congestion measures above: an encoder that starts at
-    ``cap`` (none: ``DEFAULT_BITRATES``), never exceeds it (none: aiortc's ceiling), follows the
-    receiver's estimate down to our floor and sends at the size ``ladder`` picks (None: the
-    source's); and a retransmission budget.
+    ``cap`` (none: ``DEFAULT_BITRATES``), never exceeds it (none: aiortc's ceiling) and follows the
+    receiver's estimate down to our floor; and a retransmission budget.
 
     aiortc creates the encoder lazily on the first frame with no parameters; we wrap the
     sender's per-instance frame hook to install ours instead. Per sender, no global state.
@@ -176,7 +157,7 @@ def control_sender_rate(sender: RTCRtpSender, cap: int | None,
     async def next_encoded_frame(codec: RTCRtpCodecParameters):  # type: ignore[no-untyped-def]
         mime = codec.mimeType.lower()
         if getattr(sender, ENCODER_ATTR, None) is None and mime in _CAPPED:
-            setattr(sender, ENCODER_ATTR, rate_controlled_encoder(mime, cap, ladder=ladder))
+            setattr(sender, ENCODER_ATTR, rate_controlled_encoder(mime, cap))
         return await original(codec)
 
     def bitrate() -> int:

@@ -37,9 +37,15 @@ class BrokenWindowEngine(BicubicEngine):
 
 
 def test_stamp_roundtrip() -> None:
-    img = np.zeros((480, 640, 3), np.uint8)
-    for i in (0, 1, 77, 4095):
+    """Stamps read back on the picture as sent, and on one a sender halved on its way (a bright
+    picture above the stamp, area-averaged as a scaler does, then smoothed as a codec does)."""
+    import cv2
+
+    img = np.full((480, 640, 3), 255, np.uint8)
+    for i in (0, 1, 77, 1234, 4095):
         assert read_stamp(stamp(img, i)) == i
+        half = cv2.resize(stamp(img, i), (320, 240), interpolation=cv2.INTER_AREA)
+        assert read_stamp(cv2.GaussianBlur(half, (0, 0), 1.0)) == i
 
 
 @pytest.mark.timeout(60)

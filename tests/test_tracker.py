@@ -178,3 +178,22 @@ def test_background_redetection_finds_a_new_face_without_detecting_on_a_frame(sh
     assert appears <= first <= appears + cfg.detect_every + 10, counts
     assert all(n == 2 for n in counts[first:]), counts
     assert all(s == ids[0] and len(s) == 1 for s in ids), ids  # the left face kept its one track throughout
+
+
+def test_a_stream_that_changes_size_is_searched_again_at_once(shared_data: Path) -> None:
+    """A sender on a slow link may halve its picture (libwebrtc does) from one frame to the next: the
+    tracks' pixels then mean nothing, so the tracker searches that very frame and the face is found
+    where it now is (before, that frame tracked old pixels, lost the face and went out as received)."""
+    from enhancer.detect import detect_faces
+
+    clip = decode(shared_data / "videos" / "LivePortrait__assets__examples__driving__d6.mp4")
+    frames = [cv2.resize(frame, (640, 480)) for frame, _ in (next(clip) for _ in range(16))]
+    tracker = FaceTracker(TrackerConfig())
+    for i, f in enumerate(frames):
+        img = f if i < 8 else cv2.resize(f, (320, 240), interpolation=cv2.INTER_AREA)
+        faces = tracker.update(img, i / 30)
+        assert len(faces) == 1, i
+        if i in (7, 8, 15):
+            truth = detect_faces(img, upsample=1)[0].landmarks.mean(0)
+            assert np.linalg.norm(faces[0].landmarks.mean(0) - truth) < 0.02 * img.shape[1], i
+        assert tracker.last_was_detection == (i in (0, 8) or i % 10 == 0), i

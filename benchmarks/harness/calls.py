@@ -25,7 +25,6 @@ from bridge.ice import disable_loopback_candidates, enable_loopback_candidates, 
 from bridge.jitter import release_frames_on_marker
 from bridge.rate_control import control_sender_rate
 from bridge.remote_view import ViewProcessorBuilder
-from bridge.resolution import DEFAULT_LADDER, ResolutionLadder
 from bridge.rooms import BRIDGE_KEY, Bridge
 from bridge.server import create_app
 from bridge.track import ProcessorFactory
@@ -81,15 +80,13 @@ class Peer:
 async def publish(
     http: aiohttp.ClientSession, url: str, track: MediaStreamTrack, token: str | None = None,
     codec: str | None = None, bitrate: int | None = None, headers: dict[str, str] | None = None,
-    ladder: ResolutionLadder | None = DEFAULT_LADDER,
 ) -> Peer:
     """Send ``track`` to a WHIP endpoint; ``headers`` go on the POST (e.g. ``{ENHANCED_HEADER: "1"}``,
-    a publisher that enhanced its video itself, as `likeness call` says); ``ladder``: the sender's
-    resolution ladder (None: always full size)."""
+    a publisher that enhanced its video itself, as `likeness call` says)."""
     pc = RTCPeerConnection(rtc_configuration())
     t = pc.addTransceiver(track, direction="sendonly")
     prefer_codec(t, codec)
-    control_sender_rate(t.sender, bitrate, ladder)
+    control_sender_rate(t.sender, bitrate)
     try:
         return Peer(pc, await negotiate(http, url, pc, token, headers))
     except BaseException:

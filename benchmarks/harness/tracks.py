@@ -34,7 +34,8 @@ def stamp(img: np.ndarray, index: int) -> np.ndarray:
 
 def read_stamp(img: np.ndarray) -> int:
     """The index written by ``stamp`` (reads the centre of each block). Also on a picture a sender
-    halved (the resolution ladder): the rows read lie in the bottom half of the stamp's band."""
+    halved (libwebrtc scales its pictures down on a slow link): the rows read lie in the bottom half
+    of the stamp's band."""
     h, w = img.shape[:2]
     bw = w // STAMP_BITS
     g = img.mean(axis=2) if img.ndim == 3 else img
