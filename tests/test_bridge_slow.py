@@ -52,15 +52,21 @@ class RepeatedBicubicEngine(BicubicEngine):
 
 
 def calibrated_repeats(target_s: float = 0.15) -> int:
+    """Repeats that take at least ``target_s`` on this machine. Timed as the fastest of several
+    batches: a batch that shared the CPU with another process reads slow, and calibrating on it
+    made the engine too fast later (87 ms against a 150 ms target, once, beside another job);
+    contention during the test itself only makes the engine slower, which the test wants."""
     e = BicubicEngine()
     crops = np.random.default_rng(0).integers(0, 255, (1, 128, 128, 3), dtype=np.uint8)
     noise = np.zeros((1, 3, 128, 128), np.float32)
     e.restore(crops, None, noise)
-    t = time.perf_counter()
-    for _ in range(50):
-        e.restore(crops, None, noise)
-    per = (time.perf_counter() - t) / 50
-    return max(50, math.ceil(target_s / per))
+    batches = []
+    for _ in range(6):
+        t = time.perf_counter()
+        for _ in range(20):
+            e.restore(crops, None, noise)
+        batches.append((time.perf_counter() - t) / 20)
+    return max(50, math.ceil(target_s / min(batches)))
 
 
 @pytest.mark.timeout(SOAK_S + 90)
