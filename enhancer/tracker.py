@@ -141,8 +141,8 @@ class FaceTracker:
     def update(self, frame_bgr: np.ndarray, t: float | None = None) -> list[TrackedFace]:
         cfg = self.config
         t = self._frame / 30.0 if t is None else t
-        if frame_bgr.shape[:2] != self._size:  # a stream that changed size (a sender's resolution ladder):
-            if self._size is not None:  # the tracks' pixels mean nothing on it, so search this frame
+        if frame_bgr.shape[:2] != self._size:  # a stream that changed size (libwebrtc senders scale on a
+            if self._size is not None:  # slow link): the tracks' pixels mean nothing on it, so search this frame
                 self.reset()
             self._size = frame_bgr.shape[:2]
         background = False
