@@ -49,7 +49,7 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results" / "2026-12-06"
 CROP = 128
-METHODS = ("raw", "generic", "restored", "restored_no_transfer")
+METHODS = ("raw", "generic", "restored", "restored_no_transfer", "restored_view")
 
 
 # --- the bandwidth maths (pure) -------------------------------------------------------------
@@ -266,17 +266,25 @@ class Judge:
 
 def evaluate(judge: Judge, frames: list[tuple[int, np.ndarray]], fps: float, engine: str, identity: str,
              home: str) -> dict[str, Any]:
-    """Raw, generic and restored scores of the received ``frames`` (index, image); and, to see
-    what the enrolled person's reference detail does, restored without it (``transfer=None``)."""
-    from enhancer.commands.assemble import build_pipeline
+    """Raw, generic and restored scores of the received ``frames`` (index, image); to see what the
+    enrolled person's reference detail does, restored without it (``transfer=None``); and restored
+    with the strength ``likeness view`` gives a shared identity (``restored_view``: faded on a face
+    as sharp as the person's references)."""
+    from enhancer.commands.assemble import build_pipeline, view_strength
     from enhancer.detail_transfer import DEFAULT_TRANSFER
+    from enhancer.identity_store import IdentityStore
+    from enhancer.strength import DEFAULT_STRENGTH
 
     shown: dict[str, list[np.ndarray]] = {"raw": [img for _, img in frames]}
     enhanced: dict[str, float] = {}
     name = engine
-    for method, ident, transfer in (("generic", None, DEFAULT_TRANSFER), ("restored", identity, DEFAULT_TRANSFER),
-                                    ("restored_no_transfer", identity, None)):
-        pipe = build_pipeline(identity=ident, home=home, engine=engine, transfer=transfer)
+    viewed = view_strength(IdentityStore(home).read(identity), DEFAULT_STRENGTH)
+    runs = (("generic", None, DEFAULT_TRANSFER, DEFAULT_STRENGTH),
+            ("restored", identity, DEFAULT_TRANSFER, DEFAULT_STRENGTH),
+            ("restored_no_transfer", identity, None, DEFAULT_STRENGTH),
+            ("restored_view", identity, DEFAULT_TRANSFER, viewed))
+    for method, ident, transfer, strength in runs:
+        pipe = build_pipeline(identity=ident, home=home, engine=engine, transfer=transfer, strength=strength)
         res = [pipe.process(img, idx / fps) for idx, img in frames]
         pipe.close()
         name = pipe.engine.name
@@ -329,7 +337,7 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     rates = report["bitrates_kbps"]
     fig = Figure(figsize=(10, 4), layout="constrained")
     ax_p, ax_d = fig.subplots(1, 2)
-    for method, style in zip(METHODS, ("o-", "s--", "^-", "v:"), strict=True):
+    for method, style in zip(METHODS, ("o-", "s--", "^-", "v:", "d-."), strict=True):
         ax_p.plot(rates, report[method]["psnr"], style, label=method)
         ax_d.plot(rates, report[method]["id_distance"], style, label=method)
     for ax, label in ((ax_p, "face PSNR vs source (dB)"), (ax_d, "dlib identity distance to source")):
@@ -410,7 +418,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "id_distance": "mean dlib descriptor distance between that crop and the source's",
         "bandwidth_saving": "raw bitrate reaching the restored PSNR at B (log-linear in the raw curve) / B",
         "generic / restored": "product pipeline at the receiver without / with the sender's enrolled identity",
-        "restored_no_transfer": "restored without the enrolled person's reference detail (transfer=None)"}
+        "restored_no_transfer": "restored without the enrolled person's reference detail (transfer=None)",
+        "restored_view": "restored with likeness view's strength for a shared identity (view_strength: faded on a "
+                         "face as sharp as the person's own references)"}
     report["per_rate"] = by_rate
     report["wall_s"] = round(time.perf_counter() - t_start, 1)
     return report

@@ -12,7 +12,9 @@ linear function of its log, fitted by ``benchmarks/studies/fit_strength.py`` to 
 blend weight on *training* identities (never the evaluation's), and recorded with the
 model id it was fitted for. Above the presets' range the line would still keep ~0.7 of the change on a
 face that arrives clean (a good webcam), where any change costs fidelity, so it fades to 0 there
-(``StrengthConfig.fade``). Pure functions; the per-track smoothing lives in the pipeline.
+(``StrengthConfig.fade``). A receiver that holds the sender's references also fades on the
+person's own detail (``person_fade``): a soft camera's face is not damage the link did. Pure
+functions; the per-track smoothing lives in the pipeline.
 """
 
 from __future__ import annotations
@@ -37,10 +39,15 @@ class StrengthConfig:
     # a face that arrives clean needs no change, and the line, fitted on degraded crops, would keep
     # most of it (None: no fade)
     fade: tuple[float, float] | None = None
+    # a second fade of the same form, set per person from their own references' detail
+    # (``person_fade``): none of the change on a face about as sharp as the person's enrolment
+    # shows them, whatever that camera's absolute detail is (None: no such fade)
+    person_fade: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        if self.fade is not None and not self.fade[0] < self.fade[1]:
-            raise ValueError(f"strength fade must rise (from < to), not {self.fade}")
+        for f in (self.fade, self.person_fade):
+            if f is not None and not f[0] < f[1]:
+                raise ValueError(f"strength fade must rise (from < to), not {f}")
 
 
 # the fitted line, faded out between 5.0 and 6.0: bounds read off video frames, where a clean webcam
@@ -72,10 +79,24 @@ def strength_at(detail: np.ndarray, cfg: StrengthConfig) -> np.ndarray:
     """``strength`` from crops' ``log_detail`` already computed (the pipeline needs it twice a frame)."""
     ld = np.asarray(detail, np.float64)
     w = np.clip(cfg.intercept + cfg.slope * ld, cfg.lo, cfg.hi)
-    if cfg.fade is not None:
-        f0, f1 = cfg.fade
-        w = w * np.clip((f1 - ld) / (f1 - f0), 0.0, 1.0)
+    for fade in (cfg.fade, cfg.person_fade):
+        if fade is not None:
+            f0, f1 = fade
+            w = w * np.clip((f1 - ld) / (f1 - f0), 0.0, 1.0)
     return w.astype(np.float32)
+
+
+# where the person fade runs, below the references' mean ln Laplacian variance: a face as sent sits
+# 0.15-0.42 below its own references (docs/receiver.md), so within 0.5 it arrived as the camera gave it
+PERSON_FADE_BELOW = (1.5, 0.5)
+
+
+def person_fade(references: np.ndarray, below: tuple[float, float] = PERSON_FADE_BELOW) -> tuple[float, float]:
+    """The ``person_fade`` bounds for someone whose aligned reference crops (K, S, S, 3) uint8 are
+    ``references``: all of the change at or under their mean ln Laplacian variance - ``below[0]``,
+    none from - ``below[1]``."""
+    ref = float(np.mean(log_detail(references)))
+    return ref - below[0], ref - below[1]
 
 
 def blend(lq: np.ndarray, restored: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -324,6 +324,36 @@ def test_view_builder_rests_the_generator_and_keeps_the_late_frames_choice() -> 
         raw.close()
 
 
+def test_view_fades_on_the_shared_persons_own_detail_and_publishers_do_not(
+        shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shared identity's processor in ``likeness view`` carries the person fade from its reference
+    crops; a publisher's processor for the same enrolled person does not (a camera worse than the
+    enrolment photos is what the sender's side is for)."""
+    import cv2
+    from conftest import celeba_by_identity
+
+    from enhancer.commands.assemble import make_factory, make_view_builder
+    from enhancer.enroll import enroll_from_images
+    from enhancer.identity_store import IdentityStore
+    from enhancer.strength import person_fade
+
+    by_id = celeba_by_identity(shared_data, kind="wild")
+    photos = sorted(by_id[max(sorted(by_id), key=lambda i: len(by_id[i]))])
+    enroll_from_images("p", [cv2.imread(str(shared_data / "celeba" / p)) for p in photos], home=tmp_path)
+    stored = IdentityStore(tmp_path).read("p")
+    viewer, how = make_view_builder("auto")(stored)
+    monkeypatch.setenv("LIKENESS_HOME", str(tmp_path))
+    publisher = make_factory("auto")("p")
+    try:
+        assert how.startswith("identity:") and stored.detail is not None
+        assert viewer.strength is not None and viewer.strength.person_fade == person_fade(stored.detail)
+        assert publisher.identity is not None and publisher.strength is not None
+        assert publisher.strength.person_fade is None
+    finally:
+        viewer.close()
+        publisher.close()
+
+
 def test_bridge_factory_reuses_detail_by_default_and_raw_turns_it_off() -> None:
     """What `likeness serve` / `call` build: the trained engine with reuse, unless --late-frames raw."""
     from enhancer.commands.assemble import make_factory

@@ -11,7 +11,16 @@ import pytest
 from enhancer.calibration import degraded_crops
 from enhancer.degrade import degrade
 from enhancer.pipeline import FramePipeline
-from enhancer.strength import DEFAULT_STRENGTH, StrengthConfig, blend, laplacian_variance, strength
+from enhancer.strength import (
+    DEFAULT_STRENGTH,
+    StrengthConfig,
+    blend,
+    laplacian_variance,
+    log_detail,
+    person_fade,
+    strength,
+    strength_at,
+)
 from enhancer.weights import WEIGHTS_DIR, read_metadata
 
 
@@ -150,3 +159,36 @@ def test_strength_option_values_and_errors(capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit) as e:
         main(["enhance", "in.png", "-o", "out.png", "--strength", "strong"])
     assert e.value.code == 2 and "strength must be auto, full or a number" in capsys.readouterr().err
+
+
+def test_person_fade_leaves_a_face_as_sharp_as_the_persons_references(clean: np.ndarray) -> None:
+    """A receiver fades the change out on a face within 0.5 of the person's references' mean detail
+    (ln Laplacian variance), keeps all of it from 1.5 below; damaged crops keep their weight."""
+    from dataclasses import replace
+
+    ref = float(np.mean(log_detail(clean)))
+    lo, hi = person_fade(clean)
+    assert (lo, hi) == pytest.approx((ref - 1.5, ref - 0.5))
+    cfg = replace(DEFAULT_STRENGTH, person_fade=(lo, hi))
+    ld = np.array([ref - 0.4, ref - 1.0, ref - 2.0])
+    base = strength_at(ld, DEFAULT_STRENGTH)
+    w = strength_at(ld, cfg)
+    assert w[0] == 0 and w[1] == pytest.approx(base[1] / 2, abs=1e-6) and w[2] == pytest.approx(base[2])
+    severe = np.stack([degrade(c, "severe", i) for i, c in enumerate(clean)])
+    assert np.allclose(strength(severe, cfg), strength(severe, DEFAULT_STRENGTH))
+    with pytest.raises(ValueError):
+        StrengthConfig(person_fade=(2.0, 1.0))
+
+
+def test_the_views_strength_fades_on_the_shared_persons_own_detail(clean: np.ndarray) -> None:
+    """``likeness view`` (``view_strength``) sets the person fade from the shared identity's reference
+    crops; without stored crops, or without a strength, it changes nothing."""
+    from enhancer.commands.assemble import view_strength
+    from enhancer.identity_store import StoredIdentity
+
+    with_crops = StoredIdentity("p", None, np.zeros((1, 8), np.float32), {}, None, clean)
+    without = StoredIdentity("p", None, np.zeros((1, 8), np.float32), {}, None, None)
+    assert view_strength(with_crops, DEFAULT_STRENGTH).person_fade == person_fade(clean)
+    assert view_strength(with_crops, DEFAULT_STRENGTH).fade == DEFAULT_STRENGTH.fade
+    assert view_strength(without, DEFAULT_STRENGTH) is DEFAULT_STRENGTH
+    assert view_strength(with_crops, None) is None

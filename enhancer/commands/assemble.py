@@ -18,7 +18,7 @@ from ..detail_transfer import DEFAULT_TRANSFER, PreparedReferences, TransferConf
 from ..errors import LikenessError, ModelError
 from ..identity_store import FROM_VIDEO, IdentityMismatch, IdentityStore, StoredIdentity, check_encoder
 from ..pipeline import FramePipeline, Matcher
-from ..strength import DEFAULT_STRENGTH, StrengthConfig
+from ..strength import DEFAULT_STRENGTH, StrengthConfig, person_fade
 from ..weighting_runtime import load_weighting_runtime
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ def make_view_builder(engine: str = "bicubic", strength: StrengthConfig | None =
         if stored is None:
             return build_processor(None, engine, strength, reuse), "generic: the participant shares no identity"
         try:
-            processor = build_processor(stored, engine, strength, reuse)
+            processor = build_processor(stored, engine, view_strength(stored, strength), reuse)
         except IdentityMismatch as e:
             m = stored.metadata
             return None, (f"raw: the shared identity {stored.name!r} is for model {m['model_id']} (encoder "
@@ -142,6 +142,15 @@ def make_view_builder(engine: str = "bicubic", strength: StrengthConfig | None =
         return processor, f"identity: restoring towards the shared identity {stored.name!r} (model {model})"
 
     return build
+
+
+def view_strength(stored: StoredIdentity, strength: StrengthConfig | None) -> StrengthConfig | None:
+    """A receiver's strength for a participant's shared identity: faded out on a face about as sharp
+    as their own references (``enhancer.strength.person_fade``), which is how their camera shows them,
+    not damage the link did; ``strength`` as it is without stored references (or with none)."""
+    if strength is None or stored.detail is None or len(stored.detail) == 0:
+        return strength
+    return replace(strength, person_fade=person_fade(stored.detail))
 
 
 def build_processor(identity: str | StoredIdentity | None, engine: str = "bicubic",
