@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
@@ -34,28 +35,35 @@ SIZE = (640, 480)
 SKIP = 60  # frames before the encoder has settled (the first key frame and its rate control)
 
 
+def vp8_encoded(frames: list[np.ndarray], fps: float, kbps: int,
+                scale: float = 1.0) -> Iterator[tuple[list[bytes], int]]:
+    """Each frame through the encoder the bridge gives its senders (aiortc's VP8, capped at and
+    started from ``kbps``, its floor lowered: ``bridge.rate_control``), sent at ``scale`` of its size:
+    (RTP payloads, timestamp) per frame, in order."""
+    from av import VideoFrame
+
+    from bridge.rate_control import rate_controlled_encoder
+
+    enc = rate_controlled_encoder("video/vp8", kbps * 1000)
+    h, w = frames[0].shape[:2]
+    sw, sh = round(w * scale) // 2 * 2, round(h * scale) // 2 * 2
+    for i, img in enumerate(frames):
+        small = img if scale == 1 else cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA)
+        vf = VideoFrame.from_ndarray(small, format="bgr24")
+        vf.pts, vf.time_base = int(i * 90000 / fps), Fraction(1, 90000)
+        yield enc.encode(vf)
+
+
 def through_vp8(frames: list[np.ndarray], fps: float, kbps: int, scale: float) -> tuple[list[np.ndarray], float]:
     """Frames after aiortc's VP8 at ``kbps`` (sent at ``scale`` of their size, shown at full size) and
     the bitrate the encoder really produced, kbit/s."""
     import aiortc.codecs.vpx as vpx
     from aiortc.jitterbuffer import JitterFrame
-    from av import VideoFrame
 
-    floor = vpx.MIN_BITRATE
-    vpx.MIN_BITRATE = min(floor, kbps * 1000)  # aiortc clamps to 250 kbit/s; the bridge lowers it too
-    try:
-        enc, dec = vpx.Vp8Encoder(), vpx.Vp8Decoder()
-        enc.target_bitrate = kbps * 1000
-    finally:
-        vpx.MIN_BITRATE = floor
+    dec = vpx.Vp8Decoder()
     h, w = frames[0].shape[:2]
-    sw, sh = round(w * scale) // 2 * 2, round(h * scale) // 2 * 2
     out, sent = [], 0
-    for i, img in enumerate(frames):
-        small = img if scale == 1 else cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA)
-        vf = VideoFrame.from_ndarray(small, format="bgr24")
-        vf.pts, vf.time_base = int(i * 90000 / fps), Fraction(1, 90000)
-        payloads, ts = enc.encode(vf)
+    for payloads, ts in vp8_encoded(frames, fps, kbps, scale):
         sent += sum(len(p) for p in payloads)
         data = b"".join(vpx.vp8_depayload(p) for p in payloads)
         for f in dec.decode(JitterFrame(data=data, timestamp=ts)):

@@ -22,12 +22,12 @@ import argparse
 import json
 import platform
 from datetime import UTC, datetime
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.harness.clips import load_clip, videos_dir
+from benchmarks.studies.vp8_offline import vp8_encoded
 
 VP8_QP_HIGH = 95  # libwebrtc's VP8 quality-scaler thresholds, on the 0-127 index
 VP8_QP_LOW = 29
@@ -107,18 +107,12 @@ def base_quantiser(frame: bytes) -> int:
 
 
 def quantisers(frames: list[np.ndarray], fps: float, kbps: int) -> tuple[list[int], float]:
-    """Base quantiser of each frame through aiortc's VP8 at ``kbps`` (full size), and kbit/s produced."""
+    """Base quantiser of each frame through aiortc's VP8 at ``kbps`` (full size,
+    ``vp8_offline.vp8_encoded``), and kbit/s produced."""
     import aiortc.codecs.vpx as vpx
-    import av
 
-    from bridge.rate_control import rate_controlled_encoder
-
-    enc = rate_controlled_encoder("video/vp8", kbps * 1000)
     qs, total = [], 0
-    for i, img in enumerate(frames):
-        f = av.VideoFrame.from_ndarray(img, format="bgr24")
-        f.pts, f.time_base = i, Fraction(1, round(fps))
-        payloads, _ = enc.encode(f)
+    for payloads, _ in vp8_encoded(frames, fps, kbps):
         data = b"".join(vpx.vp8_depayload(p) for p in payloads)
         total += len(data)
         qs.append(base_quantiser(data))
