@@ -124,10 +124,11 @@ def test_browser_page_sends_camera_and_shows_enhanced_stream(tmp_path: Path, mon
                 await page.fill("#enroll-name", "browser_test")
                 await page.fill("#enroll-count", "3")
                 await page.click("#enroll")
-                # done once the verdicts are in and, after a success, the call has restarted with the identity
+                # done when the page hands the button back: verdicts shown and, after a success, the call
+                # restarted with the identity (the status passes through intermediate texts on the way)
                 await page.wait_for_function(
-                    "(t => t && !t.startsWith('enrolling') && !t.includes('restarting') && t !== '')"
-                    "(document.getElementById('enroll-status').textContent)", timeout=30_000, polling=250)
+                    "!document.getElementById('enroll').disabled"
+                    " && document.getElementById('enroll-status').textContent !== ''", timeout=30_000, polling=250)
                 enroll_status = await page.text_content("#enroll-status")
                 thumbs = await page.locator("#thumbs .thumb").count()
                 verdicts = await page.locator("#thumbs .thumb.accepted, #thumbs .thumb.rejected").count()

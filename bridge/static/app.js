@@ -456,6 +456,8 @@ async function enroll() {
     const res = await api("/api/enroll?source=camera&name=" + encodeURIComponent(name), { method: "POST", body: form });
     let body = null;
     try { body = await res.json(); } catch (e) { body = null; }
+    // verdicts first: the call's restart below can take seconds and the captures should not wait on it
+    if (body) showEnrollResults(body);
     if (!res.ok) {
       status.textContent = (body && body.error) || `HTTP ${res.status}`;
     } else {
@@ -470,7 +472,6 @@ async function enroll() {
       }
       showView();
     }
-    if (body) showEnrollResults(body);
   } catch (e) {
     status.textContent = "enrolment failed: " + e.message;
   } finally {
