@@ -51,6 +51,21 @@ class FrameResult:
     landmarks: list[np.ndarray] = field(default_factory=list)
     fresh: int = 0  # faces restored by the generator for this very frame
     reused: int = 0  # faces given an earlier frame's restored detail (see ``enhancer.detail``)
+    generated: int = 0  # of the fresh faces, those the generator ran on (the rest kept no change)
+
+
+# a strength under which the blend leaves every pixel as it was (|w * change| stays under half a
+# level and the blend rounds): the generator's output would be thrown away, so it is not computed
+UNCHANGED_BELOW = 0.49 / 255
+
+
+def generator_needed(w: np.ndarray | None, n: int) -> np.ndarray:
+    """(n,) which faces the generator must run on: all without a strength, else those whose weight
+    keeps some of its change. Why: a face that arrives clean gets weight 0 (the strength's fades),
+    and on a good webcam that is every frame; the engine is most of a frame's cost."""
+    if w is None:
+        return np.ones(n, bool)
+    return np.asarray(w) >= UNCHANGED_BELOW
 
 
 def stream_noise(seed: int, n: int, size: int) -> np.ndarray:
@@ -174,10 +189,18 @@ class FramePipeline:
         return [f.track_id for f in faces], crops, *self._identities(faces, crops), w
 
     def _restore(self, ids: list[int], crops: np.ndarray, ident: np.ndarray | None, owners: np.ndarray,
-                 w: np.ndarray | None, now: float) -> np.ndarray:
-        """The generator on these crops (then the strength blend and the enrolled person's reference
-        detail); remembers the detail it added."""
-        restored = self.engine.restore(crops, ident, self.noise[: len(crops)])
+                 w: np.ndarray | None, now: float) -> tuple[np.ndarray, int]:
+        """The generator on the crops whose strength keeps some of its change (then the strength blend
+        and the enrolled person's reference detail): (restored crops, faces the generator ran on).
+        Remembers the detail it added."""
+        run = generator_needed(w, len(crops))
+        if run.all():
+            restored = self.engine.restore(crops, ident, self.noise[: len(crops)])
+        else:
+            restored = crops.copy()
+            if run.any():
+                restored[run] = self.engine.restore(crops[run], None if ident is None else ident[run],
+                                                    self.noise[: len(crops)][run])
         if w is not None:
             restored = blend(crops, restored, w)
         if self.reference_detail is not None and owners.any():
@@ -185,11 +208,11 @@ class FramePipeline:
                                  for r, c, own in zip(restored, crops, owners, strict=True)])
         if self.details is not None:
             self.details.put(ids, crops, residuals(crops, restored), now)
-        return restored
+        return restored, int(run.sum())
 
     def _paste(self, frame_bgr: np.ndarray, faces: list, mats: np.ndarray, crops: np.ndarray,
                detail: np.ndarray | None, restored: np.ndarray, keep: np.ndarray, tm: dict[str, float],
-               t0: float, fresh: int, reused: int) -> FrameResult:
+               t0: float, fresh: int, reused: int, generated: int = 0) -> FrameResult:
         t3 = time.perf_counter()
         if keep.any():
             share = keep_native(detail[keep], self.native) if self.native is not None else np.zeros(int(keep.sum()))
@@ -198,7 +221,8 @@ class FramePipeline:
             out = frame_bgr
         tm["paste"] = (time.perf_counter() - t3) * 1e3
         tm["total"] = (time.perf_counter() - t0) * 1e3
-        return FrameResult(out, len(faces), bool(keep.any()), tm, [f.landmarks for f in faces], fresh, reused)
+        return FrameResult(out, len(faces), bool(keep.any()), tm, [f.landmarks for f in faces], fresh, reused,
+                           generated)
 
     def process(self, frame_bgr: np.ndarray, t: float | None = None, budget_s: float | None = None) -> FrameResult:
         """Enhance one frame. ``t``: its timestamp in seconds (None: a still image or unknown).
@@ -215,10 +239,10 @@ class FramePipeline:
             return FrameResult(frame_bgr, 0, False, tm)
         faces, mats, crops, detail, now = prep
         t2 = time.perf_counter()
-        restored = self._restore(*self._inputs(faces, crops, detail), now)
+        restored, generated = self._restore(*self._inputs(faces, crops, detail), now)
         tm["engine"] = (time.perf_counter() - t2) * 1e3
         keep = np.ones(len(faces), bool)
-        return self._paste(frame_bgr, faces, mats, crops, detail, restored, keep, tm, t0, len(faces), 0)
+        return self._paste(frame_bgr, faces, mats, crops, detail, restored, keep, tm, t0, len(faces), 0, generated)
 
     def process_reusing(self, frame_bgr: np.ndarray, t: float | None = None) -> FrameResult:
         """Enhance one frame with stored detail only, never running the generator: what a late
@@ -257,13 +281,13 @@ class FramePipeline:
         t2 = time.perf_counter()
         inputs = self._inputs(faces, crops, detail)
         fut = gen.submit(lambda: self._restore(*inputs, now))
-        restored = None
+        done = None
         if fut is not None:
             wait = budget_s - (t2 - t0) - max(PASTE_RESERVE_S, FINISH_MARGIN * self._finish_s)
             if gen.last_ms is not None and gen.last_ms / 1e3 > wait:
                 wait = 0.0  # the last call took longer than this frame has left: holding it is futile
             try:
-                restored = fut.result(timeout=max(wait, 0.0))
+                done = fut.result(timeout=max(wait, 0.0))
                 gen.collected(fut)
             except FutureTimeout:
                 pass
@@ -275,9 +299,11 @@ class FramePipeline:
         tm["engine"] = (t3 - t2) * 1e3
         if gen.last_ms is not None:
             tm["generator"] = gen.last_ms
-        if restored is not None:
+        if done is not None:
+            restored, generated = done
             keep = np.ones(len(faces), bool)
-            result = self._paste(frame_bgr, faces, mats, crops, detail, restored, keep, tm, t0, len(faces), 0)
+            result = self._paste(frame_bgr, faces, mats, crops, detail, restored, keep, tm, t0, len(faces), 0,
+                                 generated)
         else:
             restored, keep = self._with_detail(faces, crops, now)
             result = self._paste(frame_bgr, faces, mats, crops, detail, restored, keep, tm, t0, 0, int(keep.sum()))

@@ -192,3 +192,63 @@ def test_the_views_strength_fades_on_the_shared_persons_own_detail(clean: np.nda
     assert view_strength(with_crops, DEFAULT_STRENGTH).fade == DEFAULT_STRENGTH.fade
     assert view_strength(without, DEFAULT_STRENGTH) is DEFAULT_STRENGTH
     assert view_strength(with_crops, None) is None
+
+
+def test_a_weight_under_the_skip_threshold_changes_no_pixel() -> None:
+    """The pipeline skips the generator below ``UNCHANGED_BELOW`` because the blend would round every
+    pixel back to the input, even for the largest change there is (0 <-> 255); just above half a level
+    it would not."""
+    from enhancer.pipeline import UNCHANGED_BELOW, generator_needed
+
+    lq = np.zeros((2, 8, 8, 3), np.uint8)
+    lq[1] = 255
+    under = np.full(2, np.nextafter(np.float32(UNCHANGED_BELOW), np.float32(0)), np.float32)
+    assert np.array_equal(blend(lq, 255 - lq, under), lq)
+    assert not np.array_equal(blend(lq, 255 - lq, np.full(2, 0.51 / 255, np.float32)), lq)
+    assert generator_needed(np.array([0.0, UNCHANGED_BELOW, 0.3], np.float32), 3).tolist() == [False, True, True]
+    assert generator_needed(None, 2).all()
+
+
+class CountingInverter(Inverting):
+    """``Inverting``, counting the crops it is given per call."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def restore(self, crops: np.ndarray, identity: np.ndarray | None, noise: np.ndarray) -> np.ndarray:
+        self.calls.append(len(crops))
+        return super().restore(crops, identity, noise)
+
+
+def test_the_generator_runs_only_on_faces_whose_strength_keeps_a_change(
+        shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two real faces in one frame: one with a fine stripe pattern laid over it (detail beyond the
+    default fade: weight 0), one blurred (weight ~0.8). The engine gets the blurred one only, and the
+    frame is bit-identical to the one made when the engine runs on both and the blend discards the first."""
+    import cv2
+
+    import enhancer.pipeline as pipeline
+    from enhancer.imageio import read_image
+
+    a, b = (cv2.resize(read_image(p), (200, 218)) for p in sorted((shared_data / "celeba").rglob("*.jpg"))[:2])
+    stripes = np.tile([[-30], [30]], (109, 200))[..., None]
+    img = np.hstack([np.clip(a.astype(int) + stripes, 0, 255).astype(np.uint8), cv2.GaussianBlur(b, (0, 0), 1.5)])
+    frames, calls, generated = [], [], []
+    for skip in (True, False):
+        if not skip:
+            monkeypatch.setattr(pipeline, "generator_needed", lambda w, n: np.ones(n, bool))
+        engine = CountingInverter()
+        pipe = FramePipeline(engine, strength=DEFAULT_STRENGTH)
+        results = [pipe.process(img, i / 30) for i in range(3)]
+        assert [r.faces for r in results] == [2, 2, 2]
+        assert sorted(pipe._weights.values())[0] == 0.0 and sorted(pipe._weights.values())[1] > 0.5, pipe._weights
+        frames.append([r.frame for r in results])
+        calls.append(engine.calls)
+        generated.append([r.generated for r in results])
+    assert calls == [[1, 1, 1], [2, 2, 2]] and generated == [[1, 1, 1], [2, 2, 2]]
+    assert all(np.array_equal(x, y) for x, y in zip(*frames, strict=True))
+    # nothing to change anywhere: no engine call at all, the faces still tracked
+    monkeypatch.undo()
+    engine = CountingInverter()
+    r = FramePipeline(engine, strength=StrengthConfig(intercept=0.0, slope=0.0)).process(img, 0.0)
+    assert r.faces == 2 and r.generated == 0 and engine.calls == []
