@@ -47,6 +47,10 @@ class BenchConfig:
     resolutions: tuple[str, ...] = ("480p", "720p")
     engines: tuple[str, ...] = ()  # empty: every available engine at its default precision
     source: str | None = None
+    # the camera the source is seen through: a degradation preset applied to every source frame, so
+    # that the generator has work to do (on a clean face the strength keeps nothing and the pipeline
+    # skips it); "none" times the source as it is
+    camera: str = "mild"
     skip_webrtc: bool = False
     webrtc_seconds: float = 10.0
     codec: str = "vp8"

@@ -90,7 +90,7 @@ def run_pipeline(cfg: BenchConfig, processor: Any, src: Source, res: str) -> tup
         processor.process(src.frame(res, i), i / src.fps)
     totals: list[float] = []
     stages: dict[str, list[float]] = {s: [] for s in STAGES}
-    faces, enhanced, rss_peak = [], 0, proc.memory_info().rss
+    faces, enhanced, generated, rss_peak = [], 0, 0, proc.memory_info().rss
     proc.cpu_percent(None)
     start = time.perf_counter()
     i = PIPELINE_WARM_FRAMES
@@ -105,6 +105,7 @@ def run_pipeline(cfg: BenchConfig, processor: Any, src: Source, res: str) -> tup
                 stages[s].append(r.timings_ms[s])
         faces.append(r.faces)
         enhanced += bool(r.enhanced)
+        generated += r.generated
         rss_peak = max(rss_peak, proc.memory_info().rss)
         i += 1
     wall = time.perf_counter() - start
@@ -121,6 +122,8 @@ def run_pipeline(cfg: BenchConfig, processor: Any, src: Source, res: str) -> tup
         "peak_rss_mib": round(rss_peak / 2**20, 1),
         "faces_per_frame_mean": round(float(np.mean(faces)), 3),
         "enhanced_share": round(enhanced / len(totals), 3),
+        # faces the generator ran on, per face tracked (the rest kept no change and skipped it)
+        "generated_share": round(generated / max(1, sum(faces)), 3),
     }
     return out, totals
 
@@ -145,5 +148,6 @@ def pipeline_section(cfg: BenchConfig, plan: list[PipelineSpec], src: Source,
             rows.append({**base, **r})
             samples[f"pipeline {res} {p.label}"] = totals
             log(f"  {r['fps']:7.1f} fps, p50 {r['latency_ms_p50']:.1f} ms, p95 {r['latency_ms_p95']:.1f} ms, "
-                f"cpu {r['cpu_percent']:.0f}%, rss {r['peak_rss_mib']:.0f} MiB ({r['frames']} frames)")
+                f"cpu {r['cpu_percent']:.0f}%, rss {r['peak_rss_mib']:.0f} MiB, "
+                f"generator on {r['generated_share']:.0%} of faces ({r['frames']} frames)")
     return rows

@@ -23,7 +23,7 @@ from benchmarks.bench.micro import (
 )
 from benchmarks.bench.pipeline import PIPELINE_WARM_FRAMES, pipeline_plan, pipeline_section
 from benchmarks.bench.report import format_report, output_paths, write_outputs
-from benchmarks.bench.sources import SOURCE_FRAMES_MAX, load_source
+from benchmarks.bench.sources import SOURCE_FRAMES_MAX, load_source, through_camera
 from benchmarks.bench.targets import gpu_section, ratios_section, targets_section
 from benchmarks.bench.webrtc import webrtc_section
 
@@ -42,7 +42,7 @@ def run(cfg: BenchConfig) -> tuple[dict[str, Any], dict[str, list[float]]]:
     log(f"likeness bench: {info['cpu_model']}, {info['cores_usable']} cores; engines "
         f"{', '.join(s.label for s in specs)}; {'quick' if cfg.quick else 'default'} run")
     n_src = min(SOURCE_FRAMES_MAX, PIPELINE_WARM_FRAMES + cfg.frames)
-    src = load_source(cfg.source, list(cfg.resolutions), n_src)
+    src = through_camera(load_source(cfg.source, list(cfg.resolutions), n_src), cfg.camera)
     log(f"source: {src.description}, {len(next(iter(src.frames.values())))} frames at {', '.join(src.frames)}")
     model, _ = load_restorer(None, kind="student")
     gflops = {c: generator_gflops(model, c) for c in cfg.crops}

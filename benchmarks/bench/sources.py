@@ -74,6 +74,17 @@ class Source:
         return f + f[-2:0:-1]
 
 
+def through_camera(src: Source, camera: str) -> Source:
+    """The source as a poor camera gives it: ``enhancer.degrade`` with the preset ``camera`` on every
+    frame (seeded by the frame's index, so every run times the same frames), or as it is for "none"."""
+    if camera == "none":
+        return src
+    from enhancer.degrade import degrade
+
+    frames = {res: [degrade(f, camera, i) for i, f in enumerate(fs)] for res, fs in src.frames.items()}
+    return Source(f"{src.description}, through the {camera!r} degradation", src.fps, frames)
+
+
 def load_source(path: str | None, resolutions: list[str], n: int) -> Source:
     if path is not None and not Path(path).is_file():
         raise InputError(f"{path}: no such video file")

@@ -39,6 +39,9 @@ def register(sub) -> None:
     p.add_argument("--source", type=Path,
                    help="video clip for the pipeline and WebRTC parts (default: the shared d13 clip if present, "
                         "else a synthetic panning face)")
+    p.add_argument("--camera", choices=["none", "mild", "moderate", "severe"], default="mild",
+                   help="degrade every source frame with this preset first, as a poor webcam would (default mild: "
+                        "the generator has work to do; on a clean face the pipeline skips it); none: as it is")
     p.add_argument("--skip-webrtc", action="store_true", help="leave out the WebRTC loopback call")
     p.add_argument("--webrtc-seconds", type=float, help="seconds measured per WebRTC run (default 10; --quick 3)")
     p.add_argument("--codec", choices=["vp8", "h264"], default="vp8", help="WebRTC video codec (default vp8)")
@@ -68,6 +71,7 @@ def _bench(args) -> int:
         steps=_csv_ints(args.steps, "--steps"),
         crops=_csv_ints(args.crops, "--crops"),
         source=str(args.source) if args.source else None,
+        camera=args.camera,
         skip_webrtc=True if args.skip_webrtc else None,
         webrtc_seconds=args.webrtc_seconds,
         codec=args.codec,
