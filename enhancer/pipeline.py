@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -128,11 +128,15 @@ class FramePipeline:
         self._assigned: tuple[frozenset[int], int] | None = None  # (track ids, track id with the identity)
         self._weights: dict[int, float] = {}  # track id -> smoothed strength
 
-    def _strength(self, faces: list, detail: np.ndarray) -> np.ndarray:
+    def _strength(self, faces: list, detail: np.ndarray, owners: np.ndarray) -> np.ndarray:
         """Per-face strength from the crops' ``log_detail``, smoothed per track so that the blend does
-        not flicker frame to frame."""
+        not flicker frame to frame. The person fade, read off the enrolled person's references, applies
+        to their face (``owners``) only: it says nothing of anyone else in the picture."""
         assert self.strength is not None
         raw = strength_at(detail, self.strength)
+        if self.strength.person_fade is not None and not owners.all():
+            others = ~owners
+            raw[others] = strength_at(detail[others], replace(self.strength, person_fade=None))
         alive = {f.track_id for f in faces}
         self._weights = {k: v for k, v in self._weights.items() if k in alive}
         for i, f in enumerate(faces):
@@ -185,8 +189,9 @@ class FramePipeline:
     def _inputs(self, faces: list, crops: np.ndarray, detail: np.ndarray | None) -> tuple:
         """What the generator call needs, computed on the frame thread (the per-track state lives here):
         (track ids, crops, identities, strength weights or None, which faces are the enrolled person)."""
-        w = self._strength(faces, detail) if self.strength is not None else None
-        return [f.track_id for f in faces], crops, *self._identities(faces, crops), w
+        ident, owners = self._identities(faces, crops)
+        w = self._strength(faces, detail, owners) if self.strength is not None else None
+        return [f.track_id for f in faces], crops, ident, owners, w
 
     def _restore(self, ids: list[int], crops: np.ndarray, ident: np.ndarray | None, owners: np.ndarray,
                  w: np.ndarray | None, now: float) -> tuple[np.ndarray, int]:

@@ -252,3 +252,28 @@ def test_the_generator_runs_only_on_faces_whose_strength_keeps_a_change(
     engine = CountingInverter()
     r = FramePipeline(engine, strength=StrengthConfig(intercept=0.0, slope=0.0)).process(img, 0.0)
     assert r.faces == 2 and r.generated == 0 and engine.calls == []
+
+
+def test_the_person_fade_applies_to_the_enrolled_persons_face_only(shared_data: Path) -> None:
+    """A view's person fade is read off the shared person's references; a second person in their
+    picture keeps the strength without it. Here the fade would keep nothing on any face, so the
+    enrolled (larger) face gets weight 0 and the other its ordinary weight."""
+    import cv2
+
+    from enhancer.imageio import read_image
+
+    a, b = (cv2.GaussianBlur(cv2.resize(read_image(p), size), (0, 0), 1.5)
+            for p, size in zip(sorted((shared_data / "celeba").rglob("*.jpg"))[:2], [(240, 262), (200, 262)],
+                               strict=True))
+    img = np.hstack([a, b])
+    cfg = StrengthConfig(fade=DEFAULT_STRENGTH.fade, person_fade=(-10.0, -9.0))
+    pipe = FramePipeline(Inverting(), identity=np.ones((1, 8), np.float32), null_identity=np.zeros((1, 8), np.float32),
+                         strength=cfg)
+    r = pipe.process(img, 0.0)
+    assert r.faces == 2
+    owner = pipe._assigned[1]
+    others = [w for k, w in pipe._weights.items() if k != owner]
+    assert pipe._weights[owner] == 0.0 and len(others) == 1 and others[0] > 0.5, pipe._weights
+    # alone, the same person fade applies to the one face there is
+    alone = FramePipeline(Inverting(), identity=np.ones((1, 8), np.float32), strength=cfg)
+    assert alone.process(b, 0.0).faces == 1 and list(alone._weights.values()) == [0.0]
