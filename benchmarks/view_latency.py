@@ -57,6 +57,14 @@ def summary(view_frames: list[list[float]], plain: list[list[float]], seconds: f
             "added_ms_mean": round(float(np.mean(lat)), 1) if lat else None, "max_gap_ms": round(float(gaps.max()), 1)}
 
 
+def view_cpu_s(pid: int) -> float:
+    """User + system CPU seconds the view's process has used so far (all its threads)."""
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
 async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from enhancer.enroll import enroll_from_images
 
@@ -82,8 +90,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             via = await view(http, f"http://127.0.0.1:{port}/whep/view", release_on_marker=True)
             await asyncio.sleep(args.warmup)
             since = time.monotonic()
+            cpu0 = view_cpu_s(proc.pid)
             await asyncio.sleep(args.seconds)
             result = summary(arrivals(via.sinks[0], since), arrivals(plain.sinks[0], since), args.seconds)
+            # what the view costs its machine: its process's CPU time per second of the window
+            result["view_cpu_cores"] = round((view_cpu_s(proc.pid) - cpu0) / args.seconds, 2)
             async with http.get(f"http://127.0.0.1:{port}/api/stats?room=view") as r:
                 track = next(s for s in (await r.json())["rooms"]["view"] if s["role"] == "publisher")["track"]
             result["view"] = {k: track[k] for k in ("fps_in", "fps_out", "enhanced_share", "enhanced_share_total",
@@ -126,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     r = result
     print(f"added latency p50/p95 {r['added_ms']} ms, view fps {r['fps']} (plain {r['plain_fps']}), "
-          f"enhanced {r['view']['enhanced_share_total']:.0%} -> {args.out}")
+          f"enhanced {r['view']['enhanced_share_total']:.0%}, view process {r['view_cpu_cores']} cores -> {args.out}")
     return 0
 
 

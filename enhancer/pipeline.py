@@ -188,7 +188,7 @@ class FramePipeline:
 
     def _inputs(self, faces: list, crops: np.ndarray, detail: np.ndarray | None) -> tuple:
         """What the generator call needs, computed on the frame thread (the per-track state lives here):
-        (track ids, crops, identities, strength weights or None, which faces are the enrolled person)."""
+        (track ids, crops, identities, which faces are the enrolled person, strength weights or None)."""
         ident, owners = self._identities(faces, crops)
         w = self._strength(faces, detail, owners) if self.strength is not None else None
         return [f.track_id for f in faces], crops, ident, owners, w
