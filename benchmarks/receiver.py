@@ -5,9 +5,11 @@ undo it. Here a real talking-head clip (640x480 letterbox, frame-stamped:
 ``benchmarks/harness/tracks.py``) is published over aiortc VP8 from a network namespace
 through a tbf-shaped uplink (``benchmarks/harness/netlab.py``, as ``benchmarks/poor_link.py``
 uses it) at each ``--rates`` kbit/s, the publisher's encoder capped at the link rate
-(``bridge.rate_control.control_sender_rate``, as the bridge caps its senders); a plain aiortc
-receiver (a minimal WHIP endpoint in this process, no bridge) keeps the decoded frames after a
-warm-up and reads each one's stamp, so it knows which source frame it holds.
+(``bridge.rate_control.control_sender_rate``, as the bridge caps its senders); an aiortc
+receiver (a minimal WHIP endpoint in this process, no bridge) with the jitter buffer the bridge and
+``likeness view`` receive with (``bridge.jitter``: a frame decoded on its last packet, a hole given
+up after 0.5 s with a keyframe asked for) keeps the decoded frames after a warm-up and reads each
+one's stamp, so it knows which source frame it holds.
 
 After each call, at the receiver, the received frames go through the product pipeline
 (``build_pipeline(engine=--engine)``) twice: with the sender's identity (``restored``: enrolled
@@ -135,6 +137,7 @@ async def whip_receiver(host: str, keep_from: int, keep: int) -> AsyncIterator[t
 
     from benchmarks.harness.tracks import FrameSink
     from bridge.ice import rtc_configuration
+    from bridge.jitter import release_frames_on_marker
 
     sinks: list[FrameSink] = []
     pcs: list[RTCPeerConnection] = []
@@ -145,6 +148,8 @@ async def whip_receiver(host: str, keep_from: int, keep: int) -> AsyncIterator[t
         pc.on("track", lambda track: sinks.append(FrameSink(track, keep_every=1, max_kept=keep,
                                                             keep_from=keep_from).start()))
         await pc.setRemoteDescription(RTCSessionDescription(sdp=await request.text(), type="offer"))
+        for t in pc.getTransceivers():  # before any packet: the product's receivers (bridge, view) run this buffer
+            release_frames_on_marker(t.receiver)
         await pc.setLocalDescription(await pc.createAnswer())
         return web.Response(status=201, text=pc.localDescription.sdp, content_type="application/sdp",
                             headers={"Location": f"/whip/{len(pcs) - 1}"})
@@ -175,6 +180,7 @@ async def shaped_call(clip: Path, n_frames: int, fps: float, rate_kbit: int, que
     """One call through a fresh link shaped to ``rate_kbit`` up from the namespace: the kept
     received frames (stamp index, image) and the link's figures."""
     from benchmarks.harness.netlab import LinkShape, ShapedLink
+    from bridge.jitter import RECEIVER_ATTR
 
     keep_from = round(warmup * fps)
     seconds = warmup + keep / fps + 8.0  # margin: connection set-up, a receiver slowed by a busy machine
@@ -198,6 +204,8 @@ async def shaped_call(clip: Path, n_frames: int, fps: float, rate_kbit: int, que
                 rtp = next((s for s in st.values() if s.type == "inbound-rtp"), None)
                 if rtp is not None:
                     stats = {"packets_received": rtp.packetsReceived, "packets_lost": rtp.packetsLost}
+                stats["holes_skipped"] = sum(getattr(getattr(t.receiver, RECEIVER_ATTR, None), "holes_skipped", 0)
+                                             for t in pcs[0].getTransceivers())
             frames = sinks[0].frames if sinks else []
             kept = [(r.index, r.image) for r in frames if r.image is not None]
             got = [r.at for r in frames[keep_from:]]
