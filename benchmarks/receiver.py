@@ -112,6 +112,7 @@ async def publish_clip(url: str, clip: Path, n_frames: int, rate_kbit: int, seco
     track = ClipTrack(frames, fps)
     async with http_client() as http:
         pub = await publish(http, url, track, codec="vp8", bitrate=1000 * rate_kbit)
+        keyframes = count_keyframes(pub.pc.getSenders()[0])
 
         async def sent() -> tuple[float, int]:
             st = await pub.pc.getStats()
@@ -119,13 +120,35 @@ async def publish_clip(url: str, clip: Path, n_frames: int, rate_kbit: int, seco
 
         await asyncio.sleep(warmup)
         t0, b0 = await sent()
+        keyframes.clear()
         await asyncio.sleep(max(seconds - warmup, 1.0))
         t1, b1 = await sent()
         enc = getattr(pub.pc.getSenders()[0], ENCODER_ATTR, None)
         target = getattr(enc, "target_bitrate", None)
         await pub.leave(http)
     return {"frames_sent": track.sent, "kbit_s_sent": round(8 * (b1 - b0) / (t1 - t0) / 1000, 1),
-            "encoder_target_kbit_final": round(target / 1000, 1) if target else None}
+            "encoder_target_kbit_final": round(target / 1000, 1) if target else None,
+            "keyframes_after_warmup": len(keyframes), "keyframe_bytes": keyframes[:20]}
+
+
+def count_keyframes(sender: Any) -> list[int]:
+    """The sizes (bytes) of the VP8 keyframes ``sender`` sends from now on, in a list that grows.
+    Why: a keyframe is many frames' worth of bytes at once; on a slow link it overfills the queue."""
+    from aiortc.codecs.vpx import VpxPayloadDescriptor
+
+    sizes: list[int] = []
+    original = sender._next_encoded_frame
+
+    async def next_encoded_frame(codec: Any) -> Any:
+        enc = await original(codec)
+        if enc is not None and enc.payloads:
+            desc, data = VpxPayloadDescriptor.parse(enc.payloads[0])
+            if desc.partition_start and desc.partition_id == 0 and data and not data[0] & 1:
+                sizes.append(sum(len(p) for p in enc.payloads))
+        return enc
+
+    sender._next_encoded_frame = next_encoded_frame
+    return sizes
 
 
 @asynccontextmanager
