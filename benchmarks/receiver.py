@@ -227,8 +227,9 @@ async def shaped_call(clip: Path, n_frames: int, fps: float, rate_kbit: int, que
                 rtp = next((s for s in st.values() if s.type == "inbound-rtp"), None)
                 if rtp is not None:
                     stats = {"packets_received": rtp.packetsReceived, "packets_lost": rtp.packetsLost}
-                stats["holes_skipped"] = sum(getattr(getattr(t.receiver, RECEIVER_ATTR, None), "holes_skipped", 0)
-                                             for t in pcs[0].getTransceivers())
+                buffers = [getattr(t.receiver, RECEIVER_ATTR, None) for t in pcs[0].getTransceivers()]
+                for key in ("holes_skipped", "frames_withheld"):
+                    stats[key] = sum(getattr(b, key, 0) for b in buffers)
             frames = sinks[0].frames if sinks else []
             kept = [(r.index, r.image) for r in frames if r.image is not None]
             got = [r.at for r in frames[keep_from:]]

@@ -15,6 +15,12 @@ keyframe asked for in between. Measured: ``likeness call`` through a 300 kbit/s 
 burst lost packets that were never resent. A hole that has held frames back for ``give_up_s``
 (0.5 s: many round trips for a NACK to be answered) is skipped with the frames it breaks, and
 the receiver sends a PLI, so the sender's next keyframe restarts the picture.
+
+Until that keyframe the buffer releases nothing. The inter frames behind a lost one reference it,
+and a decoder given them anyway draws garbage (measured in ``benchmarks/receiver.py``'s shaped-link
+lab at 150 kbit/s: 20-29 of 30 frames unreadable after a hole was given up); libwebrtc holds the last
+good picture instead, and so does this buffer: it asks again every ``give_up_s`` and, should the
+sender never answer, passes frames again after ``KEYFRAME_WAIT_MAX_S``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,25 @@ from aiortc.utils import uint16_add
 RECEIVER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 VIDEO_CAPACITY = 512  # aiortc's own for video
 GIVE_UP_S = 0.5
+KEYFRAME_WAIT_MAX_S = 3.0
+VP8_START_CODE = b"\x9d\x01\x2a"
+H264_IDR = 5
+
+
+def is_keyframe(data: bytes) -> bool:
+    """Whether a depayloaded frame (aiortc's ``JitterFrame.data``) decodes on its own: a VP8 key
+    frame (frame tag bit 0 clear, then the key-frame start code) or an H.264 access unit (Annex B,
+    as aiortc depayloads it) with an IDR slice."""
+    if len(data) >= 6 and not data[0] & 1 and data[3:6] == VP8_START_CODE:
+        return True
+    if not data.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01")):
+        return False
+    i = data.find(b"\x00\x00\x01")
+    while i != -1 and i + 3 < len(data):
+        if data[i + 3] & 0x1F == H264_IDR:
+            return True
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return False
 
 
 class MarkerJitterBuffer(JitterBuffer):
@@ -39,9 +64,31 @@ class MarkerJitterBuffer(JitterBuffer):
         self.give_up_s = give_up_s
         self._clock = clock
         self._blocked_since: float | None = None  # when a hole first held frames back
+        self._broken: tuple[float, float] | None = None  # (since, last PLI): waiting for a keyframe
         self.holes_skipped = 0
+        self.frames_withheld = 0  # frames not released while waiting for a keyframe
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        pli, frame = self._add(packet)
+        if not self._is_video:
+            return pli, frame
+        now = self._clock()
+        if pli:  # a hole given up, or aiortc's own reset: what follows references lost frames
+            self._broken = (now, now) if self._broken is None else (self._broken[0], now)
+        if self._broken is None or frame is None:
+            return pli, frame
+        since, asked = self._broken
+        if is_keyframe(frame.data) or now - since >= KEYFRAME_WAIT_MAX_S:
+            self._broken = None
+            return pli, frame
+        self.frames_withheld += 1
+        if now - asked >= self.give_up_s:  # that keyframe (or the PLI) was lost too: ask again
+            self._broken = (since, now)
+            pli = True
+        return pli, None
+
+    def _add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        """aiortc's ``add`` with marker release and the hole given up."""
         pli, frame = super().add(packet)
         if not self._is_video or self._origin is None:
             return pli, frame

@@ -8,8 +8,10 @@ through both buffers.
 from __future__ import annotations
 
 import asyncio
+import fractions
 import random
 
+import av
 import pytest
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtp import RtpPacket
@@ -78,23 +80,89 @@ class Clock:
         return self.t
 
 
+# the first bytes of a VP8 key frame (frame tag with bit 0 clear, then the start code) and of an
+# inter frame (bit 0 set): what ``is_keyframe`` reads
+KEY = b"\x10\x02\x00\x9d\x01\x2a"
+INTER = b"\x11\x02\x00"
+
+
 def test_a_hole_never_filled_is_given_up_with_the_frame_after_it() -> None:
     clock = Clock()
     jb = MarkerJitterBuffer(capacity=64, is_video=True, give_up_s=0.5, clock=clock)
     assert jb.add(pkt(0, 0, False, b"a0"))[1] is None
     assert jb.add(pkt(1, 0, True, b"a1"))[1].data == b"a0a1"  # frame A
-    # frame B = 2, 3: packet 2 is lost for good; frame C = 4, 5; frame D = 6
+    # frame B = 2, 3: packet 2 is lost for good; frame C = 4, 5 (a key frame); frame D = 6
     assert jb.add(pkt(3, 3000, True, b"b1")) == (False, None)
     clock.t = 0.2
-    assert jb.add(pkt(4, 6000, False, b"c0")) == (False, None)
+    assert jb.add(pkt(4, 6000, False, KEY + b"c0")) == (False, None)
     assert jb.add(pkt(5, 6000, True, b"c1")) == (False, None)  # C is complete but waits behind the hole
     clock.t = 0.6  # 0.6 s since the hole was first seen
-    pli, frame = jb.add(pkt(6, 9000, True, b"d0"))
-    assert pli and frame is not None and (frame.data, frame.timestamp) == (b"c0c1", 6000)  # B dropped, C out
-    assert jb.holes_skipped == 1
+    pli, frame = jb.add(pkt(6, 9000, True, INTER + b"d0"))
+    assert pli and frame is not None and (frame.data, frame.timestamp) == (KEY + b"c0c1", 6000)  # B dropped, C out
+    assert jb.holes_skipped == 1 and jb.frames_withheld == 0
     # the stream goes on behind it, one frame per packet as aiortc's buffer releases them
-    assert jb.add(pkt(7, 12000, True, b"e0"))[1].data == b"d0"
-    assert jb.add(pkt(8, 15000, True, b"f0"))[1].data == b"e0"
+    assert jb.add(pkt(7, 12000, True, INTER + b"e0"))[1].data == INTER + b"d0"
+    assert jb.add(pkt(8, 15000, True, INTER + b"f0"))[1].data == INTER + b"e0"
+
+
+def test_after_a_hole_is_given_up_nothing_is_released_until_a_keyframe() -> None:
+    """The inter frames behind a lost frame reference it: decoded, they are garbage. They are held
+    back, the keyframe is asked for again every ``give_up_s`` while none comes, and the first one
+    restarts the stream."""
+    clock = Clock()
+    jb = MarkerJitterBuffer(capacity=64, is_video=True, give_up_s=0.5, clock=clock)
+    assert jb.add(pkt(0, 0, True, KEY + b"a"))[1] is not None
+    assert jb.add(pkt(2, 6000, True, INTER + b"c")) == (False, None)  # packet 1 (frame B) lost for good
+    clock.t = 0.6
+    assert jb.add(pkt(3, 9000, True, INTER + b"d")) == (True, None)  # B given up, C withheld, PLI
+    assert jb.holes_skipped == 1
+    seq, ts = 4, 12000
+    asked = []
+    while clock.t < 1.55:  # inter frames keep coming: none is released, the PLI is repeated
+        clock.t = round(clock.t + 0.1, 3)
+        pli, frame = jb.add(pkt(seq, ts, True, INTER + bytes([seq])))
+        assert frame is None
+        if pli:
+            asked.append(clock.t)
+        seq, ts = seq + 1, ts + 3000
+    assert asked == [1.1, 1.6] and jb.frames_withheld >= 10
+    clock.t = 1.7
+    pli, frame = jb.add(pkt(seq, ts, True, KEY + b"k"))
+    assert frame is not None and frame.data == KEY + b"k" and not pli
+    assert jb.add(pkt(seq + 1, ts + 3000, True, INTER + b"after"))[1].data == INTER + b"after"
+
+
+def test_a_sender_that_never_sends_a_keyframe_gets_its_frames_through_after_a_while() -> None:
+    from bridge.jitter import KEYFRAME_WAIT_MAX_S
+
+    clock = Clock()
+    jb = MarkerJitterBuffer(capacity=64, is_video=True, give_up_s=0.5, clock=clock)
+    jb.add(pkt(0, 0, True, INTER + b"a"))
+    jb.add(pkt(2, 6000, True, INTER + b"c"))  # packet 1 lost for good
+    clock.t = 0.6
+    assert jb.add(pkt(3, 9000, True, INTER + b"d")) == (True, None)  # C dropped with the hole, D withheld
+    clock.t = 0.6 + KEYFRAME_WAIT_MAX_S
+    assert jb.add(pkt(4, 12000, True, INTER + b"e"))[1].data == INTER + b"e"
+    assert jb.add(pkt(5, 15000, True, INTER + b"f"))[1].data == INTER + b"f"
+
+
+def test_keyframes_are_recognised_in_real_vp8_and_h264_streams() -> None:
+    """``is_keyframe`` on what aiortc's own encoders send and its depayloaders give the jitter
+    buffer: the first frame and a forced one are key frames, the others are not."""
+    from aiortc.codecs.h264 import H264Encoder, h264_depayload
+    from aiortc.codecs.vpx import Vp8Encoder, vp8_depayload
+
+    from bridge.jitter import is_keyframe
+
+    frames, _ = load_clip(CLIP, 6, (320, 240))
+    for encoder, depayload in ((Vp8Encoder(), vp8_depayload), (H264Encoder(), h264_depayload)):
+        kinds = []
+        for i, img in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(img, format="bgr24")
+            vf.pts, vf.time_base = i * 3000, fractions.Fraction(1, 90000)
+            payloads, _ = encoder.encode(vf, force_keyframe=i == 4)
+            kinds.append(is_keyframe(b"".join(depayload(p) for p in payloads)))
+        assert kinds == [True, False, False, False, True, False], (type(encoder).__name__, kinds)
 
 
 def test_a_hole_inside_a_frame_is_given_up_too() -> None:
@@ -103,12 +171,12 @@ def test_a_hole_inside_a_frame_is_given_up_too() -> None:
     # frame A = 0, 1, 2 with 1 lost for good; B = 3; C = 4
     assert jb.add(pkt(0, 0, False, b"a0")) == (False, None)
     assert jb.add(pkt(2, 0, True, b"a2")) == (False, None)
-    assert jb.add(pkt(3, 3000, True, b"b0")) == (False, None)
+    assert jb.add(pkt(3, 3000, True, KEY + b"b0")) == (False, None)
     clock.t = 0.7
-    pli, frame = jb.add(pkt(4, 6000, True, b"c0"))
-    # A is dropped; B starts right after A's present last packet, so it is whole and comes out
-    assert pli and frame is not None and frame.data == b"b0" and jb.holes_skipped == 1
-    assert jb.add(pkt(5, 9000, True, b"d0"))[1].data == b"c0"
+    pli, frame = jb.add(pkt(4, 6000, True, INTER + b"c0"))
+    # A is dropped; B starts right after A's present last packet, so it is whole and, a key frame, comes out
+    assert pli and frame is not None and frame.data == KEY + b"b0" and jb.holes_skipped == 1
+    assert jb.add(pkt(5, 9000, True, INTER + b"d0"))[1].data == INTER + b"c0"
 
 
 def test_a_hole_filled_in_time_is_not_given_up() -> None:
