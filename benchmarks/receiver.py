@@ -215,7 +215,13 @@ async def shaped_call(clip: Path, n_frames: int, fps: float, rate_kbit: int, que
                    f"--seconds={seconds}", f"--warmup={warmup}"]
             proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
                                                         stderr=asyncio.subprocess.STDOUT)
+            # the link's counters once the warm-up is over (the publisher's clock starts about when it does)
+            at_warmup = asyncio.get_running_loop().call_later(warmup, lambda: counters.append(link.up_counters()))
+            counters: list[tuple[int, int]] = []
             out, _ = await asyncio.wait_for(proc.communicate(), timeout=seconds + 60)
+            at_warmup.cancel()
+            end = link.up_counters()
+            start = counters[0] if counters else (0, 0)
             text = out.decode(errors="replace").strip()
             lines = text.splitlines()
             if proc.returncode != 0 or not lines:
@@ -234,8 +240,10 @@ async def shaped_call(clip: Path, n_frames: int, fps: float, rate_kbit: int, que
             kept = [(r.index, r.image) for r in frames if r.image is not None]
             got = [r.at for r in frames[keep_from:]]
             fps_in = (len(got) - 1) / (got[-1] - got[0]) if len(got) > 1 and got[-1] > got[0] else 0.0
-    return {"link": shape.describe(), "publisher": sent, "receiver": {**stats, "frames": len(frames),
-            "fps_in_measured": round(fps_in, 2)}, "kept": kept}
+    return {"link": {"shape": shape.describe(), "packets_after_warmup": end[0] - start[0],
+                     "dropped_after_warmup": end[1] - start[1]},
+            "publisher": sent, "receiver": {**stats, "frames": len(frames), "fps_in_measured": round(fps_in, 2)},
+            "kept": kept}
 
 
 # --- measuring at the receiver --------------------------------------------------------------

@@ -10,6 +10,7 @@ whose rate and queue we choose, and nothing leaves the machine. Needs root and i
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -119,6 +120,14 @@ class ShapedLink:
             _run(*tc, "qdisc", "replace", "dev", dev, "root", *shape.tbf_args())
         else:  # unlimited: back to the device's default (a veth has no queue of its own)
             subprocess.run([*tc, "qdisc", "del", "dev", dev, "root"], capture_output=True, timeout=10)
+
+    def up_counters(self) -> tuple[int, int]:
+        """(packets sent, packets dropped) so far by the shaping from the namespace (its ``tc -s``
+        counters): the link's own loss, which receivers' statistics may not see."""
+        r = subprocess.run(["ip", "netns", "exec", self.ns, "tc", "-s", "qdisc", "show", "dev", self.peer_if],
+                           capture_output=True, text=True, timeout=10)
+        m = re.search(r"Sent \d+ bytes (\d+) pkt \(dropped (\d+)", r.stdout)
+        return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
     def wrap(self, executable: str | Path) -> Path:
         """An executable that runs ``executable`` (with its arguments) inside the namespace, e.g.
