@@ -12,7 +12,7 @@ from typing import Any
 from aiortc import RTCRtpSender
 from aiortc.codecs import h264, vpx
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import RTP_HISTORY_SIZE, RtcpRrPacket, RtcpSrPacket
+from aiortc.rtp import RTP_HISTORY_SIZE
 
 from .codecs import ENCODERS, private_frame
 
@@ -31,16 +31,6 @@ BITRATE_RANGE = (100_000, 20_000_000)
 #   a budget of RETRANSMIT_SHARE of the bitrate; past it, a receiver recovers by a keyframe.
 # Encoding at 0.85 of the estimate as well measured no different and cost 15 % of the bitrate
 # on every link, so the encoder follows the estimate itself.
-# * A queue that stays full has no delay trend, so a delay-based estimate (REMB) does not fall
-#   while the link drops packets (measured: 130 kbit/s sent into a 150 kbit/s link, its queue full
-#   from the warm-up on, ~2 drops a second). Senders also back off on the loss receivers report
-#   (GCC's loss-based controller): ``LossCeiling``.
-
-# GCC's loss-based controller (draft-ietf-rmcat-gcc-02, section 6): the reported fraction lost
-# over which the ceiling falls, under which it rises, and the rise per report
-LOSS_HIGH = 0.10
-LOSS_LOW = 0.02
-LOSS_RISE = 1.05
 
 RETRANSMIT_SHARE = 0.15
 RETRANSMIT_BURST_S = 0.5
@@ -82,25 +72,6 @@ class RetransmitBudget:
         return False
 
 
-class LossCeiling:
-    """A bitrate ceiling from the loss a receiver reports: times (1 - loss / 2) over ``LOSS_HIGH``,
-    times ``LOSS_RISE`` under ``LOSS_LOW``, held between, kept within ``floor``-``cap``. Pure."""
-
-    def __init__(self, start: int, floor: int, cap: int) -> None:
-        self.floor, self.cap = floor, cap
-        self.bitrate = float(max(floor, min(start, cap)))
-
-    def report(self, fraction_lost: int) -> int:
-        """One receiver report's fraction lost (RTCP's 0-255 scale): the new ceiling, bit/s."""
-        loss = fraction_lost / 256
-        if loss > LOSS_HIGH:
-            self.bitrate *= 1 - 0.5 * loss
-        elif loss < LOSS_LOW:
-            self.bitrate *= LOSS_RISE
-        self.bitrate = max(self.floor, min(self.bitrate, self.cap))
-        return int(self.bitrate)
-
-
 def budget_retransmissions(sender: RTCRtpSender, bitrate: Callable[[], int],
                            on_denied: Callable[[], None] | None = None) -> RetransmitBudget:
     """Answer ``sender``'s NACKs only within a ``RetransmitBudget`` of ``bitrate()`` (its
@@ -136,9 +107,7 @@ def capped_encoder_class(base: type) -> type:
         def __init__(self, cap: int, start: int | None = None) -> None:
             super().__init__()
             self._cap = int(cap)
-            self._estimate = self._bound(start if start is not None else cap)  # the receiver's, or the start
-            self._loss_ceiling: int | None = None  # ``LossCeiling``'s, once reports come
-            setattr(self, mangled, self._estimate)
+            setattr(self, mangled, self._bound(start if start is not None else cap))
 
         def encode(self, frame: Any, force_keyframe: bool = False) -> Any:
             return super().encode(private_frame(frame), force_keyframe)
@@ -146,27 +115,13 @@ def capped_encoder_class(base: type) -> type:
         def _bound(self, bitrate: float) -> int:
             return max(BITRATE_RANGE[0], min(int(bitrate), self._cap))
 
-        def _apply(self) -> None:
-            ceiling = self._loss_ceiling if self._loss_ceiling is not None else self._cap
-            setattr(self, mangled, self._bound(min(self._estimate, ceiling)))
-
         @property
         def target_bitrate(self) -> int:
             return getattr(self, mangled)
 
         @target_bitrate.setter
         def target_bitrate(self, bitrate: int) -> None:
-            self._estimate = self._bound(bitrate)
-            self._apply()
-
-        @property
-        def loss_ceiling(self) -> int | None:
-            return self._loss_ceiling
-
-        @loss_ceiling.setter
-        def loss_ceiling(self, bitrate: int | None) -> None:
-            self._loss_ceiling = bitrate
-            self._apply()
+            setattr(self, mangled, self._bound(bitrate))
 
     Capped.__name__ = f"Capped{base.__name__}"
     return Capped
@@ -211,26 +166,3 @@ def control_sender_rate(sender: RTCRtpSender, cap: int | None) -> None:
 
     sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign]
     budget_retransmissions(sender, bitrate)
-    back_off_on_loss(sender)
-
-
-def back_off_on_loss(sender: RTCRtpSender) -> None:
-    """Hold ``sender``'s encoder (ours, from ``control_sender_rate``) under a ``LossCeiling`` fed by
-    the receiver reports for its stream. Per sender, by wrapping its instance's RTCP hook."""
-    original = sender._handle_rtcp_packet
-    ceiling: list[LossCeiling] = []  # made on the first report, from the encoder's target then
-
-    async def handle_rtcp_packet(packet: Any) -> None:
-        await original(packet)
-        if not isinstance(packet, RtcpRrPacket | RtcpSrPacket):
-            return
-        enc = getattr(sender, ENCODER_ATTR, None)
-        if not hasattr(enc, "loss_ceiling"):
-            return  # no encoder yet, or not one of ours
-        for report in packet.reports:
-            if report.ssrc == sender._ssrc:
-                if not ceiling:
-                    ceiling.append(LossCeiling(enc.target_bitrate, BITRATE_RANGE[0], enc._cap))
-                enc.loss_ceiling = ceiling[0].report(report.fraction_lost)
-
-    sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
