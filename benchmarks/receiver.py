@@ -234,7 +234,7 @@ async def shaped_call(clip: Path, n_frames: int, fps: float, rate_kbit: int, que
                 if rtp is not None:
                     stats = {"packets_received": rtp.packetsReceived, "packets_lost": rtp.packetsLost}
                 buffers = [getattr(t.receiver, RECEIVER_ATTR, None) for t in pcs[0].getTransceivers()]
-                for key in ("holes_skipped", "frames_withheld"):
+                for key in ("holes_skipped", "frames_withheld", "waits_expired"):
                     stats[key] = sum(getattr(b, key, 0) for b in buffers)
             frames = sinks[0].frames if sinks else []
             kept = [(r.index, r.image) for r in frames if r.image is not None]

@@ -59,14 +59,16 @@ def is_keyframe(data: bytes) -> bool:
 
 class MarkerJitterBuffer(JitterBuffer):
     def __init__(self, capacity: int, prefetch: int = 0, is_video: bool = False, give_up_s: float = GIVE_UP_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, keyframe_wait_s: float = KEYFRAME_WAIT_MAX_S) -> None:
         super().__init__(capacity, prefetch, is_video)
         self.give_up_s = give_up_s
+        self.keyframe_wait_s = keyframe_wait_s
         self._clock = clock
         self._blocked_since: float | None = None  # when a hole first held frames back
         self._broken: tuple[float, float] | None = None  # (since, last PLI): waiting for a keyframe
         self.holes_skipped = 0
         self.frames_withheld = 0  # frames not released while waiting for a keyframe
+        self.waits_expired = 0  # waits that ran out (``KEYFRAME_WAIT_MAX_S``) and let inter frames through
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         pli, frame = self._add(packet)
@@ -78,7 +80,8 @@ class MarkerJitterBuffer(JitterBuffer):
         if self._broken is None or frame is None:
             return pli, frame
         since, asked = self._broken
-        if is_keyframe(frame.data) or now - since >= KEYFRAME_WAIT_MAX_S:
+        if is_keyframe(frame.data) or now - since >= self.keyframe_wait_s:
+            self.waits_expired += not is_keyframe(frame.data)
             self._broken = None
             return pli, frame
         self.frames_withheld += 1

@@ -144,6 +144,7 @@ def test_a_sender_that_never_sends_a_keyframe_gets_its_frames_through_after_a_wh
     clock.t = 0.6 + KEYFRAME_WAIT_MAX_S
     assert jb.add(pkt(4, 12000, True, INTER + b"e"))[1].data == INTER + b"e"
     assert jb.add(pkt(5, 15000, True, INTER + b"f"))[1].data == INTER + b"f"
+    assert jb.waits_expired == 1
 
 
 def test_keyframes_are_recognised_in_real_vp8_and_h264_streams() -> None:
