@@ -36,7 +36,7 @@ from aiortc.utils import uint16_add
 RECEIVER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 VIDEO_CAPACITY = 512  # aiortc's own for video
 GIVE_UP_S = 0.5
-KEYFRAME_WAIT_MAX_S = 3.0
+KEYFRAME_WAIT_MAX_S = 10.0
 VP8_START_CODE = b"\x9d\x01\x2a"
 H264_IDR = 5
 
