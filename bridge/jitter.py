@@ -18,7 +18,8 @@ the receiver sends a PLI, so the sender's next keyframe restarts the picture.
 
 Until that keyframe the buffer releases nothing. The inter frames behind a lost one reference it,
 and a decoder given them anyway draws garbage (measured in ``benchmarks/receiver.py``'s shaped-link
-lab at 150 kbit/s: 124 of 180 frames unreadable, 18 of 180 with this wait); libwebrtc holds the last
+lab at 150 kbit/s: 124 of 180 frames unreadable; with this wait 18 of 180 when it was limited to 3 s,
+0 of 90 at 10 s); libwebrtc holds the last
 good picture instead, and so does this buffer: it asks again every ``give_up_s`` and, should the
 sender never answer, passes frames again after ``KEYFRAME_WAIT_MAX_S``.
 """
