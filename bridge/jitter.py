@@ -20,7 +20,7 @@ Until that keyframe the buffer releases nothing. The inter frames behind a lost 
 and a decoder given them anyway draws garbage (measured in ``benchmarks/receiver.py``'s shaped-link
 lab at 150 kbit/s: 124 of 180 frames unreadable; with this wait 18 of 180 when it was limited to 3 s,
 0 of 90 at 10 s); libwebrtc holds the last
-good picture instead, and so does this buffer: it asks again every ``give_up_s`` and, should the
+good picture instead, and so does this buffer: it asks again every ``REASK_S`` and, should the
 sender never answer, passes frames again after ``KEYFRAME_WAIT_MAX_S``.
 """
 
@@ -38,6 +38,9 @@ RECEIVER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 VIDEO_CAPACITY = 512  # aiortc's own for video
 GIVE_UP_S = 0.5
 KEYFRAME_WAIT_MAX_S = 10.0
+# how long the wait lets a keyframe take before asking again: a full queue's round trip is 0.4 s
+# or more, and each PLI costs a keyframe, several frames' worth of a slow link
+REASK_S = 1.0
 VP8_START_CODE = b"\x9d\x01\x2a"
 H264_IDR = 5
 
@@ -60,10 +63,12 @@ def is_keyframe(data: bytes) -> bool:
 
 class MarkerJitterBuffer(JitterBuffer):
     def __init__(self, capacity: int, prefetch: int = 0, is_video: bool = False, give_up_s: float = GIVE_UP_S,
-                 clock: Callable[[], float] = time.monotonic, keyframe_wait_s: float = KEYFRAME_WAIT_MAX_S) -> None:
+                 clock: Callable[[], float] = time.monotonic, keyframe_wait_s: float = KEYFRAME_WAIT_MAX_S,
+                 reask_s: float = REASK_S) -> None:
         super().__init__(capacity, prefetch, is_video)
         self.give_up_s = give_up_s
         self.keyframe_wait_s = keyframe_wait_s
+        self.reask_s = reask_s
         self._clock = clock
         self._blocked_since: float | None = None  # when a hole first held frames back
         self._broken: tuple[float, float] | None = None  # (since, last PLI): waiting for a keyframe
@@ -86,7 +91,7 @@ class MarkerJitterBuffer(JitterBuffer):
             self._broken = None
             return pli, frame
         self.frames_withheld += 1
-        if now - asked >= self.give_up_s:  # that keyframe (or the PLI) was lost too: ask again
+        if now - asked >= self.reask_s:  # that keyframe (or the PLI) was lost too: ask again
             self._broken = (since, now)
             pli = True
         return pli, None
