@@ -134,17 +134,17 @@ async def publish_clip(url: str, clip: Path, n_frames: int, rate_kbit: int, seco
 def count_keyframes(sender: Any) -> list[int]:
     """The sizes (bytes) of the VP8 keyframes ``sender`` sends from now on, in a list that grows.
     Why: a keyframe is many frames' worth of bytes at once; on a slow link it overfills the queue."""
-    from aiortc.codecs.vpx import VpxPayloadDescriptor
+    from aiortc.codecs.vpx import vp8_depayload
+
+    from bridge.jitter import is_keyframe
 
     sizes: list[int] = []
     original = sender._next_encoded_frame
 
     async def next_encoded_frame(codec: Any) -> Any:
         enc = await original(codec)
-        if enc is not None and enc.payloads:
-            desc, data = VpxPayloadDescriptor.parse(enc.payloads[0])
-            if desc.partition_start and desc.partition_id == 0 and data and not data[0] & 1:
-                sizes.append(sum(len(p) for p in enc.payloads))
+        if enc is not None and enc.payloads and is_keyframe(vp8_depayload(enc.payloads[0])):
+            sizes.append(sum(len(p) for p in enc.payloads))
         return enc
 
     sender._next_encoded_frame = next_encoded_frame
@@ -216,8 +216,8 @@ async def shaped_call(clip: Path, n_frames: int, fps: float, rate_kbit: int, que
             proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
                                                         stderr=asyncio.subprocess.STDOUT)
             # the link's counters once the warm-up is over (the publisher's clock starts about when it does)
-            at_warmup = asyncio.get_running_loop().call_later(warmup, lambda: counters.append(link.up_counters()))
             counters: list[tuple[int, int]] = []
+            at_warmup = asyncio.get_running_loop().call_later(warmup, lambda: counters.append(link.up_counters()))
             out, _ = await asyncio.wait_for(proc.communicate(), timeout=seconds + 60)
             at_warmup.cancel()
             end = link.up_counters()

@@ -78,16 +78,17 @@ class MarkerJitterBuffer(JitterBuffer):
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         pli, frame = self._add(packet)
-        if not self._is_video:
-            return pli, frame
+        if not self._is_video or (self._broken is None and not pli):
+            return pli, frame  # the usual case: nothing lost, nothing awaited
         now = self._clock()
         if pli:  # a hole given up, or aiortc's own reset: what follows references lost frames
             self._broken = (now, now) if self._broken is None else (self._broken[0], now)
-        if self._broken is None or frame is None:
+        if frame is None:
             return pli, frame
         since, asked = self._broken
-        if is_keyframe(frame.data) or now - since >= self.keyframe_wait_s:
-            self.waits_expired += not is_keyframe(frame.data)
+        key = is_keyframe(frame.data)
+        if key or now - since >= self.keyframe_wait_s:
+            self.waits_expired += not key
             self._broken = None
             return pli, frame
         self.frames_withheld += 1

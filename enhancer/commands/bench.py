@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..degrade import PRESETS
 from ..errors import InputError
 
 
@@ -39,7 +40,7 @@ def register(sub) -> None:
     p.add_argument("--source", type=Path,
                    help="video clip for the pipeline and WebRTC parts (default: the shared d13 clip if present, "
                         "else a synthetic panning face)")
-    p.add_argument("--camera", choices=["none", "mild", "moderate", "severe"], default="mild",
+    p.add_argument("--camera", choices=["none", *PRESETS], default="mild",
                    help="degrade every source frame with this preset first, as a poor webcam would (default mild: "
                         "the generator has work to do; on a clean face the pipeline skips it); none: as it is")
     p.add_argument("--skip-webrtc", action="store_true", help="leave out the WebRTC loopback call")
